@@ -1,0 +1,135 @@
+"""``sfbulk-emulator`` / ``python -m airflow_provider_sfbulk.emulator``: run the emulator in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from airflow_provider_sfbulk.emulator import config as cfg
+from airflow_provider_sfbulk.emulator.faults import parse_fault
+from airflow_provider_sfbulk.emulator.server import EmulatorApp
+from airflow_provider_sfbulk.emulator.testing import CA_LINE_PREFIX, URL_LINE_PREFIX
+
+
+def _seed_item(text: str) -> tuple[str, int]:
+    name, sep, count = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected OBJECT=N, got {text!r}")
+    try:
+        number = int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected OBJECT=N with an integer N, got {text!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError("N must not be negative")
+    return name, number
+
+
+def _fault_item(text: str) -> object:
+    try:
+        return parse_fault(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sfbulk-emulator",
+        description="Local Salesforce Bulk API 2.0 + OAuth emulator (HTTP server backed by SQLite).",
+    )
+    defaults = cfg.EmulatorConfig()
+    add = parser.add_argument
+    add("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: loopback only)")
+    add("--port", type=int, default=8765, help="port to bind; 0 picks a free one (default 8765)")
+    add("--data-dir", type=Path, required=True, help="directory for the database, uploads and results")
+    add("--schema", type=Path, default=None, help="JSON schema file (default: the shipped schema)")
+    add("--client-id", default=defaults.client_id)
+    add("--client-secret", default=defaults.client_secret)
+    add("--username", default=defaults.username)
+    add("--password", default=defaults.password)
+    add("--security-token", default=defaults.security_token)
+    add("--jwt-public-key", type=Path, default=None,
+        help="PEM public key or certificate verifying JWT bearer assertions")
+    add("--token-ttl", type=float, default=defaults.token_ttl, help="access token lifetime in seconds")
+    add("--batch-delay", type=float, default=defaults.batch_delay,
+        help="seconds each internal ingest batch takes at least")
+    add("--batch-size", type=int, default=defaults.batch_size, help="records per internal ingest batch")
+    add("--seed", type=int, default=defaults.seed, help="seed of faults and synthetic records")
+    add("--retention", type=float, default=defaults.retention,
+        help="seconds jobs and results live after their last change (default 7 days)")
+    add("--tls", action="store_true", help="serve HTTPS with a generated certificate (CA path printed)")
+    add("--seed-records", type=_seed_item, action="append", default=[], metavar="OBJECT=N",
+        help="fill OBJECT with N synthetic records at start (repeatable)")
+    add("--fault", type=_fault_item, action="append", default=[], metavar="SPEC",
+        help="HTTP fault rule, e.g. 'status=503,rate=0.2,method=GET,path=/jobs/' (repeatable)")
+    add("--lock-row-rate", type=float, default=0.0, help="share of ingest rows failing UNABLE_TO_LOCK_ROW")
+    add("--failing-batch", type=int, default=None, help="1-based internal batch that fails past its retries")
+    add("--max-upload-bytes", type=int, default=defaults.max_upload_bytes)
+    add("--list-page-size", type=int, default=defaults.list_page_size)
+    add("--daily-api-requests", type=int, default=defaults.daily_api_requests)
+    add("--workers", type=int, default=defaults.workers, help="job processing threads")
+    add("--log-level", default="WARNING")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> cfg.EmulatorConfig:
+    return cfg.EmulatorConfig(
+        host=args.host, port=args.port, data_dir=args.data_dir, schema_path=args.schema,
+        client_id=args.client_id, client_secret=args.client_secret, username=args.username,
+        password=args.password, security_token=args.security_token, jwt_public_key=args.jwt_public_key,
+        token_ttl=args.token_ttl, batch_delay=args.batch_delay, batch_size=args.batch_size, seed=args.seed,
+        retention=args.retention, tls=args.tls, seed_records=dict(args.seed_records),
+        faults=list(args.fault), lock_row_rate=args.lock_row_rate, failing_batch=args.failing_batch,
+        max_upload_bytes=args.max_upload_bytes, list_page_size=args.list_page_size,
+        daily_api_requests=args.daily_api_requests, workers=args.workers,
+    )
+
+
+async def _run(config: cfg.EmulatorConfig) -> None:
+    app = EmulatorApp(config)
+    base_url = await app.start()
+    lines = [
+        f"{URL_LINE_PREFIX}{base_url}",
+        f"sfbulk emulator listening on {base_url} (data dir {app.data_dir})",
+        f"  token endpoint  {base_url}/services/oauth2/token",
+        f"  client_id       {config.client_id}",
+        f"  client_secret   {config.client_secret}",
+        f"  username        {config.username}",
+        f"  password        {config.password}",
+        f"  security_token  {config.security_token}",
+    ]
+    if app.tls is not None:
+        lines.insert(1, f"{CA_LINE_PREFIX}{app.tls.ca_path}")
+    print("\n".join(lines), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    try:
+        await stop.wait()
+    finally:
+        await app.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        config = config_from_args(args)
+    except ValueError as err:
+        print(f"sfbulk-emulator: {err}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_run(config))
+    except OSError as err:
+        print(f"sfbulk-emulator: cannot start: {err}", file=sys.stderr)
+        return 1
+    return 0
