@@ -44,7 +44,6 @@ from airflow_provider_sfbulk.emulator.soql import CompiledQuery, SoqlError
 from airflow_provider_sfbulk.protocol.states import COLUMN_DELIMITERS, LINE_ENDINGS
 
 __all__ = [
-    "QueryAborted",
     "ResultPage",
     "decode_locator",
     "encode_locator",
@@ -61,8 +60,8 @@ _FETCH_ROWS = 2_000
 _OFFSET_SIZE = 8
 
 
-class QueryAborted(Exception):
-    """``should_abort`` turned true while results were being written; nothing was kept."""
+class _Aborted(Exception):
+    """``should_abort`` turned true while results were being written."""
 
 
 @dataclass(frozen=True)
@@ -135,8 +134,9 @@ def write_query_results(
     """Run ``compiled`` and write its rows, index and metadata into ``out_dir``; return the row count.
 
     Streams with ``fetchmany`` so memory stays flat whatever the result size. Checks ``should_abort``
-    between fetches and raises :class:`QueryAborted` (removing its partial files) when it turns true.
-    Replaces a previous result in ``out_dir`` only once the new one is complete.
+    between fetches; when it turns true the partial files are removed, nothing is installed and the
+    number of rows fetched so far is returned (the caller checks ``should_abort`` itself). A previous
+    result in ``out_dir`` is replaced only once the new one is complete.
     """
     delimiter, eol = _dialect(column_delimiter, line_ending)
     out_dir = Path(out_dir)
@@ -158,7 +158,7 @@ def write_query_results(
             try:
                 while True:
                     if should_abort():
-                        raise QueryAborted(compiled.object_name)
+                        raise _Aborted
                     rows = cursor.fetchmany(fetch_rows)
                     if not rows:
                         break
@@ -199,6 +199,8 @@ def write_query_results(
         os.replace(tmp_data, out_dir / DATA_FILE)
         os.replace(tmp_index, out_dir / INDEX_FILE)
         os.replace(tmp_meta, out_dir / META_FILE)
+    except _Aborted:
+        return count
     finally:
         for tmp in (tmp_data, tmp_index, tmp_meta):
             tmp.unlink(missing_ok=True)

@@ -162,7 +162,7 @@ class _Lexer:
                     break
             else:
                 m = _NUMBER.match(soql, pos)
-                if m and (ch != "-" or (out and out[-1].kind in ("op", "punct"))):
+                if m and (ch != "-" or (out and out[-1].kind in ("op", "punct", "ident"))):
                     out.append(_Tok("number", m.group(), pos))
                     pos = m.end()
                     continue

@@ -1,0 +1,420 @@
+"""SOQL subset: parsing, validation errors as Salesforce words them, and compiled SQL run on sample data."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+
+from airflow_provider_sfbulk.emulator.identity import POD
+from airflow_provider_sfbulk.emulator.query_results import prepare_connection
+from airflow_provider_sfbulk.emulator.schema import Schema, create_tables, load_schema
+from airflow_provider_sfbulk.emulator.soql import SoqlError, compile_soql, like_to_regex
+from airflow_provider_sfbulk.protocol.ids import make_id
+
+NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def rid(schema: Schema, obj: str, n: int) -> str:
+    return make_id(schema.objects[obj].key_prefix, POD, n)
+
+
+def insert(conn: sqlite3.Connection, schema: Schema, obj: str, n: int, **values: Any) -> str:
+    """Insert one record in the storage encoding of schema.py; returns its Id."""
+    record_id = rid(schema, obj, n)
+    row: dict[str, Any] = {
+        "Id": record_id,
+        "IsDeleted": 0,
+        "CreatedDate": "2024-01-01T00:00:00.000Z",
+        "LastModifiedDate": "2024-01-01T00:00:00.000Z",
+        "SystemModstamp": "2024-01-01T00:00:00.000Z",
+    }
+    row.update(values)
+    columns = ", ".join(f'"{name}"' for name in row)
+    marks = ", ".join("?" for _ in row)
+    conn.execute(f'INSERT INTO "rec_{obj}" ({columns}) VALUES ({marks})', tuple(row.values()))
+    return record_id
+
+
+@pytest.fixture(scope="module")
+def schema() -> Schema:
+    return load_schema()
+
+
+@pytest.fixture
+def conn(schema: Schema) -> Iterator[sqlite3.Connection]:
+    db = sqlite3.connect(":memory:")
+    create_tables(db, schema)
+    prepare_connection(db)
+    acme = insert(db, schema, "Account", 1, Name="Acme", Industry="Technology", NumberOfEmployees=100,
+                  Rating="Hot", Customer_Since__c="2024-01-31", Active__c=1, AnnualRevenue=1500.5,
+                  CreatedDate="2026-11-27T08:00:00.000Z")
+    insert(db, schema, "Account", 2, Name="acme labs", Rating="Cold", Customer_Since__c="2023-05-01",
+           Active__c=0, CreatedDate="2026-11-26T23:59:59.999Z")
+    beta = insert(db, schema, "Account", 3, Name="Beta_Corp 100%", Industry="Retail", NumberOfEmployees=50,
+                  Rating="Warm", Active__c=0, CreatedDate="2026-11-20T10:00:00.000Z")
+    insert(db, schema, "Account", 4, Name="Zeta", Industry="Retail", IsDeleted=1, Active__c=1)
+    insert(db, schema, "Account", 5, Name="Élan", Industry="Banking", NumberOfEmployees=7, ParentId=acme,
+           Active__c=1)
+    insert(db, schema, "Contact", 1, LastName="Smith", FirstName="Ann", AccountId=acme,
+           Last_Contacted__c="2026-11-27T08:30:00.000Z", Birthdate="1990-02-03")
+    insert(db, schema, "Contact", 2, LastName="O'Brien", Last_Contacted__c="2026-11-25T00:00:00.000Z")
+    insert(db, schema, "Contact", 3, LastName="Müller", AccountId=beta, Email="m@example.com")
+    insert(db, schema, "Contact", 4, LastName="Ng", AccountId=rid(schema, "Account", 5))
+    yield db
+    db.close()
+
+
+def run(conn: sqlite3.Connection, schema: Schema, soql: str, *, include_deleted: bool = False) -> list[tuple]:
+    compiled = compile_soql(soql, schema, include_deleted=include_deleted, now=NOW)
+    return conn.execute(compiled.sql, compiled.params).fetchall()
+
+
+def names(conn: sqlite3.Connection, schema: Schema, where: str, obj: str = "Account", **kw: Any) -> list[str]:
+    field = "Name" if obj == "Account" else "LastName"
+    return [row[0] for row in run(conn, schema, f"SELECT {field} FROM {obj} {where}", **kw)]
+
+
+def error_of(schema: Schema, soql: str, **kw: Any) -> SoqlError:
+    with pytest.raises(SoqlError) as caught:
+        compile_soql(soql, schema, include_deleted=kw.pop("include_deleted", False), now=NOW)
+    return caught.value
+
+
+# ----------------------------------------------------------------------------- headers and objects
+
+
+def test_canonical_names_for_object_and_headers(schema: Schema) -> None:
+    compiled = compile_soql("select id, NAME, parent.name from ACCOUNT", schema, include_deleted=False)
+    assert compiled.object_name == "Account"
+    assert compiled.columns == ["Id", "Name", "Parent.Name"]
+    assert [f.name for f in compiled.fields] == ["Id", "Name", "Name"]
+
+
+def test_custom_relationship_and_two_levels(conn: sqlite3.Connection, schema: Schema) -> None:
+    insert(conn, schema, "Invoice__c", 1, Invoice_Number__c="INV-1", Amount__c=10.0,
+           Account__c=rid(schema, "Account", 5))
+    compiled = compile_soql(
+        "SELECT Invoice_Number__c, Account__r.Name, Account__r.Parent.Name FROM Invoice__c",
+        schema, include_deleted=False,
+    )
+    assert compiled.columns == ["Invoice_Number__c", "Account__r.Name", "Account__r.Parent.Name"]
+    assert conn.execute(compiled.sql, compiled.params).fetchall() == [("INV-1", "Élan", "Acme")]
+
+
+def test_null_parent_gives_null_values(conn: sqlite3.Connection, schema: Schema) -> None:
+    rows = run(conn, schema, "SELECT LastName, Account.Name, Account.Industry FROM Contact ORDER BY LastName")
+    assert rows == [("Müller", "Beta_Corp 100%", "Retail"), ("Ng", "Élan", "Banking"),
+                    ("O'Brien", None, None), ("Smith", "Acme", "Technology")]
+
+
+def test_alias_and_object_prefix_are_accepted(conn: sqlite3.Connection, schema: Schema) -> None:
+    compiled = compile_soql("SELECT c.LastName, Contact.FirstName FROM Contact c WHERE c.LastName = 'Smith'",
+                            schema, include_deleted=False)
+    assert compiled.columns == ["LastName", "FirstName"]
+    assert conn.execute(compiled.sql, compiled.params).fetchall() == [("Smith", "Ann")]
+
+
+def test_fields_standard_expands_to_standard_fields(schema: Schema) -> None:
+    compiled = compile_soql("SELECT FIELDS(STANDARD) FROM Invoice__c", schema, include_deleted=False)
+    assert compiled.columns == ["Id", "IsDeleted", "CreatedDate", "LastModifiedDate", "SystemModstamp",
+                                "CreatedById", "LastModifiedById", "Name"]
+
+
+def test_deleted_rows_only_with_query_all(conn: sqlite3.Connection, schema: Schema) -> None:
+    assert "Zeta" not in names(conn, schema, "")
+    rows = run(conn, schema, "SELECT Name, IsDeleted FROM Account WHERE Name = 'zeta'", include_deleted=True)
+    assert rows == [("Zeta", 1)]
+    assert run(conn, schema, "SELECT Name, IsDeleted FROM Account WHERE IsDeleted = true") == []
+
+
+# ----------------------------------------------------------------------------------------- WHERE
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ("WHERE Name = 'ACME'", ["Acme"]),
+        ("WHERE Name != 'acme'", ["acme labs", "Beta_Corp 100%", "Élan"]),
+        ("WHERE Name <> 'acme'", ["acme labs", "Beta_Corp 100%", "Élan"]),
+        ("WHERE Industry != 'Retail'", ["Acme", "acme labs", "Élan"]),  # != keeps nulls, as SOQL
+        ("WHERE Industry = null", ["acme labs"]),
+        ("WHERE Industry != null", ["Acme", "Beta_Corp 100%", "Élan"]),
+        ("WHERE Industry IN ('retail', 'Banking')", ["Beta_Corp 100%", "Élan"]),
+        ("WHERE Industry NOT IN ('Retail')", ["Acme", "acme labs", "Élan"]),
+        ("WHERE Industry IN ('Retail', null)", ["acme labs", "Beta_Corp 100%"]),
+        ("WHERE NumberOfEmployees > 50", ["Acme"]),
+        ("WHERE NumberOfEmployees >= 50", ["Acme", "Beta_Corp 100%"]),
+        ("WHERE NumberOfEmployees < 60", ["Beta_Corp 100%", "Élan"]),  # null is not < 60
+        ("WHERE NumberOfEmployees <= 7", ["Élan"]),
+        ("WHERE AnnualRevenue = 1500.5", ["Acme"]),
+        ("WHERE Active__c = true", ["Acme", "Élan"]),
+        ("WHERE Active__c = FALSE", ["acme labs", "Beta_Corp 100%"]),
+        ("WHERE NOT Active__c = true", ["acme labs", "Beta_Corp 100%"]),
+        ("WHERE NOT (Industry = 'Retail' OR Industry = 'Banking')", ["Acme", "acme labs"]),
+        ("WHERE (Industry = 'Retail' OR Industry = null) AND Active__c = false", ["acme labs", "Beta_Corp 100%"]),
+        ("WHERE Industry = 'Retail' OR (Industry = null AND Rating = 'Cold')", ["acme labs", "Beta_Corp 100%"]),
+        ("WHERE Parent.Name = 'Acme'", ["Élan"]),
+        ("WHERE Parent.Name != 'Acme'", ["Acme", "acme labs", "Beta_Corp 100%"]),
+        ("WHERE Id = '" + make_id("001", POD, 3)[:15] + "'", ["Beta_Corp 100%"]),
+        ("WHERE ParentId = null AND NumberOfEmployees = null", ["acme labs"]),
+    ],
+)
+def test_where_semantics(conn: sqlite3.Connection, schema: Schema, where: str, expected: list[str]) -> None:
+    assert sorted(names(conn, schema, where)) == sorted(expected)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("acme%", ["Acme", "acme labs"]),
+        ("%LABS", ["acme labs"]),
+        ("_cme", ["Acme"]),
+        ("%\\_%", ["Beta_Corp 100%"]),  # escaped underscore is literal
+        ("%\\%", ["Beta_Corp 100%"]),  # escaped percent is literal
+        ("%100\\%", ["Beta_Corp 100%"]),
+        ("élan", ["Élan"]),  # case-insensitive beyond ASCII
+        ("%", ["Acme", "acme labs", "Beta_Corp 100%", "Élan"]),
+        ("a.me", []),  # regex characters are literal
+    ],
+)
+def test_like(conn: sqlite3.Connection, schema: Schema, pattern: str, expected: list[str]) -> None:
+    assert sorted(names(conn, schema, f"WHERE Name LIKE '{pattern}'")) == sorted(expected)
+
+
+def test_like_never_matches_null_and_not_like_keeps_null(conn: sqlite3.Connection, schema: Schema) -> None:
+    assert names(conn, schema, "WHERE Industry LIKE '%'") == ["Acme", "Beta_Corp 100%", "Élan"]
+    assert names(conn, schema, "WHERE NOT Industry LIKE 'Re%'") == ["Acme", "acme labs", "Élan"]
+
+
+def test_like_to_regex_escapes() -> None:
+    assert like_to_regex("a%b_c") == "a.*b.c"
+    assert like_to_regex("\\%\\_") == "%_"
+
+
+def test_string_escapes(conn: sqlite3.Connection, schema: Schema) -> None:
+    assert names(conn, schema, "WHERE LastName = 'O\\'Brien'", obj="Contact") == ["O'Brien"]
+    insert(conn, schema, "Account", 9, Name="tab\there \\ \"q\"\nline")
+    assert names(conn, schema, "WHERE Name = 'tab\\there \\\\ \\\"q\\\"\\nline'") == ["tab\there \\ \"q\"\nline"]
+
+
+def test_values_are_parameters_not_sql(conn: sqlite3.Connection, schema: Schema) -> None:
+    assert names(conn, schema, "WHERE Name = 'x\\'; DROP TABLE rec_Account; --'") == []
+    assert len(names(conn, schema, "")) == 4
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ("WHERE Customer_Since__c = 2024-01-31", ["Acme"]),
+        ("WHERE Customer_Since__c < 2024-01-31", ["acme labs"]),
+        ("WHERE Customer_Since__c >= 2023-05-01", ["Acme", "acme labs"]),
+        ("WHERE CreatedDate = TODAY", ["Acme"]),
+        ("WHERE CreatedDate = YESTERDAY", ["acme labs"]),
+        ("WHERE CreatedDate < TODAY", ["acme labs", "Beta_Corp 100%", "Élan"]),
+        ("WHERE CreatedDate > YESTERDAY", ["Acme"]),
+        ("WHERE CreatedDate <= YESTERDAY", ["acme labs", "Beta_Corp 100%", "Élan"]),
+        ("WHERE CreatedDate >= YESTERDAY", ["Acme", "acme labs"]),
+        ("WHERE CreatedDate != TODAY", ["acme labs", "Beta_Corp 100%", "Élan"]),
+        ("WHERE CreatedDate = LAST_N_DAYS:7", ["Acme", "acme labs", "Beta_Corp 100%"]),
+        ("WHERE CreatedDate = LAST_N_DAYS:1", ["Acme", "acme labs"]),
+        ("WHERE CreatedDate = THIS_MONTH", ["Acme", "acme labs", "Beta_Corp 100%"]),
+        ("WHERE CreatedDate = THIS_YEAR", ["Acme", "acme labs", "Beta_Corp 100%"]),
+        ("WHERE CreatedDate = LAST_YEAR", []),
+        ("WHERE CreatedDate < LAST_YEAR", ["Élan"]),
+        ("WHERE CreatedDate IN (TODAY, YESTERDAY)", ["Acme", "acme labs"]),
+        ("WHERE CreatedDate = NEXT_N_DAYS:3", []),
+        ("WHERE CreatedDate > 2026-11-27T08:00:00Z", []),
+        ("WHERE CreatedDate >= 2026-11-27T08:00:00Z", ["Acme"]),
+        ("WHERE CreatedDate = 2026-11-27T09:00:00.000+01:00", ["Acme"]),
+        ("WHERE CreatedDate > 2026-11-26T23:59:59.998Z", ["Acme", "acme labs"]),
+        ("WHERE CreatedDate < 2026-11-27t00:00:00-00:00", ["acme labs", "Beta_Corp 100%", "Élan"]),
+    ],
+)
+def test_dates_and_datetimes(conn: sqlite3.Connection, schema: Schema, where: str, expected: list[str]) -> None:
+    assert sorted(names(conn, schema, where)) == sorted(expected)
+
+
+def test_date_constants_on_a_date_field(conn: sqlite3.Connection, schema: Schema) -> None:
+    insert(conn, schema, "Opportunity", 1, Name="Today deal", StageName="Prospecting", CloseDate="2026-11-27")
+    insert(conn, schema, "Opportunity", 2, Name="Next month", StageName="Prospecting", CloseDate="2026-12-31")
+    rows = run(conn, schema, "SELECT Name FROM Opportunity WHERE CloseDate = TODAY")
+    assert rows == [("Today deal",)]
+    rows = run(conn, schema, "SELECT Name FROM Opportunity WHERE CloseDate = NEXT_MONTH")
+    assert rows == [("Next month",)]
+    assert run(conn, schema, "SELECT Name FROM Opportunity WHERE CloseDate > TODAY") == [("Next month",)]
+
+
+# -------------------------------------------------------------------------------- ORDER BY, LIMIT
+
+
+@pytest.mark.parametrize(
+    ("order", "expected"),
+    [
+        ("NumberOfEmployees", ["acme labs", "Élan", "Beta_Corp 100%", "Acme"]),  # nulls first by default
+        ("NumberOfEmployees ASC NULLS LAST", ["Élan", "Beta_Corp 100%", "Acme", "acme labs"]),
+        ("NumberOfEmployees DESC", ["acme labs", "Acme", "Beta_Corp 100%", "Élan"]),
+        ("NumberOfEmployees DESC NULLS LAST", ["Acme", "Beta_Corp 100%", "Élan", "acme labs"]),
+        ("Name", ["Acme", "acme labs", "Beta_Corp 100%", "Élan"]),  # case-insensitive
+        ("Name DESC", ["Élan", "Beta_Corp 100%", "acme labs", "Acme"]),
+        ("Rating", ["Élan", "Acme", "Beta_Corp 100%", "acme labs"]),  # picklist order Hot, Warm, Cold
+        ("Rating DESC NULLS LAST", ["acme labs", "Beta_Corp 100%", "Acme", "Élan"]),
+        ("Active__c DESC, Name", ["Acme", "Élan", "acme labs", "Beta_Corp 100%"]),
+        ("Parent.Name NULLS LAST, Name DESC", ["Élan", "Beta_Corp 100%", "acme labs", "Acme"]),
+    ],
+)
+def test_order_by(conn: sqlite3.Connection, schema: Schema, order: str, expected: list[str]) -> None:
+    assert names(conn, schema, f"ORDER BY {order}") == expected
+
+
+def test_limit(conn: sqlite3.Connection, schema: Schema) -> None:
+    assert names(conn, schema, "ORDER BY Name LIMIT 2") == ["Acme", "acme labs"]
+    assert names(conn, schema, "LIMIT 0") == []
+    compiled = compile_soql("SELECT Id FROM Account LIMIT 3", schema, include_deleted=False)
+    assert compiled.limit == 3
+
+
+def test_multiline_query_and_keyword_case(conn: sqlite3.Connection, schema: Schema) -> None:
+    soql = "select Name\nfrom Account\nwhere Industry = 'Retail'\norder by Name desc nulls last\nlimit 5"
+    assert [r[0] for r in run(conn, schema, soql)] == ["Beta_Corp 100%"]
+
+
+# ------------------------------------------------------------------------------------------ errors
+
+
+@pytest.mark.parametrize(
+    ("soql", "code", "column", "text"),
+    [
+        ("SELECT Id FROM Foo", "INVALID_TYPE", 16,
+         "sObject type 'Foo' is not supported. If you are attempting to use a custom object, be sure to "
+         "append the '__c' after the entity name. Please reference your WSDL or the describe call for the "
+         "appropriate names."),
+        ("SELECT Foo FROM Account", "INVALID_FIELD", 8,
+         "No such column 'Foo' on entity 'Account'. If you are attempting to use a custom field, be sure to "
+         "append the '__c' after the custom field name. Please reference your WSDL or the describe call for "
+         "the appropriate names."),
+        ("SELECT Id FROM Account WHERE Nope__c = 1", "INVALID_FIELD", 30, "No such column 'Nope__c' on entity"),
+        ("SELECT Id FROM Account ORDER BY Nope", "INVALID_FIELD", 33, "No such column 'Nope' on entity"),
+        ("SELECT Id, Account.Nope FROM Contact", "INVALID_FIELD", 12, "No such column 'Nope' on entity 'Account'"),
+        ("SELECT Owner.Name FROM Account", "INVALID_FIELD", 8,
+         "Didn't understand relationship 'Owner' in field path. If you are attempting to use a custom "
+         "relationship, be sure to append the '__r' after the custom relationship name."),
+        ("SELECT CreatedBy.Name FROM Account", "INVALID_FIELD", 8, "Didn't understand relationship 'CreatedBy'"),
+        ("SELECT Name.Foo FROM Account", "INVALID_FIELD", 8, "Didn't understand relationship 'Name'"),
+        ("SELECT Id, FROM Account", "MALFORMED_QUERY", 12, "unexpected token: 'FROM'"),
+        ("SELECT Id FROM Account WHERE", "MALFORMED_QUERY", 29, "unexpected token: '<EOF>'"),
+        ("SELECT Id FROM Account WHERE Name = 'a' AND Industry = 'b' OR Rating = 'Hot'", "MALFORMED_QUERY", 60,
+         "unexpected token: 'OR'"),
+        ("SELECT Id FROM Account WHERE Name = 'a' OR Industry = 'b' AND Rating = 'Hot'", "MALFORMED_QUERY", 59,
+         "unexpected token: 'AND'"),
+        ("SELECT Id from $account", "MALFORMED_QUERY", 16, "line 1:15 unexpected token: '$'"),
+        ("SELECT Id FROM Account;", "MALFORMED_QUERY", 23, "unexpected token: ';'"),
+        ("SELECT Id FROM Account LIMIT x", "MALFORMED_QUERY", 30, "unexpected token: 'x'"),
+        ("SELECT Id FROM Account LIMIT -1", "MALFORMED_QUERY", 30, "unexpected token: '-1'"),
+        ("SELECT Id FROM Account WHERE Name IN ()", "MALFORMED_QUERY", 39, "unexpected token: ')'"),
+        ("SELECT Id FROM Account WHERE NumberOfEmployees < null", "MALFORMED_QUERY", 50, "unexpected token: 'null'"),
+        ("SELECT Id FROM Account WHERE Name = 'abc", "MALFORMED_QUERY", 37, "Unterminated string literal"),
+        ("SELECT Id FROM Account WHERE Name = 'a\\qb'", "MALFORMED_QUERY", 37, "Illegal character sequence '\\q'"),
+        ("SELECT Id FROM Account WHERE CreatedDate > 2020-52-12T12:12:00-05:00", "MALFORMED_QUERY", 44,
+         "Invalid datetime: 2020-52-12T12:12:00-05:00"),
+        ("SELECT Id FROM Account WHERE CreatedDate > 2020-12-12T12:12:00", "MALFORMED_QUERY", 44,
+         "Invalid datetime: 2020-12-12T12:12:00"),
+        ("SELECT Id FROM Account WHERE Customer_Since__c = 2020-02-30", "MALFORMED_QUERY", 50,
+         "Invalid date: 2020-02-30"),
+        ("SELECT Id FROM Account WHERE Id = 'abc'", "MALFORMED_QUERY", 35, "invalid ID field: abc"),
+        ("SELECT Id FROM Account WHERE Customer_Since__c = '2024-01-01'", "INVALID_FIELD", 50,
+         "value of filter criterion for field 'Customer_Since__c' must be of type date and should not be "
+         "enclosed in quotes"),
+        ("SELECT Id FROM Account WHERE Customer_Since__c = 2024-01-01T00:00:00Z", "INVALID_FIELD", 50,
+         "field 'Customer_Since__c' must be of type date"),
+        ("SELECT Id FROM Account WHERE CreatedDate > 2024-01-01", "INVALID_FIELD", 44,
+         "value of filter criterion for field 'CreatedDate' must be of type dateTime and should not be "
+         "enclosed in quotes"),
+        ("SELECT Id FROM Account WHERE NumberOfEmployees = '5'", "INVALID_FIELD", 50,
+         "field 'NumberOfEmployees' must be of type integer and should not be enclosed in quotes"),
+        ("SELECT Id FROM Account WHERE AnnualRevenue IN (1, '2')", "INVALID_FIELD", 51,
+         "field 'AnnualRevenue' must be of type double"),
+        ("SELECT Id FROM Account WHERE Active__c = 'true'", "INVALID_FIELD", 42,
+         "field 'Active__c' must be of type boolean"),
+        ("SELECT Id FROM Account WHERE Name = 5", "INVALID_FIELD", 37,
+         "value of filter criterion for field 'Name' must be of type string and should be enclosed in quotes"),
+        ("SELECT Id FROM Account WHERE Name = TODAY", "INVALID_FIELD", 37, "must be of type string"),
+        ("SELECT Id FROM Account WHERE Description = 'x'", "INVALID_FIELD", 30,
+         "field 'Description' can not be filtered in a query call"),
+        ("SELECT Id FROM Account ORDER BY Description", "INVALID_FIELD", 33,
+         "field 'Description' can not be sorted in a query call"),
+        ("SELECT Id FROM Account WHERE NumberOfEmployees LIKE '5%'", "INVALID_FIELD", 48, "LIKE"),
+        ("SELECT Id FROM Account WHERE Active__c LIKE 'x'", "INVALID_FIELD", 40, "LIKE"),
+        ("SELECT FIELDS(ALL) FROM Account", "MALFORMED_QUERY", 8, "unbounded set of fields"),
+        ("SELECT FIELDS(CUSTOM) FROM Account LIMIT 200", "MALFORMED_QUERY", 8, "unbounded set of fields"),
+        ("SELECT FIELDS(SOME) FROM Account", "MALFORMED_QUERY", 15, "unexpected token: 'SOME'"),
+        ("SELECT Id Name FROM Account", "MALFORMED_QUERY", 11, "unexpected token: 'Name'"),
+        ("SELECT Id FROM Account WITH SECURITY_ENFORCED", "MALFORMED_QUERY", 24, "unexpected token: 'WITH'"),
+        ("SELECT Id\nFROM Account\nWHERE Nope = 1", "INVALID_FIELD", 7, "No such column 'Nope'"),
+    ],
+)
+def test_errors(schema: Schema, soql: str, code: str, column: int, text: str) -> None:
+    err = error_of(schema, soql)
+    assert err.error_code == code
+    assert err.status == 400
+    assert text in err.message
+    assert f":Column:{column}\n" in err.message
+    # Salesforce's layout: the query excerpt, a caret under the error, the row/column hint, the text.
+    excerpt, caret, hint, *_ = err.message.lstrip("\n").split("\n")
+    assert caret.strip() == "^"
+    assert hint.startswith("ERROR at Row:")
+    assert excerpt[len(caret) - 1 :].startswith(soql.split("\n")[int(hint.split(":")[1]) - 1][column - 1 :][:5])
+
+
+def test_error_row_on_later_line(schema: Schema) -> None:
+    err = error_of(schema, "SELECT Id\nFROM Account\nWHERE Nope = 1")
+    assert "\nWHERE Nope = 1\n      ^\nERROR at Row:3:Column:7\n" in err.message
+
+
+@pytest.mark.parametrize(
+    ("soql", "text"),
+    [
+        ("SELECT Id, (SELECT Id FROM Contacts) FROM Account",
+         "Aggregate Relationships not supported in Bulk V2 Query with CSV content type"),
+        ("SELECT COUNT() FROM Account", "Aggregate Relationships not supported in Bulk V2 Query"),
+        ("SELECT count(Id) FROM Account", "Aggregate Relationships not supported in Bulk V2 Query"),
+        ("SELECT MAX(NumberOfEmployees) FROM Account", "Aggregate Relationships not supported"),
+        ("SELECT Industry FROM Account GROUP BY Industry", "GROUP BY"),
+        ("SELECT Id FROM Account OFFSET 10", "OFFSET"),
+        ("SELECT Id FROM Account ORDER BY Name LIMIT 10 OFFSET 10", "OFFSET"),
+        ("SELECT TYPEOF What WHEN Account THEN Name END FROM Event", "TYPEOF"),
+        ("SELECT toLabel(Industry) FROM Account", "not supported by the Bulk API 2.0 emulator"),
+        ("SELECT Id FROM Contact WHERE AccountId IN (SELECT Id FROM Account)", "semi-join"),
+    ],
+)
+def test_unsupported_in_bulk_v2(schema: Schema, soql: str, text: str) -> None:
+    err = error_of(schema, soql)
+    assert err.error_code == "API_ERROR"
+    assert text in err.message
+
+
+def test_duplicate_field(schema: Schema) -> None:
+    err = error_of(schema, "SELECT Id, name, NAME FROM Account")
+    assert (err.error_code, err.message) == ("INVALID_FIELD", "duplicate field selected: NAME".replace("NAME", "Name"))
+    err = error_of(schema, "SELECT Id, FIELDS(STANDARD) FROM Account")
+    assert err.message == "duplicate field selected: Id"
+
+
+@pytest.mark.parametrize("soql", ["", "   ", "UPDATE Account", "SELECT FROM Account", "SELECT Id Account"])
+def test_malformed(schema: Schema, soql: str) -> None:
+    assert error_of(schema, soql).error_code == "MALFORMED_QUERY"
+
+
+def test_syntax_errors_win_over_unknown_names(schema: Schema) -> None:
+    err = error_of(schema, "SELECT Nope FROM Nowhere WHERE a = 1 AND b = 2 OR c = 3")
+    assert err.error_code == "MALFORMED_QUERY"
+
+
+def test_deeper_than_five_levels_is_refused(schema: Schema) -> None:
+    path = ".".join(["Parent"] * 6) + ".Name"
+    assert error_of(schema, f"SELECT {path} FROM Account").error_code == "INVALID_FIELD"
+    compiled = compile_soql(f"SELECT {'.'.join(['Parent'] * 5)}.Name FROM Account", schema, include_deleted=False)
+    assert compiled.columns == ["Parent.Parent.Parent.Parent.Parent.Name"]
