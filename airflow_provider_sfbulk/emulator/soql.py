@@ -19,7 +19,9 @@ seconds optional) and the date constants ``TODAY``, ``YESTERDAY``, ``TOMORROW``,
 Semantics, as SOQL (not SQL) has them:
 
 - Logic is two-valued: a comparison with a null value is simply false, except ``!=`` and ``NOT IN``,
-  which are true for null values (``WHERE Industry != 'Retail'`` returns rows with no industry).
+  which are true for null values (``WHERE Industry != 'Retail'`` returns rows with no industry; known
+  Salesforce behaviour, not spelled out in the docs). On booleans ``= null`` means ``= false`` and
+  ``!= null`` means ``= true`` (SOQL reference, "null in WHERE").
 - Text comparisons, ``IN`` on text and ``ORDER BY`` on text ignore case (SQLite ``NOCASE``, which folds
   ASCII letters only); ``LIKE`` ignores case for every letter. Ids compare exactly; 15-character ids in
   filters are widened to 18.
@@ -772,6 +774,8 @@ class _Compiler:
             return self.membership(cmp, fdef, col)
         lit = cmp.values[0]
         if lit.kind == "null":
+            if fdef.type == "boolean" and cmp.op in ("=", "!="):  # SOQL: null matches false on booleans
+                return f"IFNULL({col}, 0) = {0 if cmp.op == '=' else 1}"
             if cmp.op == "=":
                 return f"{col} IS NULL"
             if cmp.op == "!=":
@@ -805,6 +809,9 @@ class _Compiler:
         ranges: list[tuple[str, str]] = []
         has_null = False
         for lit in cmp.values:
+            if lit.kind == "null" and fdef.type == "boolean":
+                points.append(0)  # null matches false on booleans
+                continue
             if lit.kind == "null":
                 has_null = True
                 continue

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from airflow_provider_sfbulk.emulator.identity import POD
 from airflow_provider_sfbulk.emulator.query_results import prepare_connection
@@ -418,3 +421,107 @@ def test_deeper_than_five_levels_is_refused(schema: Schema) -> None:
     assert error_of(schema, f"SELECT {path} FROM Account").error_code == "INVALID_FIELD"
     compiled = compile_soql(f"SELECT {'.'.join(['Parent'] * 5)}.Name FROM Account", schema, include_deleted=False)
     assert compiled.columns == ["Parent.Parent.Parent.Parent.Parent.Name"]
+
+
+def test_boolean_null_means_false(conn: sqlite3.Connection, schema: Schema) -> None:
+    assert sorted(names(conn, schema, "WHERE Active__c = null")) == sorted(["acme labs", "Beta_Corp 100%"])
+    assert sorted(names(conn, schema, "WHERE Active__c != null")) == ["Acme", "Élan"]
+    assert sorted(names(conn, schema, "WHERE Active__c IN (null)")) == sorted(["acme labs", "Beta_Corp 100%"])
+
+
+# ------------------------------------------------------------ WHERE trees against a Python oracle
+
+_EMPLOYEES = [None, 1, 5, 10]
+_INDUSTRIES = [None, "Retail", "Banking", "Energy"]
+_NAMES = ["a", "B", "c", "Ab", "ba"]
+
+
+def _leaf() -> st.SearchStrategy[tuple[str, Callable[[dict[str, Any]], bool]]]:
+    def number(op: str, value: int | None) -> tuple[str, Callable[[dict[str, Any]], bool]]:
+        def check(rec: dict[str, Any]) -> bool:
+            field = rec["NumberOfEmployees"]
+            if value is None:
+                return (field is None) if op == "=" else (field is not None)
+            if field is None:
+                return op == "!="
+            return {"=": field == value, "!=": field != value, "<": field < value, "<=": field <= value,
+                    ">": field > value, ">=": field >= value}[op]
+        return f"NumberOfEmployees {op} {'null' if value is None else value}", check
+
+    def industry(op: str, values: list[str | None]) -> tuple[str, Callable[[dict[str, Any]], bool]]:
+        lowered = [v.lower() if v else v for v in values]
+
+        def check(rec: dict[str, Any]) -> bool:
+            field = rec["Industry"]
+            hit = (field is None and None in lowered) or (field is not None and field.lower() in lowered)
+            return hit if op == "IN" else not hit
+        text = ", ".join("null" if v is None else f"'{v}'" for v in values)
+        return f"Industry {op} ({text})", check
+
+    def like(pattern: str) -> tuple[str, Callable[[dict[str, Any]], bool]]:
+        regex = re.compile(pattern.replace("%", ".*").replace("_", "."), re.IGNORECASE | re.DOTALL)
+        return f"Name LIKE '{pattern}'", lambda rec: regex.fullmatch(rec["Name"]) is not None
+
+    def equal_text(op: str, value: str) -> tuple[str, Callable[[dict[str, Any]], bool]]:
+        def check(rec: dict[str, Any]) -> bool:
+            field = rec["Industry"]
+            if field is None:
+                return op == "!="
+            return (field.lower() == value.lower()) == (op == "=")
+        return f"Industry {op} '{value}'", check
+
+    ops = st.sampled_from(["=", "!=", "<", "<=", ">", ">="])
+    return st.one_of(
+        st.builds(number, ops, st.sampled_from([1, 5, 10])),
+        st.builds(number, st.sampled_from(["=", "!="]), st.none()),
+        st.builds(industry, st.sampled_from(["IN", "NOT IN"]),
+                  st.lists(st.sampled_from(["Retail", "banking", "ENERGY", None]), min_size=1, max_size=3)),
+        st.builds(like, st.sampled_from(["a%", "%B", "_", "%", "b_", "%a%"])),
+        st.builds(equal_text, st.sampled_from(["=", "!="]), st.sampled_from(["retail", "Banking", "x"])),
+    )
+
+
+def _tree(leaf: Any) -> Any:
+    def combine(kind: str, parts: list[tuple[str, Callable[[dict[str, Any]], bool]]]) -> Any:
+        if kind == "NOT":
+            text, check = parts[0]
+            return f"NOT ({text})", lambda rec: not check(rec)
+        text = f" {kind} ".join(f"({t})" for t, _ in parts)
+        checks = [c for _, c in parts]
+        if kind == "AND":
+            return text, lambda rec: all(c(rec) for c in checks)
+        return text, lambda rec: any(c(rec) for c in checks)
+
+    return st.recursive(
+        leaf,
+        lambda children: st.builds(combine, st.sampled_from(["AND", "OR", "NOT"]),
+                                   st.lists(children, min_size=2, max_size=3)),
+        max_leaves=8,
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    records=st.lists(
+        st.fixed_dictionaries({
+            "NumberOfEmployees": st.sampled_from(_EMPLOYEES),
+            "Industry": st.sampled_from(_INDUSTRIES),
+            "Name": st.sampled_from(_NAMES),
+        }),
+        min_size=1, max_size=10,
+    ),
+    condition=_tree(_leaf()),
+)
+def test_where_matches_soql_semantics(records: list[dict[str, Any]], condition: Any) -> None:
+    schema = load_schema()
+    db = sqlite3.connect(":memory:")
+    create_tables(db, schema)
+    prepare_connection(db)
+    for n, rec in enumerate(records, start=1):
+        insert(db, schema, "Account", n, **rec)
+    text, check = condition
+    compiled = compile_soql(f"SELECT Id FROM Account WHERE {text}", schema, include_deleted=False)
+    got = [row[0] for row in db.execute(compiled.sql, compiled.params)]
+    expected = [rid(schema, "Account", n) for n, rec in enumerate(records, start=1) if check(rec)]
+    db.close()
+    assert got == expected, text
