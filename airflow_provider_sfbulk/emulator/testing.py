@@ -328,3 +328,80 @@ def generate_jwt_keypair(directory: Path) -> tuple[Path, Path, Path]:
             .not_valid_after(now + datetime.timedelta(days=365)).sign(key, hashes.SHA256()))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return private_path, public_path, cert_path
+
+
+class ApiSession:
+    """A tiny ``requests`` client for tests: authenticated calls to one emulator's REST/Bulk API."""
+
+    def __init__(self, server: EmulatorServer, version: str = "60.0", token: str | None = None) -> None:
+        import requests
+
+        self.server = server
+        self.version = version
+        self.session = requests.Session()
+        if server.ca_path is not None:
+            self.session.verify = str(server.ca_path)
+        self.token = token or server.get_token()
+        self.session.headers["Authorization"] = f"Bearer {self.token}"
+
+    def url(self, path: str, version: str | None = None) -> str:
+        if path.startswith(("http://", "https://")):
+            return path
+        if path.startswith("/services/") or path.startswith("/__emulator"):
+            return f"{self.server.base_url}{path}"
+        return f"{self.server.base_url}/services/data/v{version or self.version}{path}"
+
+    def request(self, method: str, path: str, *, version: str | None = None, **kwargs: Any) -> Any:
+        kwargs.setdefault("timeout", 30)
+        return self.session.request(method, self.url(path, version), **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.request("POST", path, **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> Any:
+        return self.request("PUT", path, **kwargs)
+
+    def patch(self, path: str, **kwargs: Any) -> Any:
+        return self.request("PATCH", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> Any:
+        return self.request("DELETE", path, **kwargs)
+
+    def create_ingest(self, object_name: str, operation: str = "insert", **body: Any) -> dict[str, Any]:
+        response = self.post("/jobs/ingest", json={"object": object_name, "operation": operation, **body})
+        response.raise_for_status()
+        return response.json()
+
+    def upload(self, job_id: str, data: bytes) -> Any:
+        return self.put(f"/jobs/ingest/{job_id}/batches", data=data, headers={"Content-Type": "text/csv"})
+
+    def close(self, job_id: str) -> Any:
+        return self.patch(f"/jobs/ingest/{job_id}", json={"state": "UploadComplete"})
+
+    def wait_job(self, kind: str, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Poll until the job is terminal (bounded by ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            response = self.get(f"/jobs/{kind}/{job_id}")
+            response.raise_for_status()
+            info = response.json()
+            if info["state"] in ("JobComplete", "Failed", "Aborted"):
+                return info
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {info['state']} after {timeout}s")
+            time.sleep(0.02)
+
+    def run_ingest(self, object_name: str, operation: str, data: bytes, **body: Any) -> dict[str, Any]:
+        """Create, upload, close and wait; returns the final JobInfo."""
+        job = self.create_ingest(object_name, operation, **body)
+        self.upload(job["id"], data).raise_for_status()
+        self.close(job["id"]).raise_for_status()
+        return self.wait_job("ingest", job["id"])
+
+    def run_query(self, soql: str, operation: str = "query", **body: Any) -> dict[str, Any]:
+        response = self.post("/jobs/query", json={"operation": operation, "query": soql, **body})
+        response.raise_for_status()
+        return self.wait_job("query", response.json()["id"])
