@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import csv
 import json
 import os
 import re
@@ -98,11 +99,23 @@ def prepare_connection(conn: sqlite3.Connection) -> None:
 # ---------------------------------------------------------------------------------------- CSV output
 
 
-def _formatter(fdef: FieldDef) -> Callable[[Any], str]:
-    """A fast stored-value -> text function equivalent to ``schema.format_value`` for ``fdef``."""
+def _formatter(fdef: FieldDef) -> Callable[[Any], Any] | None:
+    """Stored value -> text as ``schema.format_value`` prints it; None where the stored text is final."""
     if fdef.type in ("boolean", "int", "double", "currency", "percent"):
-        return lambda value: "" if value is None else format_value(fdef, value)
-    return lambda value: "" if value is None else value if isinstance(value, str) else str(value)
+        return lambda value: None if value is None else format_value(fdef, value)
+    return None  # text, ids, dates and datetimes are stored exactly as Salesforce prints them
+
+
+class _ByteSink:
+    """File-like target for ``csv.writer``: encodes each row once and remembers its byte length."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, text: str) -> int:
+        data = text.encode("utf-8")
+        self.parts.append(data)
+        return len(data)
 
 
 def _quote(text: str) -> str:
@@ -145,6 +158,10 @@ def write_query_results(
     if len(compiled.fields) != len(compiled.columns):
         raise ValueError("a compiled query needs one field definition per column")
     formatters = [_formatter(f) for f in compiled.fields]
+    converters = any(f is not None for f in formatters)
+    sink = _ByteSink()
+    # QUOTE_ALL: every value quoted, inner quotes doubled, None printed as "" -- one write() per row.
+    writer = csv.writer(sink, delimiter=delimiter, lineterminator=eol, quoting=csv.QUOTE_ALL, doublequote=True)
     header = csv_line(compiled.columns, delimiter, eol).encode("utf-8")
     tag = uuid.uuid4().hex
     tmp_data = out_dir / f".{DATA_FILE}.{tag}.tmp"
@@ -163,19 +180,16 @@ def write_query_results(
                     if not rows:
                         break
                     offsets = array("Q")
-                    chunk: list[bytes] = []
                     for row in rows:
-                        line = (
-                            delimiter.join(
-                                '"' + fmt(value).replace('"', '""') + '"'
-                                for fmt, value in zip(formatters, row, strict=True)
-                            )
-                            + eol
-                        ).encode("utf-8")
+                        values = (
+                            [value if conv is None else conv(value) for conv, value in zip(formatters, row, strict=True)]
+                            if converters
+                            else row
+                        )
                         offsets.append(offset)
-                        offset += len(line)
-                        chunk.append(line)
-                    data.write(b"".join(chunk))
+                        offset += writer.writerow(values)
+                    data.write(b"".join(sink.parts))
+                    sink.parts.clear()
                     _write_offsets(index, offsets)
                     count += len(rows)
             finally:
