@@ -604,3 +604,26 @@ def test_result_files_are_utf8_with_values_echoed(org: Org):
     result = org.run("Account", "insert", 'Name,Description\nZürich ☃,"multi\nline ""quoted"", text"\n')
     assert result.texts["successfulResults"].endswith('"Zürich ☃","multi\nline ""quoted"", text"\n')
     assert LINE_ENDINGS["LF"] == "\n"
+
+
+def test_memory_does_not_grow_with_the_upload(org: Org):
+    import tracemalloc
+
+    def peak(rows: int) -> int:
+        upload = org.path / f"big{rows}.csv"
+        with open(upload, "w") as handle:
+            handle.write("Name,Description\n")
+            for i in range(rows):
+                handle.write(f"N{i},{'x' * 200}\n")
+        spec = IngestSpec(f"750mem{rows}", "Account", "insert", None)
+        tracemalloc.start()
+        try:
+            outcome = process_ingest(org.conn, org.schema, spec, upload, org.path / f"mem{rows}", batch_size=250)
+            peak_bytes = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert outcome.records_processed == rows
+        return peak_bytes
+
+    small, large = peak(1_000), peak(8_000)
+    assert large < small * 1.5
