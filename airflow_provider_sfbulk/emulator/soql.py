@@ -13,8 +13,9 @@ Supported::
 ``condition``: ``= != <> < <= > >=``, ``LIKE``, ``IN (...)``, ``NOT IN (...)``, ``= null``, ``!= null``,
 ``AND``, ``OR``, ``NOT`` and parentheses. Literals: strings with backslash escapes, numbers, ``true`` and
 ``false``, ``null``, dates ``2024-01-31``, datetimes ``2024-01-31T10:00:00Z`` / ``...+01:00`` (fractional
-seconds optional) and the date constants ``TODAY``, ``YESTERDAY``, ``TOMORROW``, ``LAST_N_DAYS:n``,
-``NEXT_N_DAYS:n``, ``THIS_/LAST_/NEXT_MONTH`` and ``THIS_/LAST_/NEXT_YEAR`` (resolved in UTC).
+seconds optional) and the calendar date literals (``TODAY``, ``LAST_N_DAYS:n``, ``THIS_WEEK``,
+``LAST_N_MONTHS:n``, ``NEXT_QUARTER``, ``N_YEARS_AGO:n``, ...; not the fiscal ones), resolved in UTC with
+weeks starting on Sunday.
 
 Semantics, as SOQL (not SQL) has them:
 
@@ -48,7 +49,6 @@ date, LIKE on a non-text field and bad string escapes.
 
 from __future__ import annotations
 
-import calendar
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -517,26 +517,67 @@ def _month_start(day: date, delta_months: int) -> date:
     return date(index // 12, index % 12 + 1, 1)
 
 
-def _month_range(today: date, delta: int) -> tuple[date, date]:
-    start = _month_start(today, delta)
-    return start, start + timedelta(days=calendar.monthrange(start.year, start.month)[1])
+def _months(today: date, first: int, count: int) -> tuple[date, date]:
+    """Whole months ``first`` .. ``first + count - 1`` relative to the current month."""
+    return _month_start(today, first), _month_start(today, first + count)
 
 
+def _weeks(today: date, first: int, count: int) -> tuple[date, date]:
+    """Whole weeks (Sunday first, as the en_US locale) relative to the current week."""
+    week_start = today - timedelta(days=(today.weekday() + 1) % 7)
+    return week_start + timedelta(weeks=first), week_start + timedelta(weeks=first + count)
+
+
+def _quarters(today: date, first: int) -> tuple[date, date]:
+    quarter_start = _month_start(today, -((today.month - 1) % 3))
+    return _months(quarter_start, 3 * first, 3)
+
+
+def _years(today: date, first: int, count: int) -> tuple[date, date]:
+    return date(today.year + first, 1, 1), date(today.year + first + count, 1, 1)
+
+
+def _days(today: date, first: int, count: int) -> tuple[date, date]:
+    return today + timedelta(days=first), today + timedelta(days=first + count)
+
+
+# Each constant is a half-open range of days [start, end) computed from today (UTC), following the SOQL
+# reference "Date Formats and Date Literals in WHERE" (LAST_N_DAYS:1 = yesterday and today, LAST_90_DAYS
+# includes today, NEXT_* starts tomorrow / next week / next month). Fiscal periods are not emulated.
 _FIXED_DATE_CONSTANTS: dict[str, Callable[[date], tuple[date, date]]] = {
-    "TODAY": lambda d: (d, d + timedelta(days=1)),
-    "YESTERDAY": lambda d: (d - timedelta(days=1), d),
-    "TOMORROW": lambda d: (d + timedelta(days=1), d + timedelta(days=2)),
-    "THIS_MONTH": lambda d: _month_range(d, 0),
-    "LAST_MONTH": lambda d: _month_range(d, -1),
-    "NEXT_MONTH": lambda d: _month_range(d, 1),
-    "THIS_YEAR": lambda d: (date(d.year, 1, 1), date(d.year + 1, 1, 1)),
-    "LAST_YEAR": lambda d: (date(d.year - 1, 1, 1), date(d.year, 1, 1)),
-    "NEXT_YEAR": lambda d: (date(d.year + 1, 1, 1), date(d.year + 2, 1, 1)),
+    "TODAY": lambda d: _days(d, 0, 1),
+    "YESTERDAY": lambda d: _days(d, -1, 1),
+    "TOMORROW": lambda d: _days(d, 1, 1),
+    "LAST_90_DAYS": lambda d: _days(d, -90, 91),
+    "NEXT_90_DAYS": lambda d: _days(d, 1, 90),
+    "THIS_WEEK": lambda d: _weeks(d, 0, 1),
+    "LAST_WEEK": lambda d: _weeks(d, -1, 1),
+    "NEXT_WEEK": lambda d: _weeks(d, 1, 1),
+    "THIS_MONTH": lambda d: _months(d, 0, 1),
+    "LAST_MONTH": lambda d: _months(d, -1, 1),
+    "NEXT_MONTH": lambda d: _months(d, 1, 1),
+    "THIS_QUARTER": lambda d: _quarters(d, 0),
+    "LAST_QUARTER": lambda d: _quarters(d, -1),
+    "NEXT_QUARTER": lambda d: _quarters(d, 1),
+    "THIS_YEAR": lambda d: _years(d, 0, 1),
+    "LAST_YEAR": lambda d: _years(d, -1, 1),
+    "NEXT_YEAR": lambda d: _years(d, 1, 1),
 }
-# LAST_N_DAYS:n covers today and the n days before it; NEXT_N_DAYS:n the n days after today.
 _N_DATE_CONSTANTS: dict[str, Callable[[date, int], tuple[date, date]]] = {
-    "LAST_N_DAYS": lambda d, n: (d - timedelta(days=n), d + timedelta(days=1)),
-    "NEXT_N_DAYS": lambda d, n: (d + timedelta(days=1), d + timedelta(days=n + 1)),
+    "LAST_N_DAYS": lambda d, n: _days(d, -n, n + 1),
+    "NEXT_N_DAYS": lambda d, n: _days(d, 1, n),
+    "N_DAYS_AGO": lambda d, n: _days(d, -n, 1),
+    "LAST_N_WEEKS": lambda d, n: _weeks(d, -n, n),
+    "NEXT_N_WEEKS": lambda d, n: _weeks(d, 1, n),
+    "N_WEEKS_AGO": lambda d, n: _weeks(d, -n, 1),
+    "LAST_N_MONTHS": lambda d, n: _months(d, -n, n),
+    "NEXT_N_MONTHS": lambda d, n: _months(d, 1, n),
+    "N_MONTHS_AGO": lambda d, n: _months(d, -n, 1),
+    "LAST_N_QUARTERS": lambda d, n: (_quarters(d, -n)[0], _quarters(d, 0)[0]),
+    "NEXT_N_QUARTERS": lambda d, n: (_quarters(d, 1)[0], _quarters(d, n + 1)[0]),
+    "LAST_N_YEARS": lambda d, n: _years(d, -n, n),
+    "NEXT_N_YEARS": lambda d, n: _years(d, 1, n),
+    "N_YEARS_AGO": lambda d, n: _years(d, -n, 1),
 }
 
 

@@ -525,3 +525,46 @@ def test_where_matches_soql_semantics(records: list[dict[str, Any]], condition: 
     expected = [rid(schema, "Account", n) for n, rec in enumerate(records, start=1) if check(rec)]
     db.close()
     assert got == expected, text
+
+
+_CLOSE_DATES = ["2025-12-31", "2026-01-01", "2026-08-28", "2026-09-30", "2026-10-01", "2026-10-31", "2026-11-14",
+                "2026-11-15", "2026-11-21", "2026-11-22", "2026-11-26", "2026-11-27", "2026-11-28", "2026-11-29",
+                "2026-12-01", "2027-01-01", "2027-02-25"]
+
+
+@pytest.mark.parametrize(
+    ("literal", "expected"),
+    [  # NOW is Friday 2026-11-27; weeks start on Sunday
+        ("THIS_WEEK", ["2026-11-22", "2026-11-26", "2026-11-27", "2026-11-28"]),
+        ("LAST_WEEK", ["2026-11-15", "2026-11-21"]),
+        ("NEXT_WEEK", ["2026-11-29", "2026-12-01"]),
+        ("LAST_N_DAYS:1", ["2026-11-26", "2026-11-27"]),
+        ("N_DAYS_AGO:1", ["2026-11-26"]),
+        ("LAST_N_WEEKS:2", ["2026-11-14", "2026-11-15", "2026-11-21"]),
+        ("LAST_N_MONTHS:1", ["2026-10-01", "2026-10-31"]),
+        ("LAST_N_MONTHS:3", ["2026-08-28", "2026-09-30", "2026-10-01", "2026-10-31"]),
+        ("NEXT_N_MONTHS:2", ["2026-12-01", "2027-01-01"]),
+        ("N_MONTHS_AGO:3", ["2026-08-28"]),
+        ("THIS_QUARTER", [d for d in _CLOSE_DATES if "2026-10-01" <= d <= "2026-12-31"]),
+        ("LAST_QUARTER", ["2026-08-28", "2026-09-30"]),
+        ("NEXT_QUARTER", ["2027-01-01", "2027-02-25"]),
+        ("LAST_N_QUARTERS:2", [d for d in _CLOSE_DATES if "2026-04-01" <= d <= "2026-09-30"]),
+        ("LAST_N_YEARS:1", ["2025-12-31"]),
+        ("N_YEARS_AGO:1", ["2025-12-31"]),
+        ("NEXT_N_YEARS:1", ["2027-01-01", "2027-02-25"]),
+        ("LAST_90_DAYS", [d for d in _CLOSE_DATES if "2026-08-29" <= d <= "2026-11-27"]),
+        ("NEXT_90_DAYS", [d for d in _CLOSE_DATES if "2026-11-28" <= d <= "2027-02-25"]),
+        ("next_n_days:2", ["2026-11-28", "2026-11-29"]),
+    ],
+)
+def test_date_literal_ranges(conn: sqlite3.Connection, schema: Schema, literal: str, expected: list[str]) -> None:
+    for n, day in enumerate(_CLOSE_DATES, start=1):
+        insert(conn, schema, "Opportunity", n, Name=day, StageName="Prospecting", CloseDate=day)
+    rows = run(conn, schema, f"SELECT CloseDate FROM Opportunity WHERE CloseDate = {literal} ORDER BY CloseDate")
+    assert [r[0] for r in rows] == expected
+
+
+@pytest.mark.parametrize("literal", ["LAST_N_DAYS", "TODAY:3", "LAST_FISCAL_YEAR", "SOMEDAY"])
+def test_unknown_date_literals(schema: Schema, literal: str) -> None:
+    err = error_of(schema, f"SELECT Id FROM Opportunity WHERE CloseDate = {literal}")
+    assert err.error_code == "MALFORMED_QUERY"
