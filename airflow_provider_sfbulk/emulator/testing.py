@@ -353,6 +353,8 @@ class ApiSession:
 
     def request(self, method: str, path: str, *, version: str | None = None, **kwargs: Any) -> Any:
         kwargs.setdefault("timeout", 30)
+        # per request: requests lets REQUESTS_CA_BUNDLE override Session.verify (psf/requests#3829)
+        kwargs.setdefault("verify", self.session.verify)
         return self.session.request(method, self.url(path, version), **kwargs)
 
     def get(self, path: str, **kwargs: Any) -> Any:
