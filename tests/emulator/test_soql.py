@@ -568,3 +568,32 @@ def test_date_literal_ranges(conn: sqlite3.Connection, schema: Schema, literal: 
 def test_unknown_date_literals(schema: Schema, literal: str) -> None:
     err = error_of(schema, f"SELECT Id FROM Opportunity WHERE CloseDate = {literal}")
     assert err.error_code == "MALFORMED_QUERY"
+
+
+_FRAGMENTS = ["SELECT", "Id", "Name", ",", "FROM", "Account", "Contact", "WHERE", "=", "!=", "<", "LIKE", "IN",
+              "NOT", "AND", "OR", "(", ")", "'x'", "'", "\\", "5", "-1", "2024-01-31", "2024-01-31T10:00:00Z",
+              "TODAY", "LAST_N_DAYS:3", "null", "true", "ORDER", "BY", "DESC", "NULLS", "LAST", "LIMIT", ".",
+              "Account.Name", "Parent", "FIELDS", "COUNT", "GROUP", "OFFSET", ":", "é", "\n", "$", ";"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(
+    st.lists(st.sampled_from(_FRAGMENTS), max_size=14).map(" ".join),
+    st.text(max_size=60),
+))
+def test_any_input_fails_only_with_soql_error(text: str) -> None:
+    schema = load_schema()
+    failure: SoqlError | None = None
+    try:
+        compiled = compile_soql(text, schema, include_deleted=False, now=NOW)
+    except SoqlError as err:
+        failure = err
+    if failure is not None:
+        assert failure.error_code in {"MALFORMED_QUERY", "INVALID_FIELD", "INVALID_TYPE", "API_ERROR"}
+        assert failure.message
+        return
+    db = sqlite3.connect(":memory:")
+    create_tables(db, schema)
+    prepare_connection(db)
+    db.execute(compiled.sql, compiled.params).fetchall()  # whatever compiles must also run
+    db.close()
