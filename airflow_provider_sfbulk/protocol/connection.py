@@ -1,0 +1,390 @@
+"""The ``salesforce_bulk`` connection: its fields, validation, and the UI form description.
+
+Connection layout (fixed; the emulator fixtures use it):
+
+- ``host``: the login URL: ``https://login.salesforce.com``, ``https://test.salesforce.com``, a My Domain
+  such as ``https://acme.my.salesforce.com``, or the emulator's base URL. The scheme defaults to https.
+- ``login``: the Salesforce username; ``password``: the user's password (without the security token).
+- ``extra`` (JSON): ``auth_type`` (one of :class:`AuthType`, default ``password``), ``client_id``,
+  ``client_secret``, ``security_token``, ``private_key`` (inline PEM) or ``private_key_file`` (path),
+  ``refresh_token``, ``access_token``, ``instance_url`` (for ``access_token``), ``api_version``
+  (default :data:`DEFAULT_API_VERSION`, at least 58.0), ``ca_bundle`` (path to a PEM trust store that
+  replaces the system one), ``timeout`` (seconds per connect/read, default :data:`DEFAULT_TIMEOUT`).
+
+This module is pure: it never opens a socket. :func:`parse_connection` checks that the fields the
+chosen auth type needs are present and raises :class:`SalesforceBulkConfigError` naming the first
+missing field, before any HTTP call is made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from enum import Enum
+from typing import Any
+from urllib.parse import urlsplit
+
+from airflow_provider_sfbulk.exceptions import SalesforceBulkConfigError
+
+CONN_TYPE = "salesforce_bulk"
+DEFAULT_API_VERSION = "62.0"
+MIN_API_VERSION = 58.0
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_LOGIN_URL = "https://login.salesforce.com"
+
+
+class AuthType(str, Enum):
+    """How the hook obtains its access token."""
+
+    PASSWORD = "password"
+    CLIENT_CREDENTIALS = "client_credentials"
+    JWT_BEARER = "jwt_bearer"
+    REFRESH_TOKEN = "refresh_token"
+    ACCESS_TOKEN = "access_token"
+
+
+@dataclass(frozen=True)
+class ConnectionConfig:
+    """A validated ``salesforce_bulk`` connection. ``repr`` never shows secrets."""
+
+    conn_id: str
+    auth_type: AuthType
+    login_url: str
+    api_version: str
+    timeout: float
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    security_token: str | None = field(default=None, repr=False)
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    private_key: str | None = field(default=None, repr=False)
+    private_key_file: str | None = None
+    refresh_token: str | None = field(default=None, repr=False)
+    access_token: str | None = field(default=None, repr=False)
+    instance_url: str | None = None
+    ca_bundle: str | None = None
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every secret value of the connection, for registration with the secrets masker."""
+        return [
+            value
+            for value in (
+                self.password,
+                self.security_token,
+                self.client_secret,
+                self.private_key,
+                self.refresh_token,
+                self.access_token,
+            )
+            if value
+        ]
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of every field: a token cached for one fingerprint is never used for another."""
+        digest = hashlib.sha256()
+        for item in fields(self):
+            value = getattr(self, item.name)
+            digest.update(f"{item.name}={value!s}\x00".encode())
+        return digest.hexdigest()
+
+    def load_private_key(self) -> str:
+        """Return the PEM private key, reading ``private_key_file`` when no inline key is set."""
+        if self.private_key:
+            return self.private_key
+        if not self.private_key_file:
+            raise SalesforceBulkConfigError(
+                f"connection {self.conn_id!r} needs 'private_key' or 'private_key_file' for jwt_bearer",
+                field="private_key",
+            )
+        try:
+            with open(self.private_key_file, encoding="utf-8") as handle:
+                return handle.read()
+        except OSError as exc:
+            raise SalesforceBulkConfigError(
+                f"connection {self.conn_id!r}: cannot read private_key_file {self.private_key_file!r}: "
+                f"{exc.strerror}",
+                field="private_key_file",
+            ) from None
+
+
+#: Which fields each auth type needs. Tuples are alternatives: one of them must be set.
+REQUIRED_FIELDS: dict[AuthType, tuple[str | tuple[str, ...], ...]] = {
+    AuthType.PASSWORD: ("host", "login", "password", "client_id", "client_secret"),
+    AuthType.CLIENT_CREDENTIALS: ("host", "client_id", "client_secret"),
+    AuthType.JWT_BEARER: ("host", "login", "client_id", ("private_key", "private_key_file")),
+    AuthType.REFRESH_TOKEN: ("host", "client_id", "refresh_token"),
+    AuthType.ACCESS_TOKEN: ("access_token", ("instance_url", "host")),
+}
+
+_FIELD_LABELS = {"host": "host (login URL)", "login": "login (username)", "password": "password"}
+
+
+def _extra_value(extra: Mapping[str, Any], name: str) -> Any:
+    value = extra.get(name)
+    if value in (None, ""):
+        value = extra.get(f"extra__{CONN_TYPE}__{name}")  # Airflow 2 form widgets prefix extras
+    return None if value == "" else value
+
+
+def normalize_url(value: str) -> str:
+    """Add ``https://`` when the scheme is missing and drop trailing slashes."""
+    value = value.strip()
+    if "://" not in value:
+        value = f"https://{value}"
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"not an http(s) URL: {value!r}")
+    return value.rstrip("/")
+
+
+def normalize_api_version(value: Any) -> str:
+    """Return ``"NN.0"`` for ``62``, ``"62"``, ``"v62.0"`` or ``62.0``; reject versions below 58.0."""
+    text = str(value).strip().lstrip("vV")
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError(f"api_version {value!r} is not a number such as '{DEFAULT_API_VERSION}'") from None
+    if number < MIN_API_VERSION:
+        raise ValueError(f"api_version {text} is older than {MIN_API_VERSION} (resultPages needs 58.0)")
+    return f"{number:.1f}"
+
+
+def _pem(value: str) -> str:
+    # A PEM pasted into a one-line JSON value often arrives with literal "\n" sequences.
+    if "\n" not in value and "\\n" in value:
+        return value.replace("\\n", "\n")
+    return value
+
+
+def parse_connection(
+    conn_id: str,
+    *,
+    host: str | None,
+    login: str | None,
+    password: str | None,
+    extra: Mapping[str, Any] | str | None,
+    schema: str | None = None,
+    port: int | None = None,
+) -> ConnectionConfig:
+    """Validate raw Airflow connection fields and return a :class:`ConnectionConfig`.
+
+    :raises SalesforceBulkConfigError: a field the auth type needs is missing, or a value is invalid;
+        ``.field`` names it.
+    """
+    if isinstance(extra, str):
+        try:
+            extra = json.loads(extra) if extra.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise SalesforceBulkConfigError(
+                f"connection {conn_id!r}: extra is not valid JSON ({exc.msg})", field="extra"
+            ) from None
+    extra = dict(extra or {})
+    if not isinstance(extra, dict):
+        raise SalesforceBulkConfigError(f"connection {conn_id!r}: extra must be a JSON object", field="extra")
+
+    raw_auth = _extra_value(extra, "auth_type") or AuthType.PASSWORD.value
+    try:
+        auth_type = AuthType(str(raw_auth).strip().lower())
+    except ValueError:
+        allowed = ", ".join(a.value for a in AuthType)
+        raise SalesforceBulkConfigError(
+            f"connection {conn_id!r}: auth_type {raw_auth!r} is not one of {allowed}", field="auth_type"
+        ) from None
+
+    values: dict[str, Any] = {
+        "host": host or None,
+        "login": login or None,
+        "password": password or None,
+    }
+    for name in (
+        "client_id",
+        "client_secret",
+        "security_token",
+        "private_key",
+        "private_key_file",
+        "refresh_token",
+        "access_token",
+        "instance_url",
+        "api_version",
+        "ca_bundle",
+        "timeout",
+    ):
+        values[name] = _extra_value(extra, name)
+
+    for requirement in REQUIRED_FIELDS[auth_type]:
+        options = requirement if isinstance(requirement, tuple) else (requirement,)
+        if not any(values.get(option) for option in options):
+            names = " or ".join(repr(_FIELD_LABELS.get(option, option)) for option in options)
+            raise SalesforceBulkConfigError(
+                f"connection {conn_id!r} (auth_type {auth_type.value}) is missing {names}",
+                field=options[0],
+            )
+
+    login_url = DEFAULT_LOGIN_URL
+    if values["host"]:
+        host_value = str(values["host"])
+        if port and ":" not in urlsplit(normalize_url_lenient(host_value)).netloc:
+            host_value = _with_port(host_value, port)
+        login_url = _checked_url(conn_id, "host", host_value)
+    instance_url = None
+    if values["instance_url"]:
+        instance_url = _checked_url(conn_id, "instance_url", str(values["instance_url"]))
+    elif auth_type is AuthType.ACCESS_TOKEN:
+        instance_url = login_url
+
+    try:
+        api_version = normalize_api_version(values["api_version"] or DEFAULT_API_VERSION)
+    except ValueError as exc:
+        raise SalesforceBulkConfigError(f"connection {conn_id!r}: {exc}", field="api_version") from None
+
+    timeout = DEFAULT_TIMEOUT
+    if values["timeout"] is not None:
+        try:
+            timeout = float(values["timeout"])
+        except (TypeError, ValueError):
+            timeout = -1.0
+        if not timeout > 0:
+            raise SalesforceBulkConfigError(
+                f"connection {conn_id!r}: timeout must be a positive number of seconds", field="timeout"
+            )
+
+    ca_bundle = values["ca_bundle"]
+    if ca_bundle and not os.path.isfile(ca_bundle):
+        raise SalesforceBulkConfigError(
+            f"connection {conn_id!r}: ca_bundle {ca_bundle!r} is not a readable file", field="ca_bundle"
+        )
+    private_key_file = values["private_key_file"]
+    if (
+        auth_type is AuthType.JWT_BEARER
+        and not values["private_key"]
+        and not os.path.isfile(private_key_file)
+    ):
+        raise SalesforceBulkConfigError(
+            f"connection {conn_id!r}: private_key_file {private_key_file!r} is not a readable file",
+            field="private_key_file",
+        )
+
+    return ConnectionConfig(
+        conn_id=conn_id,
+        auth_type=auth_type,
+        login_url=login_url,
+        api_version=api_version,
+        timeout=timeout,
+        username=values["login"],
+        password=values["password"],
+        security_token=values["security_token"],
+        client_id=values["client_id"],
+        client_secret=values["client_secret"],
+        private_key=_pem(values["private_key"]) if values["private_key"] else None,
+        private_key_file=private_key_file,
+        refresh_token=values["refresh_token"],
+        access_token=values["access_token"],
+        instance_url=instance_url,
+        ca_bundle=ca_bundle,
+    )
+
+
+def normalize_url_lenient(value: str) -> str:
+    """Like :func:`normalize_url` but never raises (used to inspect a host before validation)."""
+    value = value.strip()
+    return value if "://" in value else f"https://{value}"
+
+
+def _with_port(host: str, port: int) -> str:
+    url = normalize_url_lenient(host)
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}:{port}{parts.path}"
+
+
+def _checked_url(conn_id: str, name: str, value: str) -> str:
+    try:
+        return normalize_url(value)
+    except ValueError as exc:
+        raise SalesforceBulkConfigError(f"connection {conn_id!r}: {name}: {exc}", field=name) from None
+
+
+# --- The connection form -------------------------------------------------------------------------------
+
+#: Extra fields of the connection form, in the declarative ``conn-fields`` format Airflow 3.2+ reads from
+#: ``get_provider_info()["connection-types"][i]["conn-fields"]`` (no wtforms/FAB import needed).
+CONN_FIELDS: dict[str, dict[str, Any]] = {
+    "auth_type": {
+        "label": "Auth type",
+        "description": "password, client_credentials, jwt_bearer, refresh_token or access_token.",
+        "schema": {"type": ["string", "null"], "enum": [a.value for a in AuthType], "default": "password"},
+    },
+    "client_id": {
+        "label": "Client ID (consumer key)",
+        "description": "Connected app consumer key (all grants except access_token).",
+        "schema": {"type": ["string", "null"]},
+    },
+    "client_secret": {
+        "label": "Client secret (consumer secret)",
+        "description": "Connected app consumer secret (password, client_credentials, refresh_token).",
+        "schema": {"type": ["string", "null"], "format": "password"},
+    },
+    "security_token": {
+        "label": "Security token",
+        "description": "Appended to the password for the password grant when the org requires it.",
+        "schema": {"type": ["string", "null"], "format": "password"},
+    },
+    "private_key": {
+        "label": "Private key (PEM)",
+        "description": "RSA private key for the JWT bearer grant, inline PEM.",
+        "schema": {"type": ["string", "null"], "format": "password"},
+    },
+    "private_key_file": {
+        "label": "Private key file",
+        "description": "Path to the PEM private key for the JWT bearer grant (instead of an inline key).",
+        "schema": {"type": ["string", "null"]},
+    },
+    "refresh_token": {
+        "label": "Refresh token",
+        "description": "For the refresh_token grant.",
+        "schema": {"type": ["string", "null"], "format": "password"},
+    },
+    "access_token": {
+        "label": "Access token",
+        "description": "A ready session id (access_token auth type; it cannot be renewed).",
+        "schema": {"type": ["string", "null"], "format": "password"},
+    },
+    "instance_url": {
+        "label": "Instance URL",
+        "description": "https://<domain>.my.salesforce.com, for the access_token auth type.",
+        "schema": {"type": ["string", "null"]},
+    },
+    "api_version": {
+        "label": "API version",
+        "description": f"Salesforce API version, {MIN_API_VERSION} or newer.",
+        "schema": {"type": ["string", "null"], "default": DEFAULT_API_VERSION},
+    },
+    "ca_bundle": {
+        "label": "CA bundle path",
+        "description": "PEM file of trusted CAs (a proxy or the emulator). TLS verification is always on.",
+        "schema": {"type": ["string", "null"]},
+    },
+    "timeout": {
+        "label": "Timeout (seconds)",
+        "description": "Connect and read timeout for each HTTP request.",
+        "schema": {"type": ["number", "null"], "default": DEFAULT_TIMEOUT},
+    },
+}
+
+#: Field relabelling in the declarative ``ui-field-behaviour`` format (kebab-case keys).
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "port"],
+    "relabeling": {"host": "Login URL or My Domain", "login": "Username", "password": "Password"},
+    "placeholders": {
+        "host": "https://login.salesforce.com",
+        "login": "integration.user@example.com",
+        "auth_type": "password",
+        "api_version": DEFAULT_API_VERSION,
+        "instance_url": "https://acme.my.salesforce.com",
+        "timeout": str(int(DEFAULT_TIMEOUT)),
+    },
+}

@@ -1,0 +1,168 @@
+"""Connection parsing and validation (pure)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_sfbulk.exceptions import SalesforceBulkConfigError
+from airflow_provider_sfbulk.protocol.connection import (
+    CONN_FIELDS,
+    DEFAULT_API_VERSION,
+    UI_FIELD_BEHAVIOUR,
+    AuthType,
+    normalize_api_version,
+    parse_connection,
+)
+
+FULL = {
+    "client_id": "cid",
+    "client_secret": "csecret",
+    "security_token": "tok",
+    "refresh_token": "rtok",
+    "access_token": "atok",
+}
+
+
+def parse(extra: dict | str | None, host: str | None = "login.salesforce.com", login: str | None = "u@x",
+          password: str | None = "pw", **kwargs):
+    return parse_connection("sf", host=host, login=login, password=password, extra=extra, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("auth_type", "extra", "host", "login", "password", "missing"),
+    [
+        ("password", {"client_id": "c", "client_secret": "s"}, "h", "u", None, "password"),
+        ("password", {"client_id": "c", "client_secret": "s"}, "h", None, "p", "login"),
+        ("password", {"client_secret": "s"}, "h", "u", "p", "client_id"),
+        ("password", {"client_id": "c"}, "h", "u", "p", "client_secret"),
+        ("password", {"client_id": "c", "client_secret": "s"}, None, "u", "p", "host"),
+        ("client_credentials", {"client_id": "c"}, "h", None, None, "client_secret"),
+        ("jwt_bearer", {"client_id": "c"}, "h", "u", None, "private_key"),
+        ("jwt_bearer", {"private_key": "PEM"}, "h", "u", None, "client_id"),
+        ("jwt_bearer", {"client_id": "c", "private_key": "PEM"}, "h", None, None, "login"),
+        ("refresh_token", {"client_id": "c"}, "h", None, None, "refresh_token"),
+        ("access_token", {"instance_url": "https://x.my.salesforce.com"}, None, None, None, "access_token"),
+        ("access_token", {"access_token": "t"}, None, None, None, "instance_url"),
+    ],
+)
+def test_missing_field_is_named_before_any_call(auth_type, extra, host, login, password, missing):
+    with pytest.raises(SalesforceBulkConfigError) as err:
+        parse({"auth_type": auth_type, **extra}, host=host, login=login, password=password)
+    assert err.value.field == missing
+    assert missing.split("_")[0] in str(err.value)
+
+
+def test_password_connection_defaults():
+    config = parse({"client_id": "c", "client_secret": "s"})
+    assert config.auth_type is AuthType.PASSWORD
+    assert config.login_url == "https://login.salesforce.com"
+    assert config.api_version == DEFAULT_API_VERSION
+    assert float(config.api_version) >= 58.0
+    assert config.timeout == 60.0
+    assert config.ca_bundle is None
+
+
+def test_host_keeps_explicit_scheme_and_port_and_drops_trailing_slash():
+    config = parse({"client_id": "c", "client_secret": "s"}, host="http://127.0.0.1:8765/")
+    assert config.login_url == "http://127.0.0.1:8765"
+    config = parse({"client_id": "c", "client_secret": "s"}, host="127.0.0.1", port=9000)
+    assert config.login_url == "https://127.0.0.1:9000"
+
+
+def test_bad_host_scheme_is_a_config_error():
+    with pytest.raises(SalesforceBulkConfigError) as err:
+        parse({"client_id": "c", "client_secret": "s"}, host="ftp://example.com")
+    assert err.value.field == "host"
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("62.0", "62.0"), ("v60.0", "60.0"), (61, "61.0"), ("58", "58.0")])
+def test_api_version_normalised(raw, expected):
+    assert normalize_api_version(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["57.0", "abc", "v41.0"])
+def test_api_version_too_old_or_bad(raw):
+    with pytest.raises(SalesforceBulkConfigError) as err:
+        parse({"client_id": "c", "client_secret": "s", "api_version": raw})
+    assert err.value.field == "api_version"
+
+
+def test_unknown_auth_type():
+    with pytest.raises(SalesforceBulkConfigError) as err:
+        parse({"auth_type": "kerberos"})
+    assert err.value.field == "auth_type"
+    assert "client_credentials" in str(err.value)
+
+
+@pytest.mark.parametrize("timeout", [0, -3, "soon"])
+def test_bad_timeout(timeout):
+    with pytest.raises(SalesforceBulkConfigError) as err:
+        parse({"client_id": "c", "client_secret": "s", "timeout": timeout})
+    assert err.value.field == "timeout"
+
+
+def test_missing_ca_bundle_file(tmp_path: Path):
+    with pytest.raises(SalesforceBulkConfigError) as err:
+        parse({"client_id": "c", "client_secret": "s", "ca_bundle": str(tmp_path / "nope.pem")})
+    assert err.value.field == "ca_bundle"
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("x")
+    assert parse({"client_id": "c", "client_secret": "s", "ca_bundle": str(bundle)}).ca_bundle == str(bundle)
+
+
+def test_missing_private_key_file(tmp_path: Path):
+    with pytest.raises(SalesforceBulkConfigError) as err:
+        parse({"auth_type": "jwt_bearer", "client_id": "c", "private_key_file": str(tmp_path / "k.pem")})
+    assert err.value.field == "private_key_file"
+
+
+def test_inline_pem_with_escaped_newlines_is_restored():
+    config = parse({"auth_type": "jwt_bearer", "client_id": "c", "private_key": "-----BEGIN-----\\nabc\\n-----END-----"})
+    assert config.load_private_key() == "-----BEGIN-----\nabc\n-----END-----"
+
+
+def test_access_token_falls_back_to_host_as_instance_url():
+    config = parse({"auth_type": "access_token", "access_token": "t"}, host="acme.my.salesforce.com", login=None)
+    assert config.instance_url == "https://acme.my.salesforce.com"
+
+
+def test_extra_as_json_string_and_airflow2_prefixed_keys():
+    extra = json.dumps({"extra__salesforce_bulk__client_id": "c", "extra__salesforce_bulk__client_secret": "s"})
+    config = parse(extra)
+    assert (config.client_id, config.client_secret) == ("c", "s")
+    with pytest.raises(SalesforceBulkConfigError) as err:
+        parse("{not json")
+    assert err.value.field == "extra"
+
+
+def test_repr_hides_secrets_and_secrets_lists_them():
+    config = parse({"auth_type": "password", **FULL})
+    text = repr(config)
+    for secret in ("pw", "csecret", "tok", "rtok", "atok"):
+        assert f"'{secret}'" not in text
+    assert set(config.secrets) == {"pw", "csecret", "tok", "rtok", "atok"}
+
+
+def test_fingerprint_changes_with_any_field():
+    a = parse({"client_id": "c", "client_secret": "s"})
+    b = parse({"client_id": "c", "client_secret": "s2"})
+    c = parse({"client_id": "c", "client_secret": "s"})
+    assert a.fingerprint == c.fingerprint
+    assert a.fingerprint != b.fingerprint
+
+
+def test_form_metadata_matches_airflow_conn_fields_schema():
+    allowed_types = {"string", "integer", "boolean", "number", "object", "array", "null"}
+    for name, spec in CONN_FIELDS.items():
+        assert set(spec) <= {"label", "description", "schema"}, name
+        types = spec["schema"]["type"]
+        assert set(types if isinstance(types, list) else [types]) <= allowed_types
+        assert spec["schema"].get("format", "password") in {"password", "multiline", "url"}
+    assert {"client_secret", "private_key", "refresh_token", "access_token", "security_token"} == {
+        n for n, s in CONN_FIELDS.items() if s["schema"].get("format") == "password"
+    }
+    assert UI_FIELD_BEHAVIOUR["relabeling"]["host"] == "Login URL or My Domain"
+    assert UI_FIELD_BEHAVIOUR["relabeling"]["login"] == "Username"
