@@ -57,10 +57,11 @@ def test_cli_parser_builds_a_config(tmp_path):
 
 @pytest.mark.parametrize("bad", [["--seed-records", "Account"], ["--seed-records", "Account=x"],
                                  ["--fault", "status=418"]])
-def test_cli_rejects_bad_flags(tmp_path, bad):
-    result = subprocess.run([sys.executable, "-m", "airflow_provider_sfbulk.emulator", "--data-dir",
-                             str(tmp_path), *bad], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2
+def test_cli_rejects_bad_flags(tmp_path, bad, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["--data-dir", str(tmp_path), *bad])
+    assert exit_info.value.code == 2
+    assert "error" in capsys.readouterr().err
 
 
 def test_separate_process_serves_and_stops(tmp_path):
