@@ -11,7 +11,8 @@ Supported::
     [WHERE condition] [ORDER BY path [ASC|DESC] [NULLS FIRST|LAST], ...] [LIMIT n]
 
 ``condition``: ``= != <> < <= > >=``, ``LIKE``, ``IN (...)``, ``NOT IN (...)``, ``= null``, ``!= null``,
-``AND``, ``OR``, ``NOT`` and parentheses. Literals: strings with backslash escapes, numbers, ``true`` and
+``AND``, ``OR``, ``NOT`` and parentheses; semi-joins ``IdField [NOT] IN (SELECT IdOrReference FROM Object
+[WHERE ...])`` (one level, no ORDER BY/LIMIT inside). Literals: strings with backslash escapes, numbers, ``true`` and
 ``false``, ``null``, dates ``2024-01-31``, datetimes ``2024-01-31T10:00:00Z`` / ``...+01:00`` (fractional
 seconds optional) and the calendar date literals (``TODAY``, ``LAST_N_DAYS:n``, ``THIS_WEEK``,
 ``LAST_N_MONTHS:n``, ``NEXT_QUARTER``, ``N_YEARS_AGO:n``, ...; not the fiscal ones), resolved in UTC with
@@ -70,6 +71,9 @@ GUESSED_MESSAGES = {
     "typeof": "TYPEOF clause is not supported in Bulk V2 Query",
     "fields_unbounded": "The SOQL FIELDS function is not supported with an unbounded set of fields in this API.",
     "like_non_text": "invalid operator on field '{field}': LIKE is only valid on string fields",
+    "nested_semi_join": "Nesting of semi join sub-selects is not supported",
+    "semi_join_field": "The selected field '{field}' in a semi join sub-select must be an Id or a reference field",
+    "semi_join_target": "Semi join sub-selects are only allowed on Id or reference fields, not '{field}'",
     "bad_escape": "Invalid string literal '{literal}'. Illegal character sequence '\\{char}' in string literal.",
 }
 
@@ -253,11 +257,21 @@ class _Lit:
 
 
 @dataclass(frozen=True)
+class _SemiJoin:
+    select: _Path
+    object_name: str
+    object_pos: int
+    where: Any
+    pos: int
+
+
+@dataclass(frozen=True)
 class _Cmp:
     path: _Path
     op: str  # = != < <= > >= like in notin
     op_pos: int
     values: tuple[_Lit, ...]
+    subquery: _SemiJoin | None = None
 
 
 @dataclass(frozen=True)
@@ -289,6 +303,7 @@ class _Parser:
         self.soql = soql
         self.toks = _Lexer(soql).tokens()
         self.i = 0
+        self.in_subquery = False
 
     # -- helpers
     @property
@@ -458,21 +473,44 @@ class _Parser:
         if op_tok.is_kw("like"):
             self.advance()
             return _Cmp(path, "like", op_tok.pos, (self.literal(),))
-        if op_tok.is_kw("in"):
+        if op_tok.is_kw("in") or (op_tok.is_kw("not") and self.peek().is_kw("in")):
+            op = "in" if op_tok.is_kw("in") else "notin"
             self.advance()
-            return _Cmp(path, "in", op_tok.pos, self.literal_list())
-        if op_tok.is_kw("not") and self.peek().is_kw("in"):
-            self.advance()
-            self.advance()
-            return _Cmp(path, "notin", op_tok.pos, self.literal_list())
+            if op == "notin":
+                self.advance()
+            if self.is_punct("(") and self.peek().is_kw("select"):
+                if self.in_subquery:
+                    raise _error(self.soql, self.peek().pos, "MALFORMED_QUERY", GUESSED_MESSAGES["nested_semi_join"])
+                return _Cmp(path, op, op_tok.pos, (), self.semi_join())
+            return _Cmp(path, op, op_tok.pos, self.literal_list())
         if op_tok.is_kw("includes", "excludes"):
             raise SoqlError("API_ERROR", f"{op_tok.text.upper()} is not supported by the Bulk API 2.0 emulator")
         raise self.unexpected()
 
+    def semi_join(self) -> _SemiJoin:
+        """``(SELECT field FROM Object [WHERE ...])`` after IN / NOT IN."""
+        self.expect_punct("(")
+        start = self.expect_kw("select")
+        select = self.path()
+        if self.is_punct(","):
+            raise self.unexpected()
+        self.expect_kw("from")
+        obj = self.advance()
+        if obj.kind != "ident" or ":" in obj.text or obj.text.lower() in _RESERVED:
+            raise self.unexpected(obj)
+        where = None
+        if self.tok.is_kw("where"):
+            self.advance()
+            self.in_subquery = True
+            try:
+                where = self.condition()
+            finally:
+                self.in_subquery = False
+        self.expect_punct(")")
+        return _SemiJoin(select, obj.text, obj.pos, where, start.pos)
+
     def literal_list(self) -> tuple[_Lit, ...]:
         self.expect_punct("(")
-        if self.tok.is_kw("select"):
-            raise SoqlError("API_ERROR", "semi-join subqueries are not supported by the Bulk API 2.0 emulator")
         if self.is_punct(")"):
             raise self.unexpected()
         values = [self.literal()]
@@ -661,6 +699,7 @@ class _Compiler:
         self.soql = soql
         self.schema = schema
         self.include_deleted = include_deleted
+        self.now = now
         self.today = now.astimezone(timezone.utc).date()
         self.params: list[Any] = []
         self.joins: dict[tuple[str, ...], tuple[str, ObjectDef]] = {}
@@ -671,7 +710,7 @@ class _Compiler:
     def err(self, pos: int, code: str, text: str) -> SoqlError:
         return _error(self.soql, pos, code, text)
 
-    def compile(self, ast: _Ast) -> CompiledQuery:
+    def compile(self, ast: _Ast, *, ordered: bool = True) -> CompiledQuery:
         obj = self.schema.get_object(ast.object_name)
         if obj is None:
             raise self.err(
@@ -709,7 +748,8 @@ class _Compiler:
             sql += " " + " ".join(self.join_sql)
         if where_parts:
             sql += " WHERE " + " AND ".join(f"({p})" for p in where_parts)
-        sql += " ORDER BY " + ", ".join([*order_sql, "t0.rowid"])
+        if ordered:
+            sql += " ORDER BY " + ", ".join([*order_sql, "t0.rowid"])
         if ast.limit is not None:
             sql += " LIMIT ?"
             self.params.append(ast.limit)
@@ -811,6 +851,8 @@ class _Compiler:
             pattern = _decode_string(lit.tok.text, self.soql, lit.tok.pos, like=True)
             self.params.append(like_to_regex(pattern))
             return f"IFNULL(soql_like({col}, ?), 0)"
+        if cmp.subquery is not None:
+            return self.semi_join(cmp, fdef, col)
         if cmp.op in ("in", "notin"):
             return self.membership(cmp, fdef, col)
         lit = cmp.values[0]
@@ -844,6 +886,27 @@ class _Compiler:
     @staticmethod
     def range_bounds(op: str, lo: str, hi: str) -> list[str]:
         return {"=": [lo, hi], "!=": [lo, hi], "<": [lo], "<=": [hi], ">": [hi], ">=": [lo]}[op]
+
+    def semi_join(self, cmp: _Cmp, fdef: FieldDef, col: str) -> str:
+        sub = cmp.subquery
+        assert sub is not None
+        if fdef.type not in _ID_TYPES:
+            raise self.err(cmp.path.pos, "INVALID_FIELD", GUESSED_MESSAGES["semi_join_target"].format(field=fdef.name))
+        inner = _Compiler(self.soql, self.schema, self.include_deleted, self.now)
+        ast = _Ast(select=[("field", sub.select)], object_name=sub.object_name, object_pos=sub.object_pos,
+                   where=sub.where)
+        compiled = inner.compile(ast, ordered=False)
+        selected = compiled.fields[0]
+        if selected.type not in _ID_TYPES:
+            raise self.err(
+                sub.select.pos, "INVALID_FIELD", GUESSED_MESSAGES["semi_join_field"].format(field=selected.name)
+            )
+        self.params.extend(compiled.params)
+        # Null ids never match; dropping them keeps NOT IN two-valued (SQL's NOT IN with a NULL is NULL).
+        values = f'SELECT * FROM ({compiled.sql}) AS sj WHERE sj."{selected.name}" IS NOT NULL'
+        if cmp.op == "in":
+            return f"IFNULL({col} IN ({values}), 0)"
+        return f"IFNULL({col} NOT IN ({values}), 1)"
 
     def membership(self, cmp: _Cmp, fdef: FieldDef, col: str) -> str:
         points: list[Any] = []

@@ -390,7 +390,6 @@ def test_error_row_on_later_line(schema: Schema) -> None:
         ("SELECT Id FROM Account ORDER BY Name LIMIT 10 OFFSET 10", "OFFSET"),
         ("SELECT TYPEOF What WHEN Account THEN Name END FROM Event", "TYPEOF"),
         ("SELECT toLabel(Industry) FROM Account", "not supported by the Bulk API 2.0 emulator"),
-        ("SELECT Id FROM Contact WHERE AccountId IN (SELECT Id FROM Account)", "semi-join"),
     ],
 )
 def test_unsupported_in_bulk_v2(schema: Schema, soql: str, text: str) -> None:
@@ -573,7 +572,8 @@ def test_unknown_date_literals(schema: Schema, literal: str) -> None:
 _FRAGMENTS = ["SELECT", "Id", "Name", ",", "FROM", "Account", "Contact", "WHERE", "=", "!=", "<", "LIKE", "IN",
               "NOT", "AND", "OR", "(", ")", "'x'", "'", "\\", "5", "-1", "2024-01-31", "2024-01-31T10:00:00Z",
               "TODAY", "LAST_N_DAYS:3", "null", "true", "ORDER", "BY", "DESC", "NULLS", "LAST", "LIMIT", ".",
-              "Account.Name", "Parent", "FIELDS", "COUNT", "GROUP", "OFFSET", ":", "é", "\n", "$", ";"]
+              "Account.Name", "Parent", "FIELDS", "COUNT", "GROUP", "OFFSET", ":", "é", "\n", "$", ";",
+              "(SELECT Id FROM Account", "(SELECT AccountId FROM Contact WHERE"]
 
 
 @settings(max_examples=300, deadline=None)
@@ -597,3 +597,58 @@ def test_any_input_fails_only_with_soql_error(text: str) -> None:
     prepare_connection(db)
     db.execute(compiled.sql, compiled.params).fetchall()  # whatever compiles must also run
     db.close()
+
+
+# ------------------------------------------------------------------------------------------ semi-joins
+
+
+@pytest.mark.parametrize(
+    ("soql", "expected"),
+    [
+        ("SELECT LastName FROM Contact WHERE AccountId IN (SELECT Id FROM Account WHERE Industry = 'retail')",
+         ["Müller"]),
+        ("SELECT LastName FROM Contact WHERE AccountId NOT IN (SELECT Id FROM Account WHERE Industry = 'Retail')",
+         ["Ng", "O'Brien", "Smith"]),  # NOT IN keeps the contact without an account
+        ("SELECT LastName FROM Contact WHERE AccountId IN (SELECT Id FROM Account WHERE ParentId != null) "
+         "OR LastName = 'Smith'", ["Ng", "Smith"]),
+        ("SELECT Name FROM Account WHERE Id IN (SELECT AccountId FROM Contact)",
+         ["Acme", "Beta_Corp 100%", "Élan"]),
+        ("SELECT Name FROM Account WHERE Id NOT IN (SELECT AccountId FROM Contact)", ["acme labs"]),  # null ids ignored
+        ("SELECT Name FROM Account WHERE Id IN (SELECT ParentId FROM Account)", ["Acme"]),
+        ("SELECT Name FROM Account WHERE Id IN (SELECT Account.ParentId FROM Contact)", ["Acme"]),
+        ("SELECT Name FROM Account WHERE Id IN (SELECT AccountId FROM Contact WHERE Account.Name LIKE 'A%') "
+         "AND Active__c = true", ["Acme"]),
+    ],
+)
+def test_semi_joins(conn: sqlite3.Connection, schema: Schema, soql: str, expected: list[str]) -> None:
+    assert sorted(r[0] for r in run(conn, schema, soql)) == sorted(expected)
+
+
+def test_semi_join_hides_deleted_rows_unless_query_all(conn: sqlite3.Connection, schema: Schema) -> None:
+    zeta = rid(schema, "Account", 4)  # soft-deleted
+    insert(conn, schema, "Contact", 9, LastName="OfZeta", AccountId=zeta)
+    soql = "SELECT LastName FROM Contact WHERE AccountId IN (SELECT Id FROM Account WHERE Name = 'Zeta')"
+    assert run(conn, schema, soql) == []
+    assert run(conn, schema, soql, include_deleted=True) == [("OfZeta",)]
+
+
+@pytest.mark.parametrize(
+    ("soql", "code", "text"),
+    [
+        ("SELECT Id FROM Account WHERE Name IN (SELECT Id FROM Contact)", "INVALID_FIELD", "Id or reference"),
+        ("SELECT Id FROM Account WHERE Id IN (SELECT LastName FROM Contact)", "INVALID_FIELD", "'LastName'"),
+        ("SELECT Id FROM Account WHERE Id IN (SELECT AccountId FROM Contact WHERE ReportsToId IN "
+         "(SELECT Id FROM Contact))", "MALFORMED_QUERY", "Nesting of semi join"),
+        ("SELECT Id FROM Account WHERE Id IN (SELECT AccountId FROM Contact ORDER BY LastName)",
+         "MALFORMED_QUERY", "unexpected token: 'ORDER'"),
+        ("SELECT Id FROM Account WHERE Id IN (SELECT AccountId, Id FROM Contact)", "MALFORMED_QUERY",
+         "unexpected token: ','"),
+        ("SELECT Id FROM Account WHERE Id IN (SELECT Id FROM Nope)", "INVALID_TYPE", "sObject type 'Nope'"),
+        ("SELECT Id FROM Account WHERE Id IN (SELECT Nope FROM Contact)", "INVALID_FIELD",
+         "No such column 'Nope' on entity 'Contact'"),
+    ],
+)
+def test_semi_join_errors(schema: Schema, soql: str, code: str, text: str) -> None:
+    err = error_of(schema, soql)
+    assert err.error_code == code
+    assert text in err.message
