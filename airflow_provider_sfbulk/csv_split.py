@@ -1126,13 +1126,13 @@ def iter_csv_parts(
                 elif spool.records == 0:
                     size = _cut(buf, start, end, count, simple, end - start, 1)[0] - start
                     raise scanner.too_large(size, record=written + 1, line=line, partial=False)
-                yield spool.finish()
-                spool = None
+                finished, spool = spool.finish(), None
+                yield finished
         if written == 0:
             raise _header_only(scanner)
         if spool is not None:
-            yield spool.finish()
-            spool = None
+            finished, spool = spool.finish(), None
+            yield finished
         if summary is not None:
             summary.append(_summary(scanner, column_delimiter))
     finally:
