@@ -12,7 +12,9 @@ Supported::
 
 ``condition``: ``= != <> < <= > >=``, ``LIKE``, ``IN (...)``, ``NOT IN (...)``, ``= null``, ``!= null``,
 ``AND``, ``OR``, ``NOT`` and parentheses; semi-joins ``IdField [NOT] IN (SELECT IdOrReference FROM Object
-[WHERE ...])`` (one level, no ORDER BY/LIMIT inside). Literals: strings with backslash escapes, numbers, ``true`` and
+[WHERE ...])`` (one level, no ORDER BY/LIMIT inside); date functions ``CALENDAR_YEAR``,
+``CALENDAR_QUARTER``, ``CALENDAR_MONTH``, ``DAY_IN_MONTH``, ``DAY_IN_WEEK``, ``DAY_IN_YEAR``,
+``HOUR_IN_DAY`` and ``DAY_ONLY`` on the left of a comparison (UTC). Literals: strings with backslash escapes, numbers, ``true`` and
 ``false``, ``null``, dates ``2024-01-31``, datetimes ``2024-01-31T10:00:00Z`` / ``...+01:00`` (fractional
 seconds optional) and the calendar date literals (``TODAY``, ``LAST_N_DAYS:n``, ``THIS_WEEK``,
 ``LAST_N_MONTHS:n``, ``NEXT_QUARTER``, ``N_YEARS_AGO:n``, ...; not the fiscal ones), resolved in UTC with
@@ -52,7 +54,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -74,6 +76,7 @@ GUESSED_MESSAGES = {
     "nested_semi_join": "Nesting of semi join sub-selects is not supported",
     "semi_join_field": "The selected field '{field}' in a semi join sub-select must be an Id or a reference field",
     "semi_join_target": "Semi join sub-selects are only allowed on Id or reference fields, not '{field}'",
+    "date_function": "{function}() is not valid on field '{field}' of type {type}",
     "bad_escape": "Invalid string literal '{literal}'. Illegal character sequence '\\{char}' in string literal.",
 }
 
@@ -86,6 +89,18 @@ _RESERVED = frozenset(
      "null", "true", "false", "with", "having", "using", "asc", "desc", "nulls"}
 )
 _MAX_RELATIONSHIP_DEPTH = 5
+#: SOQL date functions usable in WHERE (evaluated in UTC; Salesforce uses the user's time zone unless
+#: convertTimezone() is used). DAY_IN_WEEK counts from Sunday = 1.
+_DATE_FUNCTIONS = {
+    "CALENDAR_YEAR": "CAST(strftime('%Y', {col}) AS INTEGER)",
+    "CALENDAR_QUARTER": "((CAST(strftime('%m', {col}) AS INTEGER) + 2) / 3)",
+    "CALENDAR_MONTH": "CAST(strftime('%m', {col}) AS INTEGER)",
+    "DAY_IN_MONTH": "CAST(strftime('%d', {col}) AS INTEGER)",
+    "DAY_IN_WEEK": "(CAST(strftime('%w', {col}) AS INTEGER) + 1)",
+    "DAY_IN_YEAR": "CAST(strftime('%j', {col}) AS INTEGER)",
+    "HOUR_IN_DAY": "CAST(strftime('%H', {col}) AS INTEGER)",
+    "DAY_ONLY": "",
+}
 _TEXT_TYPES = frozenset({"string", "textarea", "email", "phone", "url", "picklist"})
 _ID_TYPES = frozenset({"id", "reference"})
 _NUMBER_TYPES = frozenset({"int", "double", "currency", "percent"})
@@ -272,6 +287,7 @@ class _Cmp:
     op_pos: int
     values: tuple[_Lit, ...]
     subquery: _SemiJoin | None = None
+    function: str | None = None  # a date function wrapping the field, e.g. CALENDAR_YEAR
 
 
 @dataclass(frozen=True)
@@ -464,7 +480,22 @@ class _Parser:
         return self.comparison()
 
     def comparison(self) -> _Cmp:
-        path = self.path()
+        function = None
+        if self.tok.kind == "ident" and self.peek().kind == "punct" and self.peek().text == "(":
+            name = self.tok.text.upper()
+            if name not in _DATE_FUNCTIONS:
+                raise SoqlError("API_ERROR", f"function {self.tok.text}() is not supported by the Bulk API 2.0 emulator")
+            self.advance()
+            self.advance()
+            path = self.path()
+            self.expect_punct(")")
+            function = name
+        else:
+            path = self.path()
+        cmp = self.comparison_rest(path)
+        return replace(cmp, function=function) if function else cmp
+
+    def comparison_rest(self, path: _Path) -> _Cmp:
         op_tok = self.tok
         if op_tok.kind == "op":
             self.advance()
@@ -840,6 +871,8 @@ class _Compiler:
     def comparison(self, cmp: _Cmp) -> str:
         res = self.resolve(cmp.path)
         fdef, col = res.fdef, res.sql
+        if cmp.function is not None:
+            fdef, col = self.date_function(cmp, fdef, col)
         if fdef.type == "textarea" and (fdef.length or 0) > 255:
             raise self.err(cmp.path.pos, "INVALID_FIELD", f"field '{fdef.name}' can not be filtered in a query call")
         if cmp.op == "like":
@@ -886,6 +919,17 @@ class _Compiler:
     @staticmethod
     def range_bounds(op: str, lo: str, hi: str) -> list[str]:
         return {"=": [lo, hi], "!=": [lo, hi], "<": [lo], "<=": [hi], ">": [hi], ">=": [lo]}[op]
+
+    def date_function(self, cmp: _Cmp, fdef: FieldDef, col: str) -> tuple[FieldDef, str]:
+        """The SQL for ``FUNCTION(field)`` and a stand-in field definition typing its value."""
+        name = cmp.function or ""
+        allowed = ("datetime",) if name in ("HOUR_IN_DAY", "DAY_ONLY") else ("date", "datetime")
+        if fdef.type not in allowed:
+            raise self.err(cmp.path.pos, "MALFORMED_QUERY", GUESSED_MESSAGES["date_function"].format(
+                function=name, field=fdef.name, type=fdef.type))
+        if name == "DAY_ONLY":
+            return FieldDef(fdef.name, "date"), f"substr({col}, 1, 10)"
+        return FieldDef(fdef.name, "int"), _DATE_FUNCTIONS[name].format(col=col)
 
     def semi_join(self, cmp: _Cmp, fdef: FieldDef, col: str) -> str:
         sub = cmp.subquery

@@ -652,3 +652,45 @@ def test_semi_join_errors(schema: Schema, soql: str, code: str, text: str) -> No
     err = error_of(schema, soql)
     assert err.error_code == code
     assert text in err.message
+
+
+# ----------------------------------------------------------------------------------- date functions
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ("CALENDAR_YEAR(CreatedDate) = 2026", ["Acme", "acme labs", "Beta_Corp 100%"]),
+        ("CALENDAR_YEAR(CreatedDate) < 2026", ["Élan"]),
+        ("CALENDAR_MONTH(CreatedDate) = 11", ["Acme", "acme labs", "Beta_Corp 100%"]),
+        ("CALENDAR_QUARTER(CreatedDate) IN (1, 2)", ["Élan"]),
+        ("DAY_IN_MONTH(CreatedDate) = 26", ["acme labs"]),
+        ("DAY_IN_WEEK(CreatedDate) = 6", ["Acme", "Beta_Corp 100%"]),  # Fridays; Sunday = 1
+        ("DAY_IN_WEEK(CreatedDate) = 2", ["Élan"]),  # 2024-01-01 was a Monday
+        ("DAY_IN_YEAR(CreatedDate) = 1", ["Élan"]),
+        ("HOUR_IN_DAY(CreatedDate) = 23", ["acme labs"]),
+        ("HOUR_IN_DAY(CreatedDate) >= 8 AND HOUR_IN_DAY(CreatedDate) < 11", ["Acme", "Beta_Corp 100%"]),
+        ("DAY_ONLY(CreatedDate) = 2026-11-26", ["acme labs"]),
+        ("DAY_ONLY(CreatedDate) = TODAY", ["Acme"]),
+        ("CALENDAR_YEAR(Customer_Since__c) = 2023", ["acme labs"]),
+        ("CALENDAR_YEAR(Parent.CreatedDate) = 2026", ["Élan"]),
+        ("NOT CALENDAR_YEAR(CreatedDate) = 2026", ["Élan"]),
+    ],
+)
+def test_date_functions(conn: sqlite3.Connection, schema: Schema, where: str, expected: list[str]) -> None:
+    assert sorted(names(conn, schema, f"WHERE {where}")) == sorted(expected)
+
+
+@pytest.mark.parametrize(
+    ("where", "code"),
+    [
+        ("HOUR_IN_DAY(Customer_Since__c) = 3", "MALFORMED_QUERY"),
+        ("CALENDAR_MONTH(Name) = 3", "MALFORMED_QUERY"),
+        ("CALENDAR_YEAR(CreatedDate) = '2024'", "INVALID_FIELD"),
+        ("DAY_ONLY(CreatedDate) = 2024-01-01T00:00:00Z", "INVALID_FIELD"),
+        ("CALENDAR_YEAR(CreatedDate LIKE 'x'", "MALFORMED_QUERY"),
+        ("FISCAL_YEAR(CreatedDate) = 2024", "API_ERROR"),
+    ],
+)
+def test_date_function_errors(schema: Schema, where: str, code: str) -> None:
+    assert error_of(schema, f"SELECT Id FROM Account WHERE {where}").error_code == code
