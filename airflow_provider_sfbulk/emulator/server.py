@@ -63,6 +63,7 @@ RESULT_PAGES_MIN_VERSION = 58
 RESULT_PAGES_PER_CALL = 5
 ADMIN_PREFIX = "/__emulator"
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+LIMIT_HEADER_KEY = web.RequestKey("sfbulk_limit_header", dict)
 
 _API_RE = re.compile(r"^/services/data/v(?P<major>\d+)\.(?P<minor>\d+)(?P<rest>/.*)?$")
 _JOB_RE = re.compile(r"^/jobs/(?P<kind>ingest|query)(?:/(?P<id>[^/]+)(?:/(?P<sub>[^/]+))?)?$")
@@ -292,6 +293,12 @@ class EmulatorApp:
             return await self._dispatch(request, path)
         except ApiError as err:
             return _error_response(err.status, err.error_code, err.message)
+        except (asyncio.CancelledError, ConnectionError):
+            raise
+        except Exception:
+            log.exception("emulator error on %s %s", request.method, path)
+            code, message = FAULT_BODIES[500]
+            return _error_response(500, code, message)
 
     async def _dispatch(self, request: web.Request, path: str) -> web.StreamResponse:
         if path == "/services/oauth2/token":
@@ -312,6 +319,7 @@ class EmulatorApp:
             return web.Response(status=401, body=INVALID_SESSION_BODY, headers={"Content-Type": JSON_TYPE})
         usage = await self._db(self.store.increment, "DailyApiRequests")
         limit_header = {"Sforce-Limit-Info": f"api-usage={usage}/{self.config.daily_api_requests}"}
+        request[LIMIT_HEADER_KEY] = limit_header
         if usage > self.config.daily_api_requests:
             return _error_response(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.",
                                    limit_header)
@@ -738,10 +746,15 @@ class EmulatorApp:
         if not job.job_state.is_terminal:
             raise ApiError(400, "INVALIDJOBSTATE",
                            f"Results are not available while job {job.id} is in state {job.state}")
+        # an abort returns at once, while the worker finishes its current batch: wait for the files
+        running = self.worker.future_of(job.id)
+        if running is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(running)), 60)
         path = self.store.job_dir(job.id) / f"{result_set}.csv"
-        exists = await self._db(path.exists)
-        if not exists:
-            return web.Response(status=200, body=b"", headers={"Content-Type": CSV_TYPE})
+        if not await self._db(path.exists):
+            never_ran = job.records_processed == 0 and job.state == JobState.ABORTED.value
+            await self._db(self.worker.ensure_result_files, job, all_unprocessed=never_ran)
         size = await self._db(lambda: path.stat().st_size)
         return await self._stream(request, path, 0, size, b"", {"Content-Type": CSV_TYPE})
 
@@ -850,7 +863,7 @@ class EmulatorApp:
             response.headers["Vary"] = "Accept-Encoding"
         else:
             response.content_length = len(header) + max(0, end - start)
-        response.headers.update(await self._limit_header())
+        response.headers.update(request.get(LIMIT_HEADER_KEY, {}))
         await response.prepare(request)
         compressor = zlib.compressobj(6, zlib.DEFLATED, 31) if use_gzip else None
         handle = await self._db(path.open, "rb")
@@ -873,10 +886,6 @@ class EmulatorApp:
             await self._db(handle.close)
         await response.write_eof()
         return response
-
-    async def _limit_header(self) -> dict[str, str]:
-        usage = await self._db(self.store.counter, "DailyApiRequests")
-        return {"Sforce-Limit-Info": f"api-usage={usage}/{self.config.daily_api_requests}"}
 
     # -- OAuth and identity ------------------------------------------------------------------------
     async def _token(self, request: web.Request) -> web.Response:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +28,7 @@ from typing import Any
 from airflow_provider_sfbulk.emulator.config import EmulatorConfig
 from airflow_provider_sfbulk.emulator.schema import Schema
 from airflow_provider_sfbulk.emulator.store import JobRecord, Store
-from airflow_provider_sfbulk.protocol.states import RESULT_SETS, JobState
+from airflow_provider_sfbulk.protocol.states import COLUMN_DELIMITERS, LINE_ENDINGS, RESULT_SETS, JobState
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +115,7 @@ class JobWorker:
             if job.state == JobState.IN_PROGRESS.value and job.kind == "ingest":
                 self.store.update_job(job.id, only_if_state=[JobState.IN_PROGRESS], state=JobState.FAILED,
                                       error_message=RESTART_MESSAGE)
-                self._ensure_result_files(job)
+                self.ensure_result_files(job)
                 continue
             if job.state == JobState.IN_PROGRESS.value:
                 self.store.update_job(job.id, only_if_state=[JobState.IN_PROGRESS],
@@ -125,8 +127,11 @@ class JobWorker:
         try:
             job = self.store.update_job(job_id, only_if_state=[JobState.UPLOAD_COMPLETE],
                                         state=JobState.IN_PROGRESS)
-            if job is None:
-                return  # aborted or deleted before a thread picked it up
+            if job is None:  # aborted or deleted before a thread picked it up
+                current = self.store.get_job(job_id)
+                if current is not None and current.kind == "ingest" and current.state == JobState.ABORTED.value:
+                    self.ensure_result_files(current, all_unprocessed=True)
+                return
             if job.kind == "ingest":
                 self._run_ingest(job)
             else:
@@ -219,24 +224,43 @@ class JobWorker:
                               records_processed=rows, total_processing_time=elapsed_ms,
                               api_active_processing_time=elapsed_ms)
 
-    def _ensure_result_files(self, job: JobRecord) -> None:
-        """After an interrupted ingest, make sure each result file exists (header line at least)."""
+    def ensure_result_files(self, job: JobRecord, *, all_unprocessed: bool = False) -> None:
+        """Make sure each result file of an ingest job exists, with RECORDS' header lines at least.
+
+        ``all_unprocessed``: the job ended before any row was processed (aborted while ``Open`` or
+        ``UploadComplete``), so ``unprocessedrecords`` is the whole upload.
+        """
         job_dir = self.store.job_dir(job.id)
+        job_dir.mkdir(parents=True, exist_ok=True)
         upload = job_dir / UPLOAD_FILE
         header = b""
         if upload.exists():
             with upload.open("rb") as handle:
                 header = handle.readline().rstrip(b"\r\n").removeprefix(b"\xef\xbb\xbf")
-        delimiter = {"COMMA": b",", "TAB": b"\t", "PIPE": b"|", "SEMICOLON": b";", "CARET": b"^",
-                     "BACKQUOTE": b"`"}.get(job.column_delimiter, b",")
-        ending = b"\r\n" if job.line_ending == "CRLF" else b"\n"
-        prefixes = {"successfulResults": b'"sf__Id"' + delimiter + b'"sf__Created"' + delimiter,
-                    "failedResults": b'"sf__Id"' + delimiter + b'"sf__Error"' + delimiter,
-                    "unprocessedrecords": b""}
+        delimiter = COLUMN_DELIMITERS.get(job.column_delimiter, ",").encode()
+        ending = LINE_ENDINGS.get(job.line_ending, "\n").encode()
+        suffix = delimiter + header if header else b""
+        heads = {"successfulResults": b'"sf__Id"' + delimiter + b'"sf__Created"' + suffix + ending,
+                 "failedResults": b'"sf__Id"' + delimiter + b'"sf__Error"' + suffix + ending,
+                 "unprocessedrecords": header + ending if header else b""}
         for name in RESULT_SETS:
             path = job_dir / f"{name}.csv"
-            if not path.exists():
-                path.write_bytes(prefixes[name] + header + ending if header else b"")
+            if path.exists():
+                continue
+            tmp = path.with_suffix(".tmp")
+            if name == "unprocessedrecords" and all_unprocessed and upload.exists():
+                with upload.open("rb") as source, tmp.open("wb") as target:
+                    if source.read(3) != b"\xef\xbb\xbf":
+                        source.seek(0)
+                    shutil.copyfileobj(source, target, 1024 * 1024)
+            else:
+                tmp.write_bytes(heads[name])
+            os.replace(tmp, path)
+
+    def future_of(self, job_id: str) -> Future[None] | None:
+        """The pending processing of a job, if any."""
+        with self._lock:
+            return self._futures.get(job_id)
 
 
 def _size_mb(directory: Path) -> int:

@@ -474,3 +474,30 @@ def test_restart_policy_for_interrupted_jobs(emulator_factory, tmp_path):
     resumed = api2.wait_job("ingest", queued["id"])
     assert resumed["state"] == "JobComplete"
     assert resumed["numberRecordsProcessed"] == 2
+
+
+def test_abort_before_processing_leaves_every_row_unprocessed(emulator):
+    api = ApiSession(emulator)
+    job = api.create_ingest("Account", columnDelimiter="SEMICOLON")
+    api.upload(job["id"], b"Name;NumberOfEmployees\nA;1\nB;2\nC;3\n").raise_for_status()
+    aborted = api.patch(f"/jobs/ingest/{job['id']}", json={"state": "Aborted"})
+    assert aborted.json()["state"] == "Aborted"
+    unprocessed = api.get(f"/jobs/ingest/{job['id']}/unprocessedrecords")
+    assert unprocessed.text == "Name;NumberOfEmployees\nA;1\nB;2\nC;3\n"
+    ok = api.get(f"/jobs/ingest/{job['id']}/successfulResults")
+    assert ok.text == '"sf__Id";"sf__Created";Name;NumberOfEmployees\n'
+    failed = api.get(f"/jobs/ingest/{job['id']}/failedResults")
+    assert failed.text == '"sf__Id";"sf__Error";Name;NumberOfEmployees\n'
+    assert emulator.records("Account") == []
+
+
+def test_unexpected_server_errors_answer_json_500(emulator):
+    import shutil
+
+    emulator.seed("Account", 3)
+    api = ApiSession(emulator)
+    info = api.run_query("SELECT Id FROM Account")
+    shutil.rmtree(emulator.data_dir / "jobs" / info["id"] / "query")
+    broken = api.get(f"/jobs/query/{info['id']}/results")
+    assert broken.status_code == 500
+    assert broken.json()[0]["errorCode"] == "UNKNOWN_EXCEPTION"
