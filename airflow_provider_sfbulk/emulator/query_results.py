@@ -12,9 +12,10 @@ half-written result that :func:`read_page` would serve.
 
 CSV as Salesforce prints Bulk API 2.0 query results: the header and every value double-quoted, inner
 quotes doubled, line breaks kept inside quotes, the job's ``columnDelimiter`` and ``lineEnding``. Null
-values print as ``""`` like any other value (whether Salesforce writes ``""`` or an empty unquoted field
-is not documented; CSV readers see an empty string either way). NUL characters are kept (Salesforce has
-been seen to return them).
+values print as ``""`` like any other value: not documented, but the CDAP Salesforce plugin split Bulk
+query rows on ``","`` because "every value is in quotes every time" (data-integrations/salesforce#4),
+which only works if nulls are quoted too; CSV readers see an empty string either way. NUL characters are
+kept (Salesforce has been seen to return them, airbytehq/airbyte#8300).
 
 Paging: a locator is the base64 text of the row offset the page starts at, unpadded, as Salesforce's look
 (``MTAwMDA`` is ``10000``); ``None`` is the first page. A locator that does not decode to a row offset
