@@ -115,10 +115,18 @@ def _generator(obj: ObjectDef, fdef: FieldDef, rng: random.Random,
     return lambda n: _fit(f"{words(n)} {other(n)} {n}", length)
 
 
-def _optional(gen: Callable[[int], Any], rng: random.Random) -> Callable[[int], Any]:
-    """``gen`` for about 85 % of the records, null for the rest."""
+def _column(gen: Callable[[int], Any], numbers: range) -> list[Any]:
+    """Values of one field for every record number of a chunk."""
+    if isinstance(gen, _Picker):
+        pool, step, offset, size = gen.pool, gen.step, gen.offset, gen.size
+        return [pool[(n * step + offset) % size] for n in numbers]
+    return [gen(n) for n in numbers]
+
+
+def _thin(values: list[Any], numbers: range, rng: random.Random) -> list[Any]:
+    """Null about 15 % of an optional field's values."""
     step, offset = rng.randrange(1, 1 << 31) | 1, rng.randrange(1 << 31)
-    return lambda n: gen(n) if (n * step + offset) % 100 < 85 else None
+    return [v if (n * step + offset) % 100 < 85 else None for n, v in zip(numbers, values, strict=True)]
 
 
 def seed_records(
@@ -159,30 +167,23 @@ def seed_records(
         try:
             start = _next_number(conn, obj, size)
             rng = random.Random(f"{seed}:{obj.name}:{start}")
-            system: dict[str, Callable[[int], Any]] = {
-                "IsDeleted": lambda n: 0, "CreatedDate": lambda n: stamp, "LastModifiedDate": lambda n: stamp,
-                "SystemModstamp": lambda n: stamp, "CreatedById": lambda n: identity.USER_ID,
-                "LastModifiedById": lambda n: identity.USER_ID,
+            numbers = range(start, start + size)
+            system: dict[str, Any] = {
+                "IsDeleted": 0, "CreatedDate": stamp, "LastModifiedDate": stamp, "SystemModstamp": stamp,
+                "CreatedById": identity.USER_ID, "LastModifiedById": identity.USER_ID,
             }
-            gens: list[Callable[[int], Any]] = []
+            values_by_field: list[list[Any]] = []
             for name in names:
                 fdef = obj.fields[name]
                 if name == "Id":
-                    gens.append(lambda n: None)  # replaced below
+                    values_by_field.append(identity.allocate_ids(conn, obj.key_prefix, size))
                 elif fdef.system:
-                    gens.append(system[name])
+                    values_by_field.append([system[name]] * size)
                 else:
-                    gen = _generator(obj, fdef, rng, parents)
+                    column = _column(_generator(obj, fdef, rng, parents), numbers)
                     keep = fdef.required or fdef.unique or fdef.external_id
-                    gens.append(gen if keep else _optional(gen, rng))
-            id_position = names.index("Id")
-            ids = identity.allocate_ids(conn, obj.key_prefix, size)
-            rows = []
-            for offset, record_id in enumerate(ids):
-                number = start + offset
-                values = [gen(number) for gen in gens]
-                values[id_position] = record_id
-                rows.append(values)
+                    values_by_field.append(column if keep else _thin(column, numbers, rng))
+            rows = list(zip(*values_by_field, strict=True))
             conn.executemany(sql, rows)
             conn.commit()
         except BaseException:
