@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -63,6 +62,7 @@ class JobWorker:
         self._aborts: dict[str, threading.Event] = {}
         self._futures: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
+        self._files_lock = threading.Lock()
 
     # -- control -----------------------------------------------------------------------------------
     def submit(self, job_id: str) -> None:
@@ -230,9 +230,27 @@ class JobWorker:
         ``all_unprocessed``: the job ended before any row was processed (aborted while ``Open`` or
         ``UploadComplete``), so ``unprocessedrecords`` is the whole upload.
         """
+        with self._files_lock:
+            self._ensure_result_files(job, all_unprocessed=all_unprocessed)
+
+    def _ensure_result_files(self, job: JobRecord, *, all_unprocessed: bool) -> None:
         job_dir = self.store.job_dir(job.id)
         job_dir.mkdir(parents=True, exist_ok=True)
         upload = job_dir / UPLOAD_FILE
+        paths = [job_dir / f"{name}.csv" for name in RESULT_SETS]
+        if all_unprocessed and upload.exists() and not any(p.exists() for p in paths):
+            # let RECORDS write the files, stopping before its first batch: every row is unprocessed
+            from airflow_provider_sfbulk.emulator import records
+
+            spec = records.IngestSpec(job_id=job.id, object_name=job.object, operation=job.operation,
+                                      external_id_field=job.external_id_field,
+                                      column_delimiter=job.column_delimiter, line_ending=job.line_ending,
+                                      assignment_rule_id=job.assignment_rule_id, user_id=job.created_by)
+            conn = self.store.open_connection()
+            try:
+                records.process_ingest(conn, self.schema, spec, upload, job_dir, should_abort=lambda: True)
+            finally:
+                self.store.release(conn)
         header = b""
         if upload.exists():
             with upload.open("rb") as handle:
@@ -248,13 +266,7 @@ class JobWorker:
             if path.exists():
                 continue
             tmp = path.with_suffix(".tmp")
-            if name == "unprocessedrecords" and all_unprocessed and upload.exists():
-                with upload.open("rb") as source, tmp.open("wb") as target:
-                    if source.read(3) != b"\xef\xbb\xbf":
-                        source.seek(0)
-                    shutil.copyfileobj(source, target, 1024 * 1024)
-            else:
-                tmp.write_bytes(heads[name])
+            tmp.write_bytes(heads[name])
             os.replace(tmp, path)
 
     def future_of(self, job_id: str) -> Future[None] | None:

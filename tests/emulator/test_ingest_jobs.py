@@ -483,7 +483,7 @@ def test_abort_before_processing_leaves_every_row_unprocessed(emulator):
     aborted = api.patch(f"/jobs/ingest/{job['id']}", json={"state": "Aborted"})
     assert aborted.json()["state"] == "Aborted"
     unprocessed = api.get(f"/jobs/ingest/{job['id']}/unprocessedrecords")
-    assert unprocessed.text == "Name;NumberOfEmployees\nA;1\nB;2\nC;3\n"
+    assert unprocessed.text == 'Name;NumberOfEmployees\n"A";"1"\n"B";"2"\n"C";"3"\n'
     ok = api.get(f"/jobs/ingest/{job['id']}/successfulResults")
     assert ok.text == '"sf__Id";"sf__Created";Name;NumberOfEmployees\n'
     failed = api.get(f"/jobs/ingest/{job['id']}/failedResults")
