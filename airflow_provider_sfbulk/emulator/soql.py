@@ -737,6 +737,7 @@ class _Compiler:
         self.join_sql: list[str] = []
         self.obj: ObjectDef
         self.alias: str | None = None
+        self.positive = True  # False while compiling under an odd number of NOTs
 
     def err(self, pos: int, code: str, text: str) -> SoqlError:
         return _error(self.soql, pos, code, text)
@@ -863,10 +864,24 @@ class _Compiler:
     def condition(self, node: Any) -> str:
         if isinstance(node, _Bool):
             if node.op == "not":
-                return f"NOT ({self.condition(node.items[0])})"
+                self.positive = not self.positive
+                try:
+                    return f"NOT ({self.condition(node.items[0])})"
+                finally:
+                    self.positive = not self.positive
             joiner = " AND " if node.op == "and" else " OR "
             return joiner.join(f"({self.condition(item)})" for item in node.items)
         return self.comparison(node)
+
+    def truth(self, expr: str, null_means: int) -> str:
+        """``expr`` as a two-valued condition whose NULL outcome counts as ``null_means`` (0 or 1).
+
+        Outside any NOT (a monotone context) a NULL already filters a row out exactly like false, so
+        the IFNULL wrapper -- which would stop SQLite from using an index -- is left out there.
+        """
+        if null_means == 0 and self.positive:
+            return expr
+        return f"IFNULL({expr}, {null_means})"
 
     def comparison(self, cmp: _Cmp) -> str:
         res = self.resolve(cmp.path)
@@ -883,7 +898,7 @@ class _Compiler:
                 raise self.type_error(fdef, lit)
             pattern = _decode_string(lit.tok.text, self.soql, lit.tok.pos, like=True)
             self.params.append(like_to_regex(pattern))
-            return f"IFNULL(soql_like({col}, ?), 0)"
+            return self.truth(f"soql_like({col}, ?)", 0)
         if cmp.subquery is not None:
             return self.semi_join(cmp, fdef, col)
         if cmp.op in ("in", "notin"):
@@ -914,7 +929,7 @@ class _Compiler:
             self.params.append(value)
             expr = f"{col} {cmp.op} ?{collate}"
         default = 1 if cmp.op == "!=" else 0
-        return f"IFNULL({expr}, {default})"
+        return self.truth(expr, default)
 
     @staticmethod
     def range_bounds(op: str, lo: str, hi: str) -> list[str]:
@@ -949,8 +964,8 @@ class _Compiler:
         # Null ids never match; dropping them keeps NOT IN two-valued (SQL's NOT IN with a NULL is NULL).
         values = f'SELECT * FROM ({compiled.sql}) AS sj WHERE sj."{selected.name}" IS NOT NULL'
         if cmp.op == "in":
-            return f"IFNULL({col} IN ({values}), 0)"
-        return f"IFNULL({col} NOT IN ({values}), 1)"
+            return self.truth(f"{col} IN ({values})", 0)
+        return self.truth(f"{col} NOT IN ({values})", 1)
 
     def membership(self, cmp: _Cmp, fdef: FieldDef, col: str) -> str:
         points: list[Any] = []
@@ -977,8 +992,8 @@ class _Compiler:
             parts.append(f"{col} IS NULL")
         expr = " OR ".join(parts) if parts else "0"
         if cmp.op == "in":
-            return f"IFNULL({expr}, 0)"
-        return f"IFNULL(NOT ({expr}), 1)"
+            return self.truth(expr, 0)
+        return self.truth(f"NOT ({expr})", 1)
 
     def type_error(self, fdef: FieldDef, lit: _Lit) -> SoqlError:
         word = _type_word(fdef)
