@@ -158,7 +158,8 @@ def write_query_results(
     prepare_connection(conn)
     if len(compiled.fields) != len(compiled.columns):
         raise ValueError("a compiled query needs one field definition per column")
-    formatters = [_formatter(f) for f in compiled.fields]
+    preformatted = compiled.preformatted or (False,) * len(compiled.fields)
+    formatters = [None if done else _formatter(f) for f, done in zip(compiled.fields, preformatted, strict=True)]
     converters = any(f is not None for f in formatters)
     sink = _ByteSink()
     # QUOTE_ALL: every value quoted, inner quotes doubled, None printed as "" -- one write() per row.

@@ -128,6 +128,8 @@ class CompiledQuery:
     include_deleted: bool = False
     limit: int | None = None
     soql: str = ""
+    #: Per column: True when the SQL already yields the text Salesforce prints (booleans, integers).
+    preformatted: tuple[bool, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------- lexing
@@ -718,6 +720,15 @@ def like_to_regex(pattern: str) -> str:
     return "".join(out)
 
 
+def _output_sql(fdef: FieldDef, column: str) -> tuple[str, bool]:
+    """SELECT expression for a column; True when it already yields ``schema.format_value``'s text."""
+    if fdef.type == "boolean":
+        return f"CASE WHEN {column} IS NULL THEN NULL WHEN {column} THEN 'true' ELSE 'false' END", True
+    if fdef.type == "int":
+        return f"CAST(CAST({column} AS INTEGER) AS TEXT)", True
+    return column, False
+
+
 @dataclass
 class _Resolved:
     fdef: FieldDef
@@ -775,7 +786,8 @@ class _Compiler:
         if ast.where is not None:
             where_parts.append(self.condition(ast.where))
         order_sql = [self.order(item) for item in ast.order]
-        sql = f"SELECT {', '.join(r.sql for r in selected)} FROM {obj.table} AS t0"
+        outputs = [_output_sql(r.fdef, r.sql) for r in selected]
+        sql = f"SELECT {', '.join(text for text, _ in outputs)} FROM {obj.table} AS t0"
         if self.join_sql:
             sql += " " + " ".join(self.join_sql)
         if where_parts:
@@ -788,6 +800,7 @@ class _Compiler:
         return CompiledQuery(
             object_name=obj.name,
             columns=[r.header for r in selected],
+            preformatted=tuple(done for _, done in outputs),
             sql=sql,
             params=tuple(self.params),
             fields=tuple(r.fdef for r in selected),

@@ -288,3 +288,18 @@ def test_index_has_one_offset_per_row_plus_end(db: sqlite3.Connection, schema: S
     data = (tmp_path / DATA_FILE).read_bytes()
     assert offsets == [0, 4, 9, 15, 22, 30]
     assert offsets[-1] == len(data)
+
+
+def test_sql_formatting_agrees_with_format_value(db: sqlite3.Connection, schema: Schema, tmp_path: Path) -> None:
+    """Booleans and integers are printed by SQLite; the text must stay what schema.format_value gives."""
+    from airflow_provider_sfbulk.emulator.schema import format_value
+
+    samples = [(1, 0), (0, -5), (None, 123456789012), (1, None), (0, 7.0), (1, 2**53)]
+    _insert_accounts(db, [{"Active__c": a, "NumberOfEmployees": n} for a, n in samples])
+    compiled = compile_soql("SELECT Active__c, NumberOfEmployees FROM Account", schema, include_deleted=False)
+    assert compiled.preformatted == (True, True)
+    write_query_results(db, compiled, tmp_path)
+    rows = list(csv.reader(io.StringIO(page_bytes(read_page(tmp_path, None, None)).decode())))[1:]
+    active, employees = schema.objects["Account"].fields["Active__c"], schema.objects["Account"].fields[
+        "NumberOfEmployees"]
+    assert rows == [[format_value(active, a), format_value(employees, n)] for a, n in samples]

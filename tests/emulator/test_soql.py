@@ -130,7 +130,7 @@ def test_fields_standard_expands_to_standard_fields(schema: Schema) -> None:
 def test_deleted_rows_only_with_query_all(conn: sqlite3.Connection, schema: Schema) -> None:
     assert "Zeta" not in names(conn, schema, "")
     rows = run(conn, schema, "SELECT Name, IsDeleted FROM Account WHERE Name = 'zeta'", include_deleted=True)
-    assert rows == [("Zeta", 1)]
+    assert rows == [("Zeta", "true")]
     assert run(conn, schema, "SELECT Name, IsDeleted FROM Account WHERE IsDeleted = true") == []
 
 
