@@ -527,7 +527,7 @@ class _Batch:
                         f"[{', '.join(sorted(matches))}]",
                     ).render()
                 elif matches:
-                    row.target_id = matches[0]
+                    row.target_id = row.result_id = matches[0]
                 else:
                     row.created = True
                     row.sets[key_field.name] = row.key
@@ -697,7 +697,7 @@ class _Batch:
             for row, new_id in zip(inserts, new_ids, strict=True):
                 row.result_id = new_id
                 record = {**row.sets, **system, "Id": new_id}
-                params.append(tuple(record.get(name) for name in names))
+                params.append(tuple(map(record.get, names)))
             columns = ", ".join(f'"{name}"' for name in names)
             marks = ", ".join("?" * len(names))
             conn.executemany(f"INSERT INTO {obj.table} ({columns}) VALUES ({marks})", params)

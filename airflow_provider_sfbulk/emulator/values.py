@@ -190,10 +190,13 @@ def _datetime_parser(fdef: FieldDef) -> Callable[[str], Any]:
                     raise ValueError("offset out of range")
                 if sign == "-":
                     offset = -offset
+            millis = (millis or "0").ljust(3, "0")
             moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
-                              int((millis or "0").ljust(3, "0")) * 1000, tzinfo=timezone(offset))
+                              int(millis) * 1000, tzinfo=timezone(offset))
         except ValueError as err:
             raise _type_error(fdef, value) from err
+        if zulu:  # already UTC: the stored text is the input, normalised
+            return f"{year}-{month}-{day}T{hour}:{minute}:{second}.{millis}Z"
         return format_datetime(moment)
 
     return parse

@@ -309,6 +309,8 @@ def test_upsert_inserts_updates_and_rejects_duplicates(org: Org):
         "MISSING_ARGUMENT:External_Id__c not specified:--",
     ]
     assert org.record("Account", acc)["Name"] == "Renamed"  # type: ignore[index]
+    failed_update = org.run("Account", "upsert", "External_Id__c,Name\nK1,#N/A\n", external_id="External_Id__c")
+    assert failed_update.failed[0][:2] == [acc, "REQUIRED_FIELD_MISSING:Required fields are missing: [Name]:Name --"]
     new = org.record("Account", result.ok[1][0])
     assert new is not None
     assert new["External_Id__c"] == "K2"
