@@ -539,7 +539,7 @@ class EmulatorApp:
                 raise _illegal_transition(job, wanted)
             if job.upload_count == 0 or not (self.store.job_dir(job.id) / UPLOAD_FILE).exists():
                 raise ApiError(400, "INVALIDJOB",
-                               f"InvalidJob : No content was uploaded for job {job.id}; upload the CSV with "
+                               f"No content was uploaded for job {job.id}; upload the CSV with "
                                "PUT on contentUrl before closing the job")
             updated = await self._db(self.store.update_job, job.id, only_if_state=[JobState.OPEN],
                                      state=JobState.UPLOAD_COMPLETE)
@@ -573,9 +573,9 @@ class EmulatorApp:
         object_name = body.get("object")
         operation = body.get("operation")
         if not object_name or not isinstance(object_name, str):
-            raise ApiError(400, "INVALIDJOB", "InvalidJob : The object field is required")
+            raise ApiError(400, "INVALIDJOB", "The object field is required")
         if operation is None:
-            raise ApiError(400, "INVALIDJOB", "InvalidJob : The operation field is required")
+            raise ApiError(400, "INVALIDJOB", "The operation field is required")
         if operation not in {op.value for op in IngestOperation}:
             raise _enum_error("OperationEnum", operation)
         content_type = body.get("contentType", "CSV")
@@ -593,26 +593,26 @@ class EmulatorApp:
         external_id = body.get("externalIdFieldName")
         if operation == "upsert":
             if not external_id:
-                raise ApiError(400, "INVALIDJOB", f"InvalidJob : External ID was blank for {obj.name}. An "
+                raise ApiError(400, "INVALIDJOB", f"External ID was blank for {obj.name}. An "
                                "External ID must be specified for upsert.")
             field = obj.get_field(str(external_id))
             if field is None or not field.indexed:
-                raise ApiError(400, "INVALIDJOB", f"InvalidJob : Field name provided, {external_id} does not "
+                raise ApiError(400, "INVALIDJOB", f"Field name provided, {external_id} does not "
                                f"match an External ID, Salesforce Id, or indexed field for {obj.name}")
             external_id = field.name
         elif external_id:
             raise ApiError(400, "INVALIDJOB",
-                           "InvalidJob : externalIdFieldName can only be specified for upsert operations")
+                           "externalIdFieldName can only be specified for upsert operations")
         assignment_rule = body.get("assignmentRuleId")
         if assignment_rule is not None:
             if float(version) < 49.0:
                 raise ApiError(400, "INVALIDJOB",
-                               "InvalidJob : assignmentRuleId is available in API version 49.0 and later")
+                               "assignmentRuleId is available in API version 49.0 and later")
             from airflow_provider_sfbulk.protocol.ids import is_valid_id
 
             if not isinstance(assignment_rule, str) or not is_valid_id(assignment_rule) \
                     or not assignment_rule.startswith("01Q"):
-                raise ApiError(400, "INVALIDJOB", f"InvalidJob : Invalid assignment rule id: {assignment_rule}")
+                raise ApiError(400, "INVALIDJOB", f"Invalid assignment rule id: {assignment_rule}")
         concurrency = body.get("concurrencyMode")
         if concurrency is not None and str(concurrency).lower() != "parallel":
             raise _enum_error("ConcurrencyModeEnum", concurrency)
@@ -650,7 +650,7 @@ class EmulatorApp:
                 if part is None:
                     break
                 if not isinstance(part, BodyPartReader):
-                    raise ApiError(400, "INVALIDJOB", "InvalidJob : nested multipart content is not supported")
+                    raise ApiError(400, "INVALIDJOB", "nested multipart content is not supported")
                 if part.name == "job":
                     raw = await part.read()
                     job_body = _parse_json_object(bytes(raw))
@@ -660,9 +660,9 @@ class EmulatorApp:
                 else:
                     await part.release()
             if job_body is None:
-                raise ApiError(400, "INVALIDJOB", "InvalidJob : The multipart request has no 'job' part")
+                raise ApiError(400, "INVALIDJOB", "The multipart request has no 'job' part")
             if not got_content:
-                raise ApiError(400, "INVALIDJOB", "InvalidJob : The multipart request has no 'content' part")
+                raise ApiError(400, "INVALIDJOB", "The multipart request has no 'content' part")
             fields = self._validate_ingest(job_body, version)
             job = await self._db(self.store.create_job, kind="ingest", state=JobState.OPEN,
                                  api_version=version, **fields)
@@ -737,7 +737,7 @@ class EmulatorApp:
         if total == 0:
             await self._db(lambda: part_path.unlink(missing_ok=True))
             await self._db(self.store.update_job, job.id, touch=False, upload_count=0)
-            raise ApiError(400, "INVALIDBATCH", "InvalidBatch : The uploaded content is empty")
+            raise ApiError(400, "INVALIDBATCH", "The uploaded content is empty")
         await self._db(os.replace, part_path, job_dir / UPLOAD_FILE)
         await self._db(self.store.update_job, job.id, upload_bytes=total)
         return web.Response(status=201)
@@ -765,12 +765,12 @@ class EmulatorApp:
         body = await self._read_json(request)
         operation = body.get("operation")
         if operation is None:
-            raise ApiError(400, "INVALIDJOB", "InvalidJob : The operation field is required")
+            raise ApiError(400, "INVALIDJOB", "The operation field is required")
         if operation not in {op.value for op in QueryOperation}:
             raise _enum_error("OperationEnum", operation)
         text = body.get("query")
         if not text or not isinstance(text, str):
-            raise ApiError(400, "INVALIDJOB", "InvalidJob : The query field is required")
+            raise ApiError(400, "INVALIDJOB", "The query field is required")
         content_type = body.get("contentType", "CSV")
         if content_type != "CSV":
             raise _enum_error("ContentTypeEnum", content_type)
