@@ -14,9 +14,9 @@ Supported::
 ``AND``, ``OR``, ``NOT`` and parentheses; semi-joins ``IdField [NOT] IN (SELECT IdOrReference FROM Object
 [WHERE ...])`` (one level, no ORDER BY/LIMIT inside); date functions ``CALENDAR_YEAR``,
 ``CALENDAR_QUARTER``, ``CALENDAR_MONTH``, ``DAY_IN_MONTH``, ``DAY_IN_WEEK``, ``DAY_IN_YEAR``,
-``HOUR_IN_DAY`` and ``DAY_ONLY`` on the left of a comparison (UTC). Literals: strings with backslash escapes, numbers, ``true`` and
-``false``, ``null``, dates ``2024-01-31``, datetimes ``2024-01-31T10:00:00Z`` / ``...+01:00`` (fractional
-seconds optional) and the calendar date literals (``TODAY``, ``LAST_N_DAYS:n``, ``THIS_WEEK``,
+``HOUR_IN_DAY`` and ``DAY_ONLY`` on the left of a comparison (UTC). Literals: strings with backslash
+escapes, numbers, ``true`` and ``false``, ``null``, dates ``2024-01-31``, datetimes
+``2024-01-31T10:00:00Z`` / ``...+01:00`` (fractional seconds optional) and the calendar date literals (``TODAY``, ``LAST_N_DAYS:n``, ``THIS_WEEK``,
 ``LAST_N_MONTHS:n``, ``NEXT_QUARTER``, ``N_YEARS_AGO:n``, ...; not the fiscal ones), resolved in UTC with
 weeks starting on Sunday.
 
@@ -45,9 +45,12 @@ docs), "value of filter criterion for field 'X' must be of type date and should 
 quotes", ``MALFORMED_QUERY`` "unexpected token: 'X'" (also for AND/OR mixing, Summer '24 release notes)
 and "Invalid datetime: X", the ``\\nquery\\n  ^\\nERROR at Row:1:Column:N\\ntext`` layout, and for Bulk
 API 2.0 ``API_ERROR`` "Aggregate Relationships not supported in Bulk V2 Query with CSV content type"
-(parent-to-child subqueries; salesforcer's live tests). Guesses, marked in :data:`GUESSED_MESSAGES`:
-the texts for GROUP BY, OFFSET, TYPEOF, aggregate functions, FIELDS(ALL/CUSTOM), type errors other than
-date, LIKE on a non-text field and bad string escapes.
+(parent-to-child subqueries; salesforcer's live tests), "invalid ID field: X" (Summer '24 release
+notes move it from INVALID_QUERY_FILTER_OPERATOR to MALFORMED_QUERY). Aggregate functions get the same
+API_ERROR text as subqueries (inferred: Data Loader's tests expect "Aggregate Relationships not supported"
+for MAX() over Bulk). Guesses, kept in :data:`GUESSED_MESSAGES`: the texts for GROUP BY, OFFSET, TYPEOF,
+FIELDS(ALL/CUSTOM), LIKE on a non-text field, semi-join and date-function misuse and bad string escapes;
+type errors other than date follow the date wording with the type name swapped in.
 """
 
 from __future__ import annotations
