@@ -24,6 +24,8 @@ from airflow_provider_sfbulk.emulator.schema import Schema, create_tables, load_
 from airflow_provider_sfbulk.protocol.ids import is_valid_id
 from airflow_provider_sfbulk.protocol.states import COLUMN_DELIMITERS, LINE_ENDINGS, JobState
 
+SCHEMA = load_schema()
+
 
 @dataclass
 class Result:
@@ -58,9 +60,13 @@ class Org:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.conn = sqlite3.connect(path / "emulator.sqlite3", isolation_level=None)
-        self.schema: Schema = load_schema()
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=OFF")  # tests need no durability; keeps setup fast
+        self.schema: Schema = SCHEMA
+        self.conn.execute("BEGIN")
         create_tables(self.conn, self.schema)
         identity.ensure_id_table(self.conn)
+        self.conn.execute("COMMIT")
         self.jobs = 0
 
     def run(self, object_name: str, operation: str, data: str | bytes, *, external_id: str | None = None,

@@ -41,8 +41,11 @@ def test_values_round_trip_exactly(tmp_path: Path, names, descriptions, delimite
     workdir.mkdir(exist_ok=True)
     conn = sqlite3.connect(workdir / "db.sqlite3", isolation_level=None)
     try:
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("BEGIN")
         create_tables(conn, SCHEMA)
         identity.ensure_id_table(conn)
+        conn.execute("COMMIT")
         rows = list(zip(names, descriptions, strict=False))
         upload = workdir / "upload.csv"
         upload.write_bytes(

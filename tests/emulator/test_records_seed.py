@@ -14,15 +14,19 @@ from airflow_provider_sfbulk.emulator.schema import Schema, create_tables, load_
 from airflow_provider_sfbulk.emulator.values import make_parser
 from airflow_provider_sfbulk.protocol.ids import is_valid_id
 
+SCHEMA = load_schema()
 FIXED_NOW = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
 
 
 def fresh(path: Path) -> tuple[sqlite3.Connection, Schema]:
     conn = sqlite3.connect(path, isolation_level=None)
-    schema = load_schema()
-    create_tables(conn, schema)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("BEGIN")
+    create_tables(conn, SCHEMA)
     identity.ensure_id_table(conn)
-    return conn, schema
+    conn.execute("COMMIT")
+    return conn, SCHEMA
 
 
 def rows(conn: sqlite3.Connection, object_name: str) -> list[tuple]:
