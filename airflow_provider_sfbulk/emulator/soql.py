@@ -7,7 +7,7 @@ Salesforce's error codes and message texts.
 
 Supported::
 
-    SELECT field, Rel.Field, Rel.Rel.Field, FIELDS(STANDARD) FROM Object [alias]
+    SELECT field, Rel.Field, Rel.Rel.Field, FIELDS(STANDARD|CUSTOM|ALL) FROM Object [alias]
     [WHERE condition] [ORDER BY path [ASC|DESC] [NULLS FIRST|LAST], ...] [LIMIT n]
 
 ``condition``: ``= != <> < <= > >=``, ``LIKE``, ``IN (...)``, ``NOT IN (...)``, ``= null``, ``!= null``,
@@ -41,6 +41,7 @@ documented; REST and SOAP query results use canonical names, and we follow them 
 Error texts. Verified in public material: ``INVALID_TYPE`` "sObject type 'X' is not supported. If you are
 attempting to use a custom object, ...", ``INVALID_FIELD`` "No such column 'X' on entity 'Y'. ...",
 "Didn't understand relationship 'X' in field path. ...", "duplicate field selected: X" (SOQL FIELDS()
+docs), "'FIELDS(...)' expansion function must result in at least one field being selected." (same
 docs), "value of filter criterion for field 'X' must be of type date and should not be enclosed in
 quotes", ``MALFORMED_QUERY`` "unexpected token: 'X'" (also for AND/OR mixing, Summer '24 release notes)
 and "Invalid datetime: X", the ``\\nquery\\n  ^\\nERROR at Row:1:Column:N\\ntext`` layout, and for Bulk
@@ -74,7 +75,7 @@ GUESSED_MESSAGES = {
     "group_by": "GROUP BY clause is not supported in Bulk V2 Query",
     "offset": "OFFSET clause is not supported in Bulk V2 Query",
     "typeof": "TYPEOF clause is not supported in Bulk V2 Query",
-    "fields_unbounded": "The SOQL FIELDS function is not supported with an unbounded set of fields in this API.",
+    "fields_unbounded": "The SOQL FIELDS function must have a LIMIT of at most 200",
     "like_non_text": "invalid operator on field '{field}': LIKE is only valid on string fields",
     "nested_semi_join": "Nesting of semi join sub-selects is not supported",
     "semi_join_field": "The selected field '{field}' in a semi join sub-select must be an Id or a reference field",
@@ -770,13 +771,22 @@ class _Compiler:
         for kind, item in ast.select:
             if kind == "fields":
                 arg, pos = item
-                if arg != "STANDARD":
+                # FIELDS(ALL) and FIELDS(CUSTOM) are "unbounded": allowed only with LIMIT <= 200 (SOQL
+                # reference, "Bounded and Unbounded Queries"; the WHERE Id IN (...) bound is not emulated).
+                if arg != "STANDARD" and (ast.limit is None or ast.limit > 200):
                     raise self.err(pos, "MALFORMED_QUERY", GUESSED_MESSAGES["fields_unbounded"])
+                custom = {"STANDARD": False, "CUSTOM": True}.get(arg)
                 selected.extend(
-                    _Resolved(f, f't0."{f.name}"', f.name) for f in obj.fields.values() if not f.name.endswith("__c")
+                    _Resolved(f, f't0."{f.name}"', f.name)
+                    for f in obj.fields.values()
+                    if custom is None or f.name.endswith("__c") == custom
                 )
             else:
                 selected.append(self.resolve(item))
+        if not selected:  # only FIELDS(CUSTOM) on an object without custom fields
+            raise SoqlError(
+                "MALFORMED_QUERY", "'FIELDS(...)' expansion function must result in at least one field being selected."
+            )
         seen: set[str] = set()
         for res in selected:
             key = res.header.lower()

@@ -127,6 +127,25 @@ def test_fields_standard_expands_to_standard_fields(schema: Schema) -> None:
                                 "CreatedById", "LastModifiedById", "Name"]
 
 
+def test_fields_all_and_custom_need_a_limit(schema: Schema) -> None:
+    custom = compile_soql("SELECT FIELDS(CUSTOM) FROM Account LIMIT 200", schema, include_deleted=False)
+    assert custom.columns == ["External_Id__c", "Active__c", "Customer_Since__c"]
+    every = compile_soql("SELECT FIELDS(ALL) FROM Account LIMIT 10", schema, include_deleted=False)
+    assert every.columns == list(schema.objects["Account"].fields)
+    mixed = compile_soql("SELECT Id, FIELDS(CUSTOM) FROM Contact LIMIT 5", schema, include_deleted=False)
+    assert mixed.columns == ["Id", "Last_Contacted__c", "External_Id__c"]
+
+
+def test_fields_custom_without_custom_fields(schema: Schema) -> None:
+    from airflow_provider_sfbulk.emulator.schema import parse_schema
+
+    plain = parse_schema({"objects": {"Thing": {"keyPrefix": "a09", "fields": {"Name": {"type": "string"}}}}})
+    err = error_of(plain, "SELECT FIELDS(CUSTOM) FROM Thing LIMIT 200")
+    assert err.error_code == "MALFORMED_QUERY"
+    assert err.message == "'FIELDS(...)' expansion function must result in at least one field being selected."
+    assert compile_soql("SELECT Id, FIELDS(CUSTOM) FROM Thing LIMIT 200", plain, include_deleted=False).columns == ["Id"]
+
+
 def test_deleted_rows_only_with_query_all(conn: sqlite3.Connection, schema: Schema) -> None:
     assert "Zeta" not in names(conn, schema, "")
     rows = run(conn, schema, "SELECT Name, IsDeleted FROM Account WHERE Name = 'zeta'", include_deleted=True)
@@ -351,8 +370,8 @@ def test_multiline_query_and_keyword_case(conn: sqlite3.Connection, schema: Sche
          "field 'Description' can not be sorted in a query call"),
         ("SELECT Id FROM Account WHERE NumberOfEmployees LIKE '5%'", "INVALID_FIELD", 48, "LIKE"),
         ("SELECT Id FROM Account WHERE Active__c LIKE 'x'", "INVALID_FIELD", 40, "LIKE"),
-        ("SELECT FIELDS(ALL) FROM Account", "MALFORMED_QUERY", 8, "unbounded set of fields"),
-        ("SELECT FIELDS(CUSTOM) FROM Account LIMIT 200", "MALFORMED_QUERY", 8, "unbounded set of fields"),
+        ("SELECT FIELDS(ALL) FROM Account", "MALFORMED_QUERY", 8, "must have a LIMIT of at most 200"),
+        ("SELECT FIELDS(CUSTOM) FROM Account LIMIT 201", "MALFORMED_QUERY", 8, "LIMIT of at most 200"),
         ("SELECT FIELDS(SOME) FROM Account", "MALFORMED_QUERY", 15, "unexpected token: 'SOME'"),
         ("SELECT Id Name FROM Account", "MALFORMED_QUERY", 11, "unexpected token: 'Name'"),
         ("SELECT Id FROM Account WITH SECURITY_ENFORCED", "MALFORMED_QUERY", 24, "unexpected token: 'WITH'"),
