@@ -565,6 +565,7 @@ class EmulatorApp:
         if job.state in (JobState.OPEN.value, JobState.IN_PROGRESS.value):
             raise ApiError(400, "INVALIDJOBSTATE",
                            f"Job {job.id} is in state {job.state} and cannot be deleted; abort it first")
+        self.worker.request_abort(job.id)
         await self._db(self.store.delete_job, job.id)
         return web.Response(status=204)
 
