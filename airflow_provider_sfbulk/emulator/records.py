@@ -6,9 +6,11 @@ as it goes, so memory stays flat however large the upload is. :func:`seed_record
 :mod:`.seed`) fills an object with synthetic records directly.
 
 Reading the upload
-    UTF-8, a leading BOM is dropped. Records end only at the job's ``lineEnding``: in an ``LF`` job a
-    CRLF file keeps the ``\\r`` at the end of each row's last value, and in a ``CRLF`` job a bare LF is
-    part of the value, as Salesforce does. Quoting follows RFC 4180 (values are never trimmed). Header
+    UTF-8, a leading BOM is dropped. When the header line does not end with the job's ``lineEnding``
+    the job fails as Salesforce fails it (``ClientInputError : LineEnding is invalid on user data.
+    Current LineEnding setting is LF``, quoted from real job failures in public client code), every row
+    unprocessed. Past the header, records end only at the job's line ending: in an ``LF`` job a later
+    CRLF row keeps the ``\\r`` in its last value, and in a ``CRLF`` job a bare LF is part of the value. Quoting follows RFC 4180 (values are never trimmed). Header
     names are matched case-insensitively after trimming surrounding whitespace. Invalid UTF-8 or
     unparseable CSV fails the job before any row is processed (``InvalidBatch : ...``); the rows that
     could be read go to ``unprocessedrecords``.
@@ -143,6 +145,8 @@ class _UploadReader:
                                   strict=True, skipinitialspace=False)
         self.header: list[str] | None = None
         self.raw_header = ""
+        #: The header line does not end with the job's line ending (Salesforce fails such jobs).
+        self.line_ending_mismatch = False
         self.rows_read = 0
 
     def _lines(self) -> Iterator[str]:
@@ -160,6 +164,10 @@ class _UploadReader:
                 first = False
                 if text.startswith("\ufeff"):
                     text = text[1:]
+                if self._crlf:
+                    self.line_ending_mismatch = text.endswith("\n") and not text.endswith("\r\n")
+                else:
+                    self.line_ending_mismatch = text.endswith("\r\n")
             if _ESC in text:
                 text = text.replace(_ESC, _ESC + _ESC)
                 self._escaped = True
@@ -328,6 +336,8 @@ def validate_upload_header(schema: Schema, spec: IngestSpec, data_path: Path) ->
             header = reader.read_header()
             if header is None:
                 return "InvalidBatch : The CSV file is empty"
+            if reader.line_ending_mismatch:
+                return _line_ending_message(spec.line_ending)
             _plan(schema, spec, header)
     except (_CsvProblem, _HeaderError) as err:
         return str(err)
@@ -799,17 +809,28 @@ def _batches(reader: _UploadReader, size: int) -> Iterator[list[list[str]]]:
         yield batch
 
 
-def _scan(data_path: Path, spec: IngestSpec) -> str | None:
-    """Read the whole upload once; the ``errorMessage`` of the first encoding/CSV problem, or None."""
+def _line_ending_message(line_ending: str) -> str:
+    return f"ClientInputError : LineEnding is invalid on user data. Current LineEnding setting is {line_ending}"
+
+
+def _scan(data_path: Path, spec: IngestSpec) -> tuple[str | None, str]:
+    """Read the whole upload once, before any row is processed.
+
+    Returns the ``errorMessage`` of the first line-ending, encoding or CSV problem (None when the file
+    is fine) and the line ending the file really uses, with which its rows can be read.
+    """
     with open(data_path, "rb") as stream:
         reader = _UploadReader(stream, COLUMN_DELIMITERS[spec.column_delimiter], spec.line_ending)
         try:
             reader.read_header()
+            if reader.line_ending_mismatch:
+                actual = "LF" if spec.line_ending == "CRLF" else "CRLF"
+                return _line_ending_message(spec.line_ending), actual
             for _ in reader:
                 pass
         except _CsvProblem as err:
-            return str(err)
-    return None
+            return str(err), spec.line_ending
+    return None, spec.line_ending
 
 
 def process_ingest(
@@ -854,10 +875,10 @@ def process_ingest(
     retries = 0
     state = JobState.JOB_COMPLETE
     error_message: str | None = None
-    problem = _scan(data_path, spec)
+    problem, line_ending = _scan(data_path, spec)
     try:
         with open(data_path, "rb") as stream:
-            reader = _UploadReader(stream, delimiter, spec.line_ending)
+            reader = _UploadReader(stream, delimiter, line_ending)
             header: list[str] | None = None
             try:
                 header = reader.read_header()

@@ -553,8 +553,28 @@ def test_bom_is_stripped(org: Org):
     assert result.texts["successfulResults"].splitlines()[0] == '"sf__Id","sf__Created",Name'
 
 
-def test_crlf_file_in_lf_job_keeps_carriage_return_in_last_value(org: Org):
-    result = org.run("Account", "insert", "Name,BillingCity\r\nAcme,Oslo\r\n")
+@pytest.mark.parametrize(
+    ("line_ending", "data"),
+    [("LF", "Name,BillingCity\r\nAcme,Oslo\r\nBeta,Rome\r\n"), ("CRLF", "Name,BillingCity\nAcme,Oslo\nBeta,Rome\n")],
+)
+def test_wrong_line_ending_fails_the_job(org: Org, line_ending: str, data: str):
+    result = org.run("Account", "insert", data, line_ending=line_ending)
+    assert result.outcome.state is JobState.FAILED
+    assert result.outcome.error_message == (
+        f"ClientInputError : LineEnding is invalid on user data. Current LineEnding setting is {line_ending}"
+    )
+    assert result.unprocessed == [["Acme", "Oslo"], ["Beta", "Rome"]]
+    assert result.texts["unprocessedrecords"].startswith("Name,BillingCity" + LINE_ENDINGS[line_ending])
+    check_counts(result)
+    assert org.count("Account") == 0
+    path = org.path / "h.csv"
+    path.write_text(data, newline="")
+    spec = IngestSpec("750x", "Account", "insert", None, "COMMA", line_ending)
+    assert validate_upload_header(org.schema, spec, path) == result.outcome.error_message
+
+
+def test_crlf_row_after_an_lf_header_keeps_carriage_return_in_last_value(org: Org):
+    result = org.run("Account", "insert", "Name,BillingCity\nAcme,Oslo\r\n")
     assert result.outcome.state is JobState.JOB_COMPLETE
     record = org.record("Account", result.ok[0][0])
     assert record is not None
