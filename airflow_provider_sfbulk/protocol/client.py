@@ -8,6 +8,8 @@ A *flow* is a generator. It yields effects and receives their results:
   :class:`TransportFailure` when the network failed (it never raises for network errors).
 - :class:`Sleep` ``(seconds)``: the transport sleeps (``time.sleep`` or ``asyncio.sleep``) and sends
   back ``None``.
+- :class:`Blocking` ``(func)``: blocking file I/O; the result of ``func()`` is sent back (the async
+  driver calls it in a worker thread).
 
 The flow's return value (``StopIteration.value``) is the call's result; errors are raised from the
 generator. Authentication (lazy token, one renewal on 401 ``INVALID_SESSION_ID``), retries with backoff,
@@ -17,11 +19,12 @@ small driver loop each.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import IO, Any, Generic, TypeVar
 
 from airflow_provider_sfbulk.exceptions import (
     SalesforceBulkAuthError,
@@ -98,6 +101,13 @@ class Sleep:
 
 
 @dataclass(frozen=True)
+class Blocking:
+    """Effect: call ``func`` (blocking file I/O) and send back its result; async drivers use a thread."""
+
+    func: Callable[[], Any]
+
+
+@dataclass(frozen=True)
 class TransportFailure:
     """What a transport sends back instead of a response when the network failed.
 
@@ -111,7 +121,7 @@ class TransportFailure:
     retryable: bool = True
 
 
-Effect = Send | Sleep
+Effect = Send | Sleep | Blocking
 Flow = Generator[Effect, Any, T]
 
 
@@ -361,13 +371,24 @@ class BulkClient:
         self,
         object_name: str,
         operation: IngestOperation | str,
-        *,
         external_id_field: str | None = None,
         column_delimiter: str = "COMMA",
         line_ending: str = "LF",
         assignment_rule_id: str | None = None,
     ) -> Flow[JobInfo]:
-        """Create an ingest job (state ``Open``). Not repeated after it may have reached the server."""
+        """Create an ingest job (state ``Open``); upload its data with ``upload_job_data``.
+
+        Not repeated once the request may have reached Salesforce (see the hook documentation).
+
+        :param object_name: sObject API name, e.g. ``Account``.
+        :param operation: ``insert``, ``update``, ``upsert``, ``delete`` or ``hardDelete``.
+        :param external_id_field: external id field (required for ``upsert``).
+        :param column_delimiter: ``COMMA`` (default), ``TAB``, ``PIPE``, ``SEMICOLON``, ``CARET`` or
+            ``BACKQUOTE``.
+        :param line_ending: ``LF`` (default) or ``CRLF``.
+        :param assignment_rule_id: Case or Lead assignment rule id.
+        :return: the new job's :class:`~airflow_provider_sfbulk.protocol.api.JobInfo`.
+        """
         spec = api.ingest_job_spec(
             object_name,
             operation,
@@ -389,14 +410,19 @@ class BulkClient:
         self,
         object_name: str,
         operation: IngestOperation | str,
-        data: bytes,
-        *,
+        data: bytes | IO[bytes],
         external_id_field: str | None = None,
         column_delimiter: str = "COMMA",
         line_ending: str = "LF",
         assignment_rule_id: str | None = None,
     ) -> Flow[JobInfo]:
-        """Create an ingest job and upload ``data`` in one multipart request (state ``UploadComplete``)."""
+        """Create an ingest job and upload small CSV ``data`` in one multipart request.
+
+        The job comes back ``UploadComplete`` and starts by itself: do not close it. ``data`` (bytes or a
+        binary file object) holds at most :data:`~airflow_provider_sfbulk.protocol.api.MULTIPART_MAX_BYTES`
+        bytes; use ``create_ingest_job`` and ``upload_job_data`` for more. Never repeated once sent.
+        The other parameters are those of ``create_ingest_job``.
+        """
         spec = api.ingest_job_spec(
             object_name,
             operation,
@@ -405,23 +431,28 @@ class BulkClient:
             line_ending=line_ending,
             assignment_rule_id=assignment_rule_id,
         )
-        if len(data) > api.MULTIPART_MAX_BYTES:  # fail before authenticating
-            api.build_create_ingest_job_with_data("", "", spec, data)
-        return self.execute(
-            Call(
-                "create ingest job with data",
-                lambda base, token: api.build_create_ingest_job_with_data(
-                    base, token.access_token, spec, data
-                ),
-                _job_parser(JobKind.INGEST),
-                repeat=Repeat.UNSAFE,
+        payload: bytes = yield Blocking(lambda: _read_small(data))
+        if len(payload) > api.MULTIPART_MAX_BYTES:  # fail before authenticating
+            api.build_create_ingest_job_with_data("", "", spec, payload)
+        return (
+            yield from self.execute(
+                Call(
+                    "create ingest job with data",
+                    lambda base, token: api.build_create_ingest_job_with_data(
+                        base, token.access_token, spec, payload
+                    ),
+                    _job_parser(JobKind.INGEST),
+                    repeat=Repeat.UNSAFE,
+                )
             )
         )
 
     def upload_job_data(self, job_id: str, data: UploadData) -> Flow[None]:
-        """Stream ``data`` as the job's CSV (``PUT .../batches``). Never repeated once bytes were sent.
+        """Stream CSV ``data`` into an ``Open`` ingest job (``PUT .../batches``, one upload per job).
 
-        A stream that cannot be rewound (an iterator) is preceded by a ``GET`` of the job, which checks
+        ``data`` is ``bytes``, a binary file object, an iterator of ``bytes`` or (async hook only) an async
+        iterator of ``bytes``; it is sent in chunks and never held whole in memory. Never repeated once
+        bytes were sent. A stream that cannot be rewound (an iterator) is preceded by a ``GET`` of the job, which checks
         that the job exists and renews an expired session first, so a 401 half-way through the stream is
         unlikely; if it happens anyway the hook raises instead of sending partial data twice.
         """
@@ -474,15 +505,18 @@ class BulkClient:
         return job
 
     def close_job(self, job_id: str) -> Flow[JobInfo]:
-        """Mark the ingest job's upload complete (``UploadComplete``): processing starts."""
+        """Set the ingest job to ``UploadComplete`` so Salesforce starts processing it."""
         return self.set_job_state(job_id, JobKind.INGEST, JobState.UPLOAD_COMPLETE)
 
     def abort_job(self, job_id: str, kind: JobKind | str) -> Flow[JobInfo]:
-        """Abort the job (``Aborted``). Rows already committed stay committed."""
+        """Abort an ingest or query job (``Aborted``); rows already committed stay committed."""
         return self.set_job_state(job_id, kind, JobState.ABORTED)
 
     def get_job(self, job_id: str, kind: JobKind | str) -> Flow[JobInfo]:
-        """Read the job's full JobInfo."""
+        """Read a job's full JobInfo: state, counters, timings and ``errorMessage``.
+
+        :param kind: ``"ingest"`` or ``"query"`` (or a :class:`JobKind`).
+        """
         job_kind = api.job_kind(kind)
         return self.execute(
             Call(
@@ -494,7 +528,7 @@ class BulkClient:
         )
 
     def delete_job(self, job_id: str, kind: JobKind | str) -> Flow[None]:
-        """Delete the job and its data (``204``). A retry that finds it gone counts as success."""
+        """Delete a finished (or ``UploadComplete``) job and its data. A retry finding it gone succeeds."""
         job_kind = api.job_kind(kind)
 
         def recover(error: SalesforceBulkError) -> Flow[None] | None:
@@ -539,9 +573,17 @@ class BulkClient:
         )
 
     def download_ingest_results(
-        self, job_id: str, result_set: str, writable: Writable, *, gzip: bool = True
+        self, job_id: str, result_set: str, writable: Writable, gzip: bool = True
     ) -> Flow[int]:
-        """Stream one result set's CSV into ``writable``; returns the bytes written (decompressed)."""
+        """Stream ``successfulResults``, ``failedResults`` or ``unprocessedrecords`` into ``writable``.
+
+        ``writable`` is anything with a binary ``write``; the CSV arrives in chunks and is never held whole
+        in memory (``gzip`` asks for a compressed transfer, decompressed on the fly). A retried download
+        starts over: a seekable writable is seeked back and truncated to where it was, any other one is
+        only retried while nothing was written.
+
+        :return: number of (decompressed) bytes written.
+        """
         name = api.result_set_name(result_set)
         return self.execute(
             Call(
@@ -559,11 +601,14 @@ class BulkClient:
         self,
         soql: str,
         operation: QueryOperation | str = QueryOperation.QUERY,
-        *,
         column_delimiter: str = "COMMA",
         line_ending: str = "LF",
     ) -> Flow[JobInfo]:
-        """Create a query job (state ``UploadComplete``; it starts by itself)."""
+        """Create a query job; it starts by itself (state ``UploadComplete``).
+
+        :param soql: the SOQL query; Salesforce validates it at once (bad SOQL: HTTP 400).
+        :param operation: ``query`` or ``queryAll`` (includes deleted and archived rows).
+        """
         spec = api.query_job_spec(soql, operation, column_delimiter=column_delimiter, line_ending=line_ending)
         return self.execute(
             Call(
@@ -578,12 +623,16 @@ class BulkClient:
         self,
         job_id: str,
         writable: Writable,
-        *,
         locator: str | None = None,
         max_records: int | None = None,
         gzip: bool = True,
     ) -> Flow[QueryResultPage]:
-        """Stream one page of query results into ``writable`` (each page starts with a header row)."""
+        """Stream one page of a finished query job's CSV results into ``writable``.
+
+        Omit ``locator`` for the first page, then pass each page's ``next_locator`` until it is ``None``.
+        Every page starts with its own header row. Streaming and restarts work as for
+        ``download_ingest_results``.
+        """
         return self.execute(
             Call(
                 "download query results",
@@ -597,7 +646,11 @@ class BulkClient:
         )
 
     def get_result_pages(self, job_id: str) -> Flow[list[ResultPageRef]]:
-        """Every result page URL of a finished query job, following ``nextRecordsUrl`` (API 58.0+)."""
+        """Every result page of a finished query job (API 58.0+), following ``nextRecordsUrl``.
+
+        Each :class:`~airflow_provider_sfbulk.protocol.api.ResultPageRef` carries the ``locator`` and
+        ``max_records`` to pass to ``download_query_page``, so pages can be fetched in parallel.
+        """
         refs: list[ResultPageRef] = []
         next_url: str | None = None
         while True:
@@ -615,7 +668,7 @@ class BulkClient:
             next_url = page.next_records_url
 
     def get_limits(self) -> Flow[Limits]:
-        """The org's ``/limits`` document."""
+        """The org's ``/limits`` (a dict with ``remaining(name)`` and ``maximum(name)`` helpers)."""
         return self.execute(
             Call(
                 "get limits",
@@ -666,6 +719,16 @@ def _done(value: T) -> Flow[T]:
     yield  # pragma: no cover  (makes this a generator)
 
 
+def _read_small(data: bytes | IO[bytes]) -> bytes:
+    """Read a multipart payload (small by definition: at most one byte more than the limit is read)."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    content = data.read(api.MULTIPART_MAX_BYTES + 1)
+    if isinstance(content, str):
+        raise TypeError("create_ingest_job_with_data needs bytes or a binary file object")
+    return content
+
+
 def _header(headers: Mapping[str, str], name: str) -> str | None:
     lowered = name.lower()
     for key, value in headers.items():
@@ -682,6 +745,8 @@ def run_sync(flow: Flow[T], send: Callable[[Send], Any], sleep: Callable[[float]
             if isinstance(effect, Sleep):
                 sleep(effect.seconds)
                 effect = flow.send(None)
+            elif isinstance(effect, Blocking):
+                effect = flow.send(effect.func())
             else:
                 effect = flow.send(send(effect))
     except StopIteration as stop:
@@ -689,11 +754,16 @@ def run_sync(flow: Flow[T], send: Callable[[Send], Any], sleep: Callable[[float]
 
 
 async def run_async(flow: Flow[T], send: Callable[[Send], Any], sleep: Callable[[float], Any]) -> T:
-    """Drive ``flow`` with an async ``send`` and ``sleep`` (the async hook's loop)."""
+    """Drive ``flow`` with an async ``send`` and ``sleep``; blocking effects run in a worker thread."""
     try:
         effect = next(flow)
         while True:
-            result = await (sleep(effect.seconds) if isinstance(effect, Sleep) else send(effect))
-            effect = flow.send(result)
+            if isinstance(effect, Sleep):
+                await sleep(effect.seconds)
+                effect = flow.send(None)
+            elif isinstance(effect, Blocking):
+                effect = flow.send(await asyncio.to_thread(effect.func))
+            else:
+                effect = flow.send(await send(effect))
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
