@@ -19,7 +19,7 @@ SCHEMA = load_schema()
 
 # Any character but NUL (which the csv module refuses); line breaks, quotes, delimiters and the private-use
 # escape character are all included on purpose.
-_CHARS = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+_CHARS = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")
 _SPECIAL = st.sampled_from(['"', ",", "\t", "|", ";", "^", "`", "\r", "\n", "\r\n", "\ue000", "#N/A", " "])
 _VALUE = st.lists(st.one_of(st.text(_CHARS, max_size=5), _SPECIAL), max_size=6).map("".join)
 
