@@ -314,10 +314,9 @@ class EmulatorApp:
             if path.startswith("/id/"):
                 return await self._identity(request, path)
             raise _not_found()
-        principal = await self._authenticate(request)
+        principal, usage = await self._db(self._authenticate_and_count, request.headers.get("Authorization"))
         if principal is None:
             return web.Response(status=401, body=INVALID_SESSION_BODY, headers={"Content-Type": JSON_TYPE})
-        usage = await self._db(self.store.increment, "DailyApiRequests")
         limit_header = {"Sforce-Limit-Info": f"api-usage={usage}/{self.config.daily_api_requests}"}
         request[LIMIT_HEADER_KEY] = limit_header
         if usage > self.config.daily_api_requests:
@@ -330,6 +329,14 @@ class EmulatorApp:
         if not response.prepared:
             response.headers.update(limit_header)
         return response
+
+    def _authenticate_and_count(self, authorization: str | None) -> tuple[Principal | None, int]:
+        """One database round trip per API call: check the session, then count the call."""
+        assert self.oauth is not None
+        principal = self.oauth.authenticate(authorization)
+        if principal is None:
+            return None, 0
+        return principal, self.store.increment("DailyApiRequests")
 
     async def _authenticate(self, request: web.Request) -> Principal | None:
         assert self.oauth is not None
