@@ -655,3 +655,30 @@ def test_memory_does_not_grow_with_the_upload(org: Org):
 
     small, large = peak(1_000), peak(8_000)
     assert large < small * 1.5
+
+
+def test_concurrent_jobs_on_separate_connections(org: Org):
+    import threading
+
+    org.conn.execute("PRAGMA journal_mode=WAL")
+    outcomes: dict[str, IngestOutcome] = {}
+
+    def job(name: str) -> None:
+        conn = sqlite3.connect(org.path / "emulator.sqlite3", isolation_level=None, timeout=30)
+        conn.execute("PRAGMA busy_timeout=30000")
+        try:
+            upload = org.path / f"{name}.csv"
+            upload.write_text("Name,External_Id__c\n" + "".join(f"{name}{i},{name}-{i}\n" for i in range(1500)))
+            spec = IngestSpec(f"750{name}", "Account", "insert", None)
+            outcomes[name] = process_ingest(conn, org.schema, spec, upload, org.path / name, batch_size=100)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=job, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert {name: (o.state, o.records_processed, o.records_failed) for name, o in outcomes.items()} == {
+        "a": (JobState.JOB_COMPLETE, 1500, 0), "b": (JobState.JOB_COMPLETE, 1500, 0)}
+    assert org.conn.execute('SELECT COUNT(DISTINCT "Id") FROM "rec_Account"').fetchone()[0] == 3000
