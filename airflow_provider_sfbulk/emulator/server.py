@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import tempfile
 import time
@@ -148,6 +149,7 @@ class EmulatorApp:
         self._db_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sfbulk-emulator-db")
         await self._db(self.data_dir.mkdir, parents=True, exist_ok=True)
         await self._db(self.store.initialize, self.schema)
+        await self._db(shutil.rmtree, self.data_dir / "tmp", ignore_errors=True)  # multipart spools of a crash
         ssl_context = None
         if self.config.tls:
             self.tls = await self._db(ensure_certificates, self.data_dir)

@@ -282,7 +282,7 @@ def test_abort_while_in_progress(emulator_factory):
 
 
 def test_progress_is_published_between_batches_and_batches_are_counted(emulator_factory):
-    server = emulator_factory(batch_size=10, batch_delay=0.15)
+    server = emulator_factory(batch_size=10, batch_delay=0.25)
     api = ApiSession(server)
     before = api.get("/limits").json()["DailyBulkApiBatches"]["Remaining"]
     job = api.create_ingest("Account")
