@@ -6,10 +6,11 @@ finds the end of a record, never at an arbitrary newline.
 
 How it works
 ------------
-The source is read once, as a binary stream, in chunks (1 MiB by default). Complete records are
-recognised with regular expressions that run over the whole chunk in C, so no Python code runs per byte
-(and none per record for records without quoted line breaks). The only buffer is the current chunk plus
-the record that straddles its end. Record bytes are copied verbatim: nothing is re-quoted or re-encoded;
+The source is read once, as a binary stream, in chunks (1 MiB by default). Runs of complete records
+are recognised and checked by regular expressions that work through up to 256 records per call in C,
+so no Python code runs per byte, nor per record, except for the record that straddles a chunk's end
+(and for the record that holds a problem, to describe it). The only buffer is the current chunk plus
+that straddling record. Record bytes are copied verbatim: nothing is re-quoted or re-encoded;
 the one change is that a leading UTF-8 byte order mark is dropped.
 
 Every record is checked against the header while it is scanned: the number of fields, quoting (a
@@ -39,12 +40,13 @@ Entry points
 
 Example::
 
+    required, allowed = required_columns_for("upsert", "External_Id__c")
     with open("accounts.csv", "rb") as source, split_csv(
         source, max_bytes=100_000_000, column_delimiter="COMMA", line_ending="LF",
-        required_columns=required_columns_for("upsert", "External_Id__c"),
+        required_columns=required, allowed_columns=allowed, spool_dir="/tmp/spool",
     ) as split:
-        for part in split.parts:
-            upload(part.path)   # then part.path.unlink(), or leave it to cleanup()
+        for part in split.parts:           # every part already validated
+            upload(part.path)              # then part.path.unlink(), or leave it to cleanup()
 """
 
 from __future__ import annotations
@@ -298,15 +300,28 @@ def required_columns_for(
 # --------------------------------------------------------------------------------------------------
 
 
-#: One complete record of valid CSV, terminator included (any delimiter, LF or CRLF).
-_RECORD_END = re.compile(b'(?:[^"\\n]+|"[^"]*(?:""[^"]*)*")*\\n')
+#: One complete record of valid CSV, terminator included (any delimiter, LF or CRLF). Written as
+#: "unquoted run, then (quoted field, unquoted run)*" so that every byte has one way to match and a
+#: failed match (an incomplete record) backtracks in linear time.
+_RECORD_END = re.compile(b'[^"\\n]*(?:"[^"]*(?:""[^"]*)*"[^"\\n]*)*\\n')
 
 
 def _count_complete_records(buf: bytes | bytearray, start: int, end: int) -> int:
-    """Count the records of valid CSV ``buf[start:end]`` that end with a line feed (outside quotes)."""
+    """Count the records of ``buf[start:end]``, a run of complete records of valid CSV."""
     if buf.find(b'"', start, end) < 0:
         return buf.count(b"\n", start, end)
+    # Every match starts where the previous one ended, so the regex never scans in vain.
     return _RECORD_END.subn(b"", bytes(buf[start:end]))[1]
+
+
+def _count_records_before(buf: bytes | bytearray, start: int, index: int) -> int:
+    """Count the complete records between ``start`` (a record start) and ``index`` (inside a record)."""
+    count, pos = 0, start
+    while True:
+        found = _RECORD_END.match(buf, pos, index)
+        if found is None:
+            return count
+        count, pos = count + 1, found.end()
 
 
 def _describe_byte(value: int) -> str:
@@ -322,9 +337,7 @@ def _describe_byte(value: int) -> str:
 class _Scanner:
     """Finds record boundaries in a binary CSV stream and validates records on the way.
 
-    Call :meth:`read_header` once, then iterate :meth:`spans`. Each span is ``(buf, start, end, count)``:
-    ``count`` complete records (terminators included) at ``buf[start:end]``. ``buf`` is the scanner's
-    own buffer: use the span before asking for the next one and keep no memoryview of it.
+    Call :meth:`read_header` once, then iterate :meth:`spans`.
     """
 
     def __init__(
@@ -463,7 +476,7 @@ class _Scanner:
         elif simple:
             record = self.record_number + 1 + newlines
         else:
-            record = self.record_number + 1 + _count_complete_records(self._buf, start, index)
+            record = self.record_number + 1 + _count_records_before(self._buf, start, index)
         raise self.error(
             "invalid_utf8",
             f"the data is not valid UTF-8 ({bad[1]}); Bulk API 2.0 reads UTF-8 only",

@@ -441,3 +441,11 @@ def test_count_records_tolerates_empty_and_header_only_streams() -> None:
     assert count_records(io.BytesIO(b"A;B\n1;2\n3;4"), ";") == 2
     with pytest.raises(CsvValidationError, match="field"):
         count_records(io.BytesIO(b"A,B\n1\n"))
+
+
+@pytest.mark.timeout(20)
+def test_invalid_utf8_after_multiline_records_is_located_quickly() -> None:
+    # Regression: locating the record inside a run of multi-line records used to backtrack for ages.
+    data = b'A,B\n"x\ny",1\n"p\nq",' + b"a" * 50_000 + b"\xff\n"
+    error = _fails(data, "invalid_utf8", "record 2")
+    assert error.line_number == 5  # the line of the bad byte, inside record 2 (lines 4-5)
