@@ -50,7 +50,7 @@ import requests
 import urllib3
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
-from airflow_provider_sfbulk.protocol import api
+from airflow_provider_sfbulk.protocol import api, waiting
 from airflow_provider_sfbulk.protocol.api import JobInfo, Limits
 from airflow_provider_sfbulk.protocol.auth import TokenInfo
 from airflow_provider_sfbulk.protocol.client import (
@@ -201,6 +201,7 @@ class _SalesforceBulkHookBase(BaseHook):
     download_query_page = _ApiMethod(BulkClient.download_query_page)
     get_result_pages = _ApiMethod(BulkClient.get_result_pages)
     get_limits = _ApiMethod(BulkClient.get_limits)
+    wait_for_jobs = _ApiMethod(waiting.wait_for_jobs)
 
     @staticmethod
     def _connected_message(instance_url: str, limits: Limits) -> str:
