@@ -153,15 +153,17 @@ class Schema:
 
 
 def _system_fields() -> list[FieldDef]:
-    ro = {"createable": False, "updateable": False, "system": True}
+    def read_only(name: str, ftype: str, **spec: Any) -> FieldDef:
+        return FieldDef(name, ftype, createable=False, updateable=False, system=True, **spec)
+
     return [
-        FieldDef("Id", "id", length=18, unique=True, **ro),
-        FieldDef("IsDeleted", "boolean", **ro),
-        FieldDef("CreatedDate", "datetime", **ro),
-        FieldDef("LastModifiedDate", "datetime", **ro),
-        FieldDef("SystemModstamp", "datetime", **ro),
-        FieldDef("CreatedById", "reference", length=18, reference_to="User", **ro),
-        FieldDef("LastModifiedById", "reference", length=18, reference_to="User", **ro),
+        read_only("Id", "id", length=18, unique=True),
+        read_only("IsDeleted", "boolean"),
+        read_only("CreatedDate", "datetime"),
+        read_only("LastModifiedDate", "datetime"),
+        read_only("SystemModstamp", "datetime"),
+        read_only("CreatedById", "reference", length=18, reference_to="User"),
+        read_only("LastModifiedById", "reference", length=18, reference_to="User"),
     ]
 
 
