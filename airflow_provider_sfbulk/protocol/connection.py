@@ -28,11 +28,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_provider_sfbulk.exceptions import SalesforceBulkConfigError
+from airflow_provider_sfbulk.protocol.form import (  # noqa: F401  (re-exported)
+    AUTH_TYPES,
+    CONN_FIELDS,
+    CONN_TYPE,
+    CONNECTION_TYPE_INFO,
+    DEFAULT_API_VERSION,
+    DEFAULT_TIMEOUT,
+    MIN_API_VERSION,
+    UI_FIELD_BEHAVIOUR,
+)
 
-CONN_TYPE = "salesforce_bulk"
-DEFAULT_API_VERSION = "62.0"
-MIN_API_VERSION = 58.0
-DEFAULT_TIMEOUT = 60.0
 DEFAULT_LOGIN_URL = "https://login.salesforce.com"
 
 
@@ -306,85 +312,3 @@ def _checked_url(conn_id: str, name: str, value: str) -> str:
         return normalize_url(value)
     except ValueError as exc:
         raise SalesforceBulkConfigError(f"connection {conn_id!r}: {name}: {exc}", field=name) from None
-
-
-# --- The connection form -------------------------------------------------------------------------------
-
-#: Extra fields of the connection form, in the declarative ``conn-fields`` format Airflow 3.2+ reads from
-#: ``get_provider_info()["connection-types"][i]["conn-fields"]`` (no wtforms/FAB import needed).
-CONN_FIELDS: dict[str, dict[str, Any]] = {
-    "auth_type": {
-        "label": "Auth type",
-        "description": "password, client_credentials, jwt_bearer, refresh_token or access_token.",
-        "schema": {"type": ["string", "null"], "enum": [a.value for a in AuthType], "default": "password"},
-    },
-    "client_id": {
-        "label": "Client ID (consumer key)",
-        "description": "Connected app consumer key (all grants except access_token).",
-        "schema": {"type": ["string", "null"]},
-    },
-    "client_secret": {
-        "label": "Client secret (consumer secret)",
-        "description": "Connected app consumer secret (password, client_credentials, refresh_token).",
-        "schema": {"type": ["string", "null"], "format": "password"},
-    },
-    "security_token": {
-        "label": "Security token",
-        "description": "Appended to the password for the password grant when the org requires it.",
-        "schema": {"type": ["string", "null"], "format": "password"},
-    },
-    "private_key": {
-        "label": "Private key (PEM)",
-        "description": "RSA private key for the JWT bearer grant, inline PEM.",
-        "schema": {"type": ["string", "null"], "format": "password"},
-    },
-    "private_key_file": {
-        "label": "Private key file",
-        "description": "Path to the PEM private key for the JWT bearer grant (instead of an inline key).",
-        "schema": {"type": ["string", "null"]},
-    },
-    "refresh_token": {
-        "label": "Refresh token",
-        "description": "For the refresh_token grant.",
-        "schema": {"type": ["string", "null"], "format": "password"},
-    },
-    "access_token": {
-        "label": "Access token",
-        "description": "A ready session id (access_token auth type; it cannot be renewed).",
-        "schema": {"type": ["string", "null"], "format": "password"},
-    },
-    "instance_url": {
-        "label": "Instance URL",
-        "description": "https://<domain>.my.salesforce.com, for the access_token auth type.",
-        "schema": {"type": ["string", "null"]},
-    },
-    "api_version": {
-        "label": "API version",
-        "description": f"Salesforce API version, {MIN_API_VERSION} or newer.",
-        "schema": {"type": ["string", "null"], "default": DEFAULT_API_VERSION},
-    },
-    "ca_bundle": {
-        "label": "CA bundle path",
-        "description": "PEM file of trusted CAs (a proxy or the emulator). TLS verification is always on.",
-        "schema": {"type": ["string", "null"]},
-    },
-    "timeout": {
-        "label": "Timeout (seconds)",
-        "description": "Connect and read timeout for each HTTP request.",
-        "schema": {"type": ["number", "null"], "default": DEFAULT_TIMEOUT},
-    },
-}
-
-#: Field relabelling in the declarative ``ui-field-behaviour`` format (kebab-case keys).
-UI_FIELD_BEHAVIOUR: dict[str, Any] = {
-    "hidden-fields": ["schema", "port"],
-    "relabeling": {"host": "Login URL or My Domain", "login": "Username", "password": "Password"},
-    "placeholders": {
-        "host": "https://login.salesforce.com",
-        "login": "integration.user@example.com",
-        "auth_type": "password",
-        "api_version": DEFAULT_API_VERSION,
-        "instance_url": "https://acme.my.salesforce.com",
-        "timeout": str(int(DEFAULT_TIMEOUT)),
-    },
-}

@@ -483,3 +483,30 @@ def test_dropped_download_restarts_into_the_same_buffer(hook, emulator):
     page = hook.call("download_query_page", job.id, out)
     assert page.record_count == 200
     assert len(csv_rows(out.getvalue())) == 200
+
+
+# --- streaming ------------------------------------------------------------------------------------------
+
+
+def test_upload_streams_without_holding_the_body(hook, emulator):
+    import tracemalloc
+
+    chunk_rows = b"".join(b"Streamed %06d,%d\n" % (i, i) for i in range(3000))  # ~60 KB
+    chunks = 400  # ~24 MB in total, produced lazily
+
+    def rows() -> Iterator[bytes]:
+        yield b"Name,NumberOfEmployees\n"
+        for _ in range(chunks):
+            yield bytes(chunk_rows)
+
+    job = hook.call("create_ingest_job", "Account", "insert")
+    tracemalloc.start()
+    try:
+        hook.call("upload_job_data", job.id, rows())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024, f"peak {peak} bytes while uploading {chunks * len(chunk_rows)}"
+    size = (emulator.data_dir / "jobs" / job.id / "upload.csv").stat().st_size
+    assert size == len(b"Name,NumberOfEmployees\n") + chunks * len(chunk_rows)
+    assert hook.call("abort_job", job.id, "ingest").state is JobState.ABORTED
