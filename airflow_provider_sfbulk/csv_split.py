@@ -7,7 +7,7 @@ finds the end of a record, never at an arbitrary newline.
 How it works
 ------------
 The source is read once, as a binary stream, in chunks (1 MiB by default). Runs of complete records
-are recognised and checked by regular expressions that work through up to 256 records per call in C,
+are recognised and checked by regular expressions that work through many records per call in C,
 so no Python code runs per byte, nor per record, except for the record that straddles a chunk's end
 (and for the record that holds a problem, to describe it). The only buffer is the current chunk plus
 that straddling record. Record bytes are copied verbatim: nothing is re-quoted or re-encoded;
@@ -58,6 +58,7 @@ import re
 import tempfile
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Union
@@ -95,7 +96,10 @@ _BOM = b"\xef\xbb\xbf"
 _LF = 0x0A
 _CR = 0x0D
 _QUOTE = 0x22
-#: Records matched per regex call: bounds the regex engine's backtracking stack (about 200 KB).
+#: Fields matched per regex call (records x columns): bounds the regex engine's backtracking stack,
+#: which grows by about 200 bytes per field matched.
+_BULK_FIELDS = 4096
+#: Most records matched per regex call.
 _BULK_RECORDS = 256
 
 
@@ -700,7 +704,8 @@ class _Scanner:
         quoted_one_line = b'"[^"\\n]*(?:""[^"\\n]*)*"'
         field = b"(?:" + quoted_one_line + b"|" + self._unquoted + b")"
         record = b"(?!" + term + b")" + field + b"(?:" + d + field + b"){%d}" % (fields - 1) + term
-        self._bulk = re.compile(b"(?:" + record + b"){0,%d}" % _BULK_RECORDS)
+        per_call = max(1, min(_BULK_RECORDS, _BULK_FIELDS // fields))
+        self._bulk = re.compile(b"(?:" + record + b"){0,%d}" % per_call)
         # Any valid records, quoted line breaks included; their ends are then found by _record_end.
         record_any = (
             b"(?!"
@@ -713,10 +718,31 @@ class _Scanner:
             + b"){%d}" % (fields - 1)
             + term
         )
-        self._bulk_any = re.compile(b"(?:" + record_any + b"){0,%d}" % _BULK_RECORDS)
+        self._bulk_any = re.compile(b"(?:" + record_any + b"){0,%d}" % per_call)
         self._exact = re.compile(self._field_any + b"(?:" + d + self._field_any + b"){%d}" % (fields - 1))
 
     # -- records ---------------------------------------------------------------------------------
+
+    def _plain_run(self, buf: bytearray, start: int, end: int) -> int:
+        """Number of records in ``buf[start:end]`` (no double quote in it, a line feed at its end) when
+        every one of them is valid; 0 when not (the regex path then finds and reports the problem)."""
+        with memoryview(buf) as view, view[start : end - 1] as piece:
+            region = piece.tobytes()
+        if self._crlf:
+            if not region.endswith(b"\r"):
+                return 0
+            lines = region[:-1].split(b"\r\n")
+            if region.count(b"\r") != len(lines) or region.count(b"\n") != len(lines) - 1:
+                return 0
+        else:
+            if b"\r" in region:
+                return 0
+            lines = region.split(b"\n")
+        if set(map(bytes.count, lines, repeat(self._delim))) != {len(self.columns) - 1}:
+            return 0
+        if len(self.columns) == 1 and b"" in lines:
+            return 0
+        return len(lines)
 
     def spans(self) -> Iterator[tuple[bytearray, int, int, int, bool]]:
         """Yield runs of complete, validated records: ``(buf, start, end, count, simple)``.
@@ -733,15 +759,31 @@ class _Scanner:
         bulk_any = self._bulk_any.match
         exact = self._exact.fullmatch
         fields = len(self.columns)
+        plain_run = self._plain_run
+        bad_run_end = -1  # file offset up to which the quick check already failed
         while True:
             buf = self._buf
             start = pos = self._pos
-            while True:
-                end = bulk(buf, pos).end()  # type: ignore[union-attr]
-                if end == pos:
-                    break
+            # Fastest: records before the next double quote, checked a whole run at a time.
+            count = 0
+            if self._base + pos >= bad_run_end:
+                quote = buf.find(b'"', pos)
+                end = buf.rfind(b"\n", pos, quote if quote >= 0 else len(buf)) + 1
+                if end > pos:
+                    count = plain_run(buf, pos, end)
+                    if not count:
+                        bad_run_end = self._base + end  # something in there is wrong: go record by record
+            if count:
+                self._utf8_guard(pos, end, True)
+                yield buf, pos, end, count, True
+                self.record_number += count
+                self.line_number += count
+                self._pos = end
+                continue
+            # Then: records whose quoted values hold no line feed, a bounded number per regex call.
+            end = bulk(buf, pos).end()  # type: ignore[union-attr]
+            if end > pos:
                 pos = end
-            if pos > start:
                 count = buf.count(b"\n", start, pos)
                 self._utf8_guard(start, pos, True)
                 yield buf, start, pos, count, True
