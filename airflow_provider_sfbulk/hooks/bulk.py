@@ -50,6 +50,7 @@ import requests
 import urllib3
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
+from airflow_provider_sfbulk.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 from airflow_provider_sfbulk.protocol import api, waiting
 from airflow_provider_sfbulk.protocol.api import JobInfo, Limits
 from airflow_provider_sfbulk.protocol.auth import TokenInfo
@@ -63,12 +64,7 @@ from airflow_provider_sfbulk.protocol.client import (
     run_async,
     run_sync,
 )
-from airflow_provider_sfbulk.protocol.connection import (
-    CONN_FIELDS,
-    UI_FIELD_BEHAVIOUR,
-    ConnectionConfig,
-    parse_connection,
-)
+from airflow_provider_sfbulk.protocol.connection import ConnectionConfig, parse_connection
 from airflow_provider_sfbulk.protocol.messages import CHUNK_SIZE, Response, UploadSource
 from airflow_provider_sfbulk.protocol.retry import DEFAULT_RETRY_POLICY, RetryPolicy
 from airflow_provider_sfbulk.protocol.states import JobKind
@@ -221,7 +217,7 @@ class SalesforceBulkHook(_SalesforceBulkHookBase):
 
     _session: requests.Session | None = None
 
-    # --- connection form (Airflow 2.x reads these; 3.2+ reads get_provider_info()'s conn-fields) -------
+    # --- connection form (Airflow 2.x asks these; 3.2+ reads get_provider_info()'s conn-fields) --------
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
@@ -242,11 +238,11 @@ class SalesforceBulkHook(_SalesforceBulkHookBase):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Hide port and schema; relabel host, login and password."""
+        """Hide port and schema; relabel host, login and password (from ``get_provider_info``)."""
         return {
-            "hidden_fields": list(UI_FIELD_BEHAVIOUR["hidden-fields"]),
-            "relabeling": dict(UI_FIELD_BEHAVIOUR["relabeling"]),
-            "placeholders": dict(UI_FIELD_BEHAVIOUR["placeholders"]),
+            "hidden_fields": list(UI_FIELD_BEHAVIOUR.get("hidden-fields", [])),
+            "relabeling": dict(UI_FIELD_BEHAVIOUR.get("relabeling", {})),
+            "placeholders": dict(UI_FIELD_BEHAVIOUR.get("placeholders", {})),
         }
 
     # --- transport --------------------------------------------------------------------------------------

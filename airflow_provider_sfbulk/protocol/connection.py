@@ -11,7 +11,8 @@ Connection layout (fixed; the emulator fixtures use it):
   (default :data:`DEFAULT_API_VERSION`, at least 58.0), ``ca_bundle`` (path to a PEM trust store that
   replaces the system one), ``timeout`` (seconds per connect/read, default :data:`DEFAULT_TIMEOUT`).
 
-This module is pure: it never opens a socket. :func:`parse_connection` checks that the fields the
+The connection form itself (extra fields, relabelled standard fields) is declared as plain data in
+:mod:`airflow_provider_sfbulk.get_provider_info`. This module is pure: it never opens a socket. :func:`parse_connection` checks that the fields the
 chosen auth type needs are present and raises :class:`SalesforceBulkConfigError` naming the first
 missing field, before any HTTP call is made.
 """
@@ -28,17 +29,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_provider_sfbulk.exceptions import SalesforceBulkConfigError
-from airflow_provider_sfbulk.protocol.form import (  # noqa: F401  (re-exported)
-    AUTH_TYPES,
-    CONN_FIELDS,
-    CONN_TYPE,
-    CONNECTION_TYPE_INFO,
-    DEFAULT_API_VERSION,
-    DEFAULT_TIMEOUT,
-    MIN_API_VERSION,
-    UI_FIELD_BEHAVIOUR,
-)
 
+CONN_TYPE = "salesforce_bulk"
+DEFAULT_API_VERSION = "62.0"
+MIN_API_VERSION = 58.0
+#: Seconds per connect and per read; the connection form (``get_provider_info``) shows the same default.
+DEFAULT_TIMEOUT = 120.0
 DEFAULT_LOGIN_URL = "https://login.salesforce.com"
 
 

@@ -12,9 +12,12 @@ import jsonschema
 import pytest
 
 from airflow_provider_sfbulk.emulator.testing import EmulatorServer
+from airflow_provider_sfbulk.get_provider_info import CONN_FIELDS, get_provider_info
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkAsyncHook, SalesforceBulkHook
-from airflow_provider_sfbulk.protocol.connection import AuthType
-from airflow_provider_sfbulk.protocol.form import AUTH_TYPES, CONN_FIELDS, CONNECTION_TYPE_INFO
+
+CONNECTION_TYPE_INFO = next(
+    entry for entry in get_provider_info()["connection-types"] if entry["connection-type"] == "salesforce_bulk"
+)
 
 
 def test_hook_identity():
@@ -26,7 +29,7 @@ def test_hook_identity():
     assert CONNECTION_TYPE_INFO["hook-class-name"] == (
         f"{SalesforceBulkHook.__module__}.{SalesforceBulkHook.__qualname__}"
     )
-    assert tuple(a.value for a in AuthType) == AUTH_TYPES
+    assert CONNECTION_TYPE_INFO["hook-name"] == SalesforceBulkHook.hook_name
 
 
 def test_connection_type_entry_validates_against_airflows_provider_schema():

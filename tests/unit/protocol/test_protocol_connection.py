@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_sfbulk.exceptions import SalesforceBulkConfigError
+from airflow_provider_sfbulk.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 from airflow_provider_sfbulk.protocol.connection import (
-    CONN_FIELDS,
     DEFAULT_API_VERSION,
-    UI_FIELD_BEHAVIOUR,
+    DEFAULT_TIMEOUT,
     AuthType,
     normalize_api_version,
     parse_connection,
@@ -61,7 +61,7 @@ def test_password_connection_defaults():
     assert config.login_url == "https://login.salesforce.com"
     assert config.api_version == DEFAULT_API_VERSION
     assert float(config.api_version) >= 58.0
-    assert config.timeout == 60.0
+    assert config.timeout == DEFAULT_TIMEOUT
     assert config.ca_bundle is None
 
 
@@ -154,13 +154,15 @@ def test_fingerprint_changes_with_any_field():
     assert a.fingerprint != b.fingerprint
 
 
-def test_form_metadata_matches_airflow_conn_fields_schema():
-    allowed_types = {"string", "integer", "boolean", "number", "object", "array", "null"}
-    for name, spec in CONN_FIELDS.items():
-        assert set(spec) <= {"label", "description", "schema"}, name
-        types = spec["schema"]["type"]
-        assert set(types if isinstance(types, list) else [types]) <= allowed_types
-        assert spec["schema"].get("format", "password") in {"password", "multiline", "url"}
+def test_connection_form_agrees_with_the_parser():
+    """The form in get_provider_info offers exactly what parse_connection reads, with its defaults."""
+    parsed_extras = {"auth_type", "client_id", "client_secret", "security_token", "private_key",
+                     "private_key_file", "refresh_token", "access_token", "instance_url", "api_version",
+                     "ca_bundle", "timeout"}
+    assert set(CONN_FIELDS) == parsed_extras
+    assert CONN_FIELDS["auth_type"]["schema"]["enum"] == [a.value for a in AuthType]
+    assert CONN_FIELDS["api_version"]["schema"]["default"] == DEFAULT_API_VERSION
+    assert float(CONN_FIELDS["timeout"]["schema"]["default"]) == DEFAULT_TIMEOUT
     assert {"client_secret", "private_key", "refresh_token", "access_token", "security_token"} == {
         n for n, s in CONN_FIELDS.items() if s["schema"].get("format") == "password"
     }
