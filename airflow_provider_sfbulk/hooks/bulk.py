@@ -346,8 +346,11 @@ class SalesforceBulkAsyncHook(_SalesforceBulkHookBase):
         async with SalesforceBulkAsyncHook("salesforce_bulk_default") as hook:
             job = await hook.get_job(job_id, "ingest")
 
-    One ``aiohttp.ClientSession`` serves every call inside the ``async with`` block. The methods and
-    their arguments are those of :class:`SalesforceBulkHook`; see there and the module documentation.
+    One ``aiohttp.ClientSession`` serves every call inside the ``async with`` block (calls made outside
+    one open a session that :meth:`aclose` closes). The methods and their arguments are those of
+    :class:`SalesforceBulkHook`; ``upload_job_data`` also takes an async iterator of bytes, and file
+    objects are read in a worker thread. Downloads call ``writable.write`` on the event loop: pass an
+    in-memory buffer or a writer that does not block for long.
     """
 
     _asynchronous = True

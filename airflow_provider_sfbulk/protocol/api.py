@@ -234,7 +234,6 @@ def _json_request(method: str, url: str, token: str, document: Mapping[str, Any]
 def ingest_job_spec(
     object_name: str,
     operation: IngestOperation | str,
-    *,
     external_id_field: str | None = None,
     column_delimiter: str = "COMMA",
     line_ending: str = "LF",

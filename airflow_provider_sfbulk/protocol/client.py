@@ -367,6 +367,10 @@ class BulkClient:
         token = yield from self.token()
         return token.instance_url
 
+    def _create(self, what: str, kind: JobKind, build: Callable[[str, TokenInfo], Request]) -> Flow[JobInfo]:
+        """A job creation: never repeated once it may have reached the server (``Repeat.UNSAFE``)."""
+        return self.execute(Call(what, build, _job_parser(kind), repeat=Repeat.UNSAFE))
+
     def create_ingest_job(
         self,
         object_name: str,
@@ -390,20 +394,12 @@ class BulkClient:
         :return: the new job's :class:`~airflow_provider_sfbulk.protocol.api.JobInfo`.
         """
         spec = api.ingest_job_spec(
-            object_name,
-            operation,
-            external_id_field=external_id_field,
-            column_delimiter=column_delimiter,
-            line_ending=line_ending,
-            assignment_rule_id=assignment_rule_id,
+            object_name, operation, external_id_field, column_delimiter, line_ending, assignment_rule_id
         )
-        return self.execute(
-            Call(
-                "create ingest job",
-                lambda base, token: api.build_create_ingest_job(base, token.access_token, spec),
-                _job_parser(JobKind.INGEST),
-                repeat=Repeat.UNSAFE,
-            )
+        return self._create(
+            "create ingest job",
+            JobKind.INGEST,
+            lambda base, token: api.build_create_ingest_job(base, token.access_token, spec),
         )
 
     def create_ingest_job_with_data(
@@ -424,26 +420,18 @@ class BulkClient:
         The other parameters are those of ``create_ingest_job``.
         """
         spec = api.ingest_job_spec(
-            object_name,
-            operation,
-            external_id_field=external_id_field,
-            column_delimiter=column_delimiter,
-            line_ending=line_ending,
-            assignment_rule_id=assignment_rule_id,
+            object_name, operation, external_id_field, column_delimiter, line_ending, assignment_rule_id
         )
         payload: bytes = yield Blocking(lambda: _read_small(data))
         if len(payload) > api.MULTIPART_MAX_BYTES:  # fail before authenticating
             api.build_create_ingest_job_with_data("", "", spec, payload)
         return (
-            yield from self.execute(
-                Call(
-                    "create ingest job with data",
-                    lambda base, token: api.build_create_ingest_job_with_data(
-                        base, token.access_token, spec, payload
-                    ),
-                    _job_parser(JobKind.INGEST),
-                    repeat=Repeat.UNSAFE,
-                )
+            yield from self._create(
+                "create ingest job with data",
+                JobKind.INGEST,
+                lambda base, token: api.build_create_ingest_job_with_data(
+                    base, token.access_token, spec, payload
+                ),
             )
         )
 
@@ -610,13 +598,10 @@ class BulkClient:
         :param operation: ``query`` or ``queryAll`` (includes deleted and archived rows).
         """
         spec = api.query_job_spec(soql, operation, column_delimiter=column_delimiter, line_ending=line_ending)
-        return self.execute(
-            Call(
-                "create query job",
-                lambda base, token: api.build_create_query_job(base, token.access_token, spec),
-                _job_parser(JobKind.QUERY),
-                repeat=Repeat.UNSAFE,
-            )
+        return self._create(
+            "create query job",
+            JobKind.QUERY,
+            lambda base, token: api.build_create_query_job(base, token.access_token, spec),
         )
 
     def download_query_page(
