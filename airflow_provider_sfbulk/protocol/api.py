@@ -419,12 +419,28 @@ def build_query_results(
 
 
 def build_result_pages(
-    base: str, token: str, job_id: str, *, next_url: str | None = None, instance_url: str | None = None
+    base: str,
+    token: str,
+    job_id: str,
+    *,
+    next_url: str | None = None,
+    instance_url: str | None = None,
+    max_records: int | None = None,
 ) -> Request:
-    """``GET /jobs/query/{id}/resultPages`` (API 58.0+), or its ``nextRecordsUrl``."""
+    """``GET /jobs/query/{id}/resultPages`` (API 58.0+), or its ``nextRecordsUrl``.
+
+    ``max_records`` asks for pages of at most that many rows on the first call (``maxRecords``; the
+    guide documents it for ``/results`` only, so Salesforce may ignore it here: every ``resultUrl``
+    carries the ``maxRecords`` that applies to it). ``nextRecordsUrl`` is followed as given.
+    """
     if next_url:
         return _json_request("GET", absolute_url(instance_url or base, next_url), token, None)
-    return _json_request("GET", f"{base}/jobs/query/{quote(job_id)}/resultPages", token, None)
+    query = ""
+    if max_records is not None:
+        if max_records < 1:
+            raise ValueError("max_records must be positive")
+        query = f"?{urlencode({'maxRecords': str(max_records)})}"
+    return _json_request("GET", f"{base}/jobs/query/{quote(job_id)}/resultPages{query}", token, None)
 
 
 def build_limits(base: str, token: str) -> Request:

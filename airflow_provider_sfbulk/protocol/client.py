@@ -630,11 +630,14 @@ class BulkClient:
             )
         )
 
-    def get_result_pages(self, job_id: str) -> Flow[list[ResultPageRef]]:
+    def get_result_pages(self, job_id: str, max_records: int | None = None) -> Flow[list[ResultPageRef]]:
         """Every result page of a finished query job (API 58.0+), following ``nextRecordsUrl``.
 
         Each :class:`~airflow_provider_sfbulk.protocol.api.ResultPageRef` carries the ``locator`` and
         ``max_records`` to pass to ``download_query_page``, so pages can be fetched in parallel.
+
+        :param max_records: preferred rows per page, sent as ``maxRecords`` on the first call (not
+            documented for ``resultPages``; the server may choose other page sizes).
         """
         refs: list[ResultPageRef] = []
         next_url: str | None = None
@@ -642,7 +645,7 @@ class BulkClient:
             page: ResultPagesPage = yield from self.execute(
                 Call(
                     "get result pages",
-                    _result_pages_builder(job_id, next_url),
+                    _result_pages_builder(job_id, next_url, max_records),
                     lambda response: api.parse_result_pages(api.decode_json(response.body, "resultPages")),
                     job_id=job_id,
                 )
@@ -686,10 +689,17 @@ class JobPager:
         return page.records
 
 
-def _result_pages_builder(job_id: str, next_url: str | None) -> Callable[[str, TokenInfo], Request]:
+def _result_pages_builder(
+    job_id: str, next_url: str | None, max_records: int | None = None
+) -> Callable[[str, TokenInfo], Request]:
     def build(base: str, token: TokenInfo) -> Request:
         return api.build_result_pages(
-            base, token.access_token, job_id, next_url=next_url, instance_url=token.instance_url
+            base,
+            token.access_token,
+            job_id,
+            next_url=next_url,
+            instance_url=token.instance_url,
+            max_records=max_records,
         )
 
     return build
