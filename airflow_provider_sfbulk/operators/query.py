@@ -1,0 +1,288 @@
+"""Extract the result of a SOQL query to object storage with a Bulk API 2.0 query job."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
+
+from airflow_provider_sfbulk.checkpoint import TaskCheckpoint
+from airflow_provider_sfbulk.exceptions import SalesforceBulkBadRequestError, SalesforceBulkNotFoundError
+from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
+from airflow_provider_sfbulk.links.job import SalesforceBulkJobLink
+from airflow_provider_sfbulk.operators.base import DEADLINE_KEY, SalesforceBulkBaseOperator
+from airflow_provider_sfbulk.paths import task_results_path, to_storage_path
+from airflow_provider_sfbulk.protocol.api import JobInfo
+from airflow_provider_sfbulk.protocol.states import (
+    COLUMN_DELIMITERS,
+    LINE_ENDINGS,
+    JobKind,
+    JobState,
+    QueryOperation,
+)
+from airflow_provider_sfbulk.protocol.waiting import WaitOutcome
+from airflow_provider_sfbulk.query_download import (
+    COMPRESSIONS,
+    OUTPUT_MODES,
+    ExtractOptions,
+    QueryExtractError,
+    extract_query_results,
+)
+
+__all__ = ["STATE_KEY", "SalesforceBulkQueryOperator"]
+
+#: Checkpoint key of the query job this task runs: ``{"job_id", "fingerprint", "results_path"}``.
+STATE_KEY = "query"
+
+
+class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
+    """Run a SOQL query as a Bulk API 2.0 query job and stream its result to object storage.
+
+    **Steps.** The job is created (bad SOQL fails the task at once with Salesforce's message), its id
+    goes to the task's checkpoint and the extra link, and the task waits until the job is terminal:
+    deferred to the triggerer (``deferrable=True``) or polling in the worker. ``Failed`` or ``Aborted``
+    fail the task with Salesforce's ``errorMessage``. On ``JobComplete`` the result pages are downloaded
+    into ``results_path`` (see :mod:`airflow_provider_sfbulk.query_download`): in parallel from
+    ``resultPages`` (API 58.0+) or one after the other along ``Sforce-Locator``; each page streams from
+    the socket to storage; record counts are checked per page against ``Sforce-NumberOfRecords`` and in
+    total against the job's ``numberRecordsProcessed``; ``manifest.json`` lists every page (locator,
+    records, bytes, SHA-256).
+
+    **Retries.** A retried task reuses the query job saved in the checkpoint (unless it ended ``Failed``
+    or ``Aborted``, no longer exists, or the rendered query changed) and the same results folder, and
+    downloads only the pages it does not have yet. A page that fails transiently is fetched again on its
+    own. After success the checkpoint is cleared, so clearing the task later runs the query afresh.
+
+    **XCom** (``return_value``), small and JSON::
+
+        {"job_id": "750...", "files": [uri, ...], "record_count": 12345,
+         "columns": ["Id", "Name"], "manifest": uri, "results_path": uri}
+
+    :param soql: the SOQL query (templated; a path ending in ``.soql`` or ``.sql`` is read as a template).
+    :param operation: ``query``, or ``queryAll`` to include deleted and archived rows (templated).
+    :param column_delimiter: ``COMMA`` (default), ``TAB``, ``PIPE``, ``SEMICOLON``, ``CARET``, ``BACKQUOTE``.
+    :param line_ending: ``LF`` (default) or ``CRLF``.
+    :param max_records_per_page: ``maxRecords`` per result page; ``None`` lets Salesforce choose.
+    :param results_path: folder for the files and the manifest (templated; local path or storage URI);
+        default ``<results base>/<dag>/<run>/<task>[/map-<i>]/try-<n>`` of the first try.
+    :param output_mode: ``"pages"`` (one CSV per result page, each with its header) or ``"single"`` (one CSV,
+        one header).
+    :param output_compression: ``"gzip"`` or ``None``.
+    :param output_file_name: base name of the single output file (``results`` gives ``results.csv``).
+    :param download_concurrency: result pages downloaded at once.
+    :param use_result_pages: ``None`` picks ``resultPages`` when the API version has it; ``False``
+        follows ``Sforce-Locator`` only; ``True`` insists on ``resultPages``.
+    :param page_attempts: downloads of one page before the task fails (on top of the hook's retries).
+
+    The remaining parameters (``salesforce_conn_id``, ``deferrable``, ``poll_interval``,
+    ``max_poll_interval``, ``timeout``, ``cancel_on_kill``) are those of
+    :class:`~airflow_provider_sfbulk.operators.base.SalesforceBulkBaseOperator`.
+    """
+
+    template_fields: Sequence[str] = ("salesforce_conn_id", "soql", "operation", "results_path")
+    template_ext: Sequence[str] = (".soql", ".sql")
+    template_fields_renderers = {"soql": "sql"}
+    operator_extra_links = (SalesforceBulkJobLink(),)
+    ui_color = "#00a1e0"
+
+    def __init__(
+        self,
+        *,
+        soql: str,
+        operation: str = QueryOperation.QUERY.value,
+        column_delimiter: str = "COMMA",
+        line_ending: str = "LF",
+        max_records_per_page: int | None = None,
+        results_path: Any = None,
+        output_mode: str = "pages",
+        output_compression: str | None = None,
+        output_file_name: str = "results",
+        download_concurrency: int = 4,
+        use_result_pages: bool | None = None,
+        page_attempts: int = 3,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.soql = soql
+        self.operation = operation
+        self.column_delimiter = column_delimiter
+        self.line_ending = line_ending
+        self.max_records_per_page = max_records_per_page
+        self.results_path = results_path
+        self.output_mode = output_mode
+        self.output_compression = output_compression
+        self.output_file_name = output_file_name
+        self.download_concurrency = download_concurrency
+        self.use_result_pages = use_result_pages
+        self.page_attempts = page_attempts
+        # Checked at parse time: these are not templated.
+        self._options()
+        if column_delimiter not in COLUMN_DELIMITERS:
+            raise ValueError(f"column_delimiter must be one of {', '.join(COLUMN_DELIMITERS)}")
+        if line_ending not in LINE_ENDINGS:
+            raise ValueError(f"line_ending must be one of {', '.join(LINE_ENDINGS)}")
+
+    # --- parameters -------------------------------------------------------------------------------------
+
+    def _options(self) -> ExtractOptions:
+        if self.output_mode not in OUTPUT_MODES:
+            raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, not {self.output_mode!r}")
+        if self.output_compression not in COMPRESSIONS:
+            raise ValueError(f"output_compression must be 'gzip' or None, not {self.output_compression!r}")
+        return ExtractOptions(
+            output=self.output_mode,
+            compression=self.output_compression,
+            concurrency=self.download_concurrency,
+            max_records_per_page=self.max_records_per_page,
+            use_result_pages=self.use_result_pages,
+            page_attempts=self.page_attempts,
+            file_name=self.output_file_name,
+        )
+
+    def _check_rendered(self) -> None:
+        if not isinstance(self.soql, str) or not self.soql.strip():
+            raise AirflowFailException("soql is empty")
+        try:
+            self.operation = QueryOperation(self.operation).value
+        except ValueError:
+            raise AirflowFailException(
+                f"operation must be 'query' or 'queryAll', not {self.operation!r}"
+            ) from None
+
+    def _fingerprint(self) -> dict[str, Any]:
+        return {
+            "soql": self.soql,
+            "operation": self.operation,
+            "column_delimiter": self.column_delimiter,
+            "line_ending": self.line_ending,
+        }
+
+    # --- entry points -----------------------------------------------------------------------------------
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        self._check_rendered()
+        checkpoint = self.checkpoint(context)
+        state = self._job_for_task(context, checkpoint)
+        self._persist_link(context, state["job_id"])
+        outcome = self.wait_for_jobs(
+            context,
+            [state["job_id"]],
+            JobKind.QUERY.value,
+            method_name="execute_complete",
+            checkpoint=checkpoint,
+        )
+        return self._complete(context, checkpoint, state, outcome)
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the trigger fired: fail on ``Failed``/``Aborted``, else download."""
+        self._check_rendered()
+        outcome = self.outcome_from_event(event)
+        checkpoint = self.checkpoint(context)
+        state = checkpoint.get(STATE_KEY)
+        if not isinstance(state, dict) or not state.get("job_id"):
+            raise AirflowException("the checkpoint of this query job is missing; cannot resume")
+        return self._complete(context, checkpoint, state, outcome)
+
+    # --- the job ----------------------------------------------------------------------------------------
+
+    def _job_for_task(self, context: Any, checkpoint: TaskCheckpoint) -> dict[str, Any]:
+        """The checkpointed job when it can still deliver this query, else a new one (checkpointed)."""
+        state = checkpoint.get(STATE_KEY)
+        if isinstance(state, dict) and state.get("job_id"):
+            reused = self._reusable(state)
+            if reused is not None:
+                return reused
+        job = self._create_job()
+        folder = (
+            state.get("results_path")
+            if isinstance(state, dict) and state.get("results_path") and not self.results_path
+            else str(self._results_folder(context))
+        )
+        new_state = {"job_id": job.id, "fingerprint": self._fingerprint(), "results_path": folder}
+        checkpoint.set(STATE_KEY, new_state)
+        checkpoint.delete(DEADLINE_KEY)  # a new job gets the whole timeout
+        return new_state
+
+    def _reusable(self, state: dict[str, Any]) -> dict[str, Any] | None:
+        job_id = state["job_id"]
+        if state.get("fingerprint") != self._fingerprint():
+            self.log.info("The rendered query differs from that of job %s; running it again", job_id)
+            return None
+        try:
+            job = self.hook.get_job(job_id, JobKind.QUERY)
+        except SalesforceBulkNotFoundError:
+            self.log.info(
+                "Query job %s from the checkpoint no longer exists; running the query again", job_id
+            )
+            return None
+        if job.state in (JobState.FAILED, JobState.ABORTED):
+            self.log.info(
+                "Query job %s from the checkpoint ended %s; running the query again", job_id, job.state.value
+            )
+            return None
+        self.log.info("Reusing query job %s (%s) from the checkpoint", job_id, job.state.value)
+        if self.results_path:
+            state = {**state, "results_path": str(self._results_folder(None))}
+        return state
+
+    def _create_job(self) -> JobInfo:
+        try:
+            job = self.hook.create_query_job(
+                self.soql,
+                self.operation,
+                column_delimiter=self.column_delimiter,
+                line_ending=self.line_ending,
+            )
+        except SalesforceBulkBadRequestError as err:
+            # Bad SOQL (unknown field or object, malformed query): retrying cannot help.
+            raise AirflowFailException(f"Salesforce rejected the query: {err}") from err
+        self.log.info("Created %s job %s on %s", self.operation, job.id, job.object or "?")
+        return job
+
+    def _results_folder(self, context: Any) -> Any:
+        if self.results_path:
+            return to_storage_path(self.results_path)
+        return task_results_path(context)
+
+    def _persist_link(self, context: Any, job_id: str) -> None:
+        try:
+            SalesforceBulkJobLink.persist(context, instance_url=self.hook.instance_url, job_ids=[job_id])
+        except Exception as err:  # the link is a convenience
+            self.log.debug("Could not store the job link: %s", err)
+
+    # --- outcome and download -----------------------------------------------------------------------------
+
+    def _complete(
+        self, context: Any, checkpoint: TaskCheckpoint, state: dict[str, Any], outcome: WaitOutcome
+    ) -> dict[str, Any]:
+        job_id = state["job_id"]
+        if outcome.status == "timeout":
+            if self.cancel_on_kill:
+                self.on_kill()
+            raise AirflowException(f"Salesforce query job {job_id}: {outcome.message}")
+        if outcome.status != "success":
+            summary = next((job for job in outcome.jobs if job.id == job_id), None)
+            state_name = summary.state if summary else outcome.status
+            message = (summary.error_message if summary else None) or outcome.message or "no errorMessage"
+            self._active_job_ids = []
+            raise AirflowException(f"Salesforce query job {job_id} ended {state_name}: {message}")
+        self._active_job_ids = []  # nothing left to abort: the job is complete
+        folder = to_storage_path(state["results_path"])
+        conn_id = self.salesforce_conn_id
+        try:
+            result = extract_query_results(
+                lambda: SalesforceBulkHook(salesforce_conn_id=conn_id), job_id, folder, self._options()
+            )
+        except QueryExtractError as err:
+            raise AirflowException(str(err)) from err
+        checkpoint.delete(STATE_KEY)
+        checkpoint.delete(DEADLINE_KEY)
+        self.log.info(
+            "Query job %s: %d record(s) in %d file(s); manifest %s",
+            job_id,
+            result.record_count,
+            len(result.files),
+            result.manifest,
+        )
+        return result.to_xcom()
