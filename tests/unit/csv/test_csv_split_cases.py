@@ -420,7 +420,7 @@ def test_sources_can_be_paths_and_path_objects(tmp_path: Path) -> None:
 
 
 def test_object_storage_path_source(tmp_path: Path) -> None:
-    from airflow.sdk import ObjectStoragePath
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
 
     source = tmp_path / "in.csv"
     source.write_bytes(b'Name\n"a\nb"\nc\n')
