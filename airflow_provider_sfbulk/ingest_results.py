@@ -33,9 +33,12 @@ from airflow_provider_sfbulk.protocol.states import LINE_ENDINGS, RESULT_SETS, J
 __all__ = [
     "MANIFEST_NAME",
     "CountingWriter",
+    "FailedSplit",
     "JobResults",
     "ResultFile",
+    "concat_result_files",
     "download_job_results",
+    "download_query_results",
     "write_failed_rows",
     "write_manifest",
 ]
@@ -366,3 +369,22 @@ def write_manifest(folder: ObjectStoragePath, document: dict[str, Any]) -> str:
     with path.open("wb") as handle:
         handle.write(json.dumps(document, indent=2, sort_keys=False, default=str).encode("utf-8"))
     return str(path)
+
+
+def download_query_results(hook: Any, job: JobInfo | str, folder: ObjectStoragePath) -> list[ResultFile]:
+    """Stream every result page of a finished query job into ``<folder>/<job_id>/results-<n>.csv``
+    (each page keeps its header row), following ``Sforce-Locator`` until Salesforce says ``null``."""
+    info = job if isinstance(job, JobInfo) else hook.get_job(job, JobKind.QUERY)
+    target = folder / info.id
+    target.mkdir(parents=True, exist_ok=True)
+    files: list[ResultFile] = []
+    locator: str | None = None
+    while True:
+        path = target / f"results-{len(files) + 1:05d}.csv"
+        with path.open("wb") as handle:
+            writer = CountingWriter(handle)
+            page = hook.download_query_page(info.id, writer, locator=locator)
+        files.append(ResultFile("results", str(path), writer.records, writer.bytes_written, writer.sha256))
+        locator = page.next_locator
+        if not locator:
+            return files

@@ -1,0 +1,172 @@
+"""Write the result files of Bulk API 2.0 jobs (from XCom, or started by another system) to storage."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow.providers.common.compat.sdk import AirflowException
+
+from airflow_provider_sfbulk.ingest_results import (
+    download_job_results,
+    download_query_results,
+    write_manifest,
+)
+from airflow_provider_sfbulk.job_ids import parse_job_ids
+from airflow_provider_sfbulk.links.job import SalesforceBulkJobLink
+from airflow_provider_sfbulk.operators.base import SalesforceBulkBaseOperator
+from airflow_provider_sfbulk.paths import task_results_path, to_storage_path
+from airflow_provider_sfbulk.protocol.api import job_kind
+from airflow_provider_sfbulk.protocol.states import RESULT_SETS, JobKind, JobState
+from airflow_provider_sfbulk.protocol.waiting import WaitOutcome
+
+__all__ = ["SalesforceBulkJobResultsOperator"]
+
+
+class SalesforceBulkJobResultsOperator(SalesforceBulkBaseOperator):
+    """Stream the result files of finished jobs to object storage and push their paths (never records).
+
+    Jobs still running are waited for first (deferred or polling, as the base operator does) unless
+    ``wait_for_completion=False``, in which case a running job fails the task. Ingest jobs give three files
+    each (``successfulResults``, ``failedResults``, ``unprocessedrecords``: ``<results_path>/<job_id>/
+    <set>.csv``); query jobs one file per result page (``<job_id>/results-<n>.csv``, each with its
+    header). Counts and SHA-256 of every file go to a ``manifest.json`` beside them.
+
+    XCom for ingest jobs::
+
+        {"job_kind": "ingest", "job_ids": [...], "results_path": uri, "manifest": uri,
+         "records_successful": n, "records_failed": n, "records_unprocessed": n,
+         "successful_results": [uri...], "failed_results": [uri...], "unprocessed_records": [uri...],
+         "jobs": [{"id", "state", "error_message", "records_successful", "records_failed",
+                   "records_unprocessed"}]}
+
+    For query jobs: ``records`` and ``results`` (page files) instead of the three lists; ``jobs`` entries
+    carry ``records``. Failed or aborted jobs do not fail the task unless ``fail_on_job_failure``.
+
+    :param job_ids: ids (templated): a list, one id, an ingest operator XCom, or rendered list text.
+    :param job_kind: ``ingest`` or ``query``.
+    :param results_path: folder (templated); default ``<results base>/<dag>/<run>/<task>/try-<n>``.
+    :param wait_for_completion: wait for running jobs (default True).
+    :param fail_on_job_failure: fail the task, after writing the files, when a job ended ``Failed`` or
+        ``Aborted``.
+    """
+
+    template_fields: Sequence[str] = ("salesforce_conn_id", "job_ids", "results_path")
+    operator_extra_links = (SalesforceBulkJobLink(),)
+
+    def __init__(
+        self,
+        *,
+        job_ids: Any,
+        job_kind: str = "ingest",
+        results_path: Any = None,
+        wait_for_completion: bool = True,
+        fail_on_job_failure: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.job_ids = job_ids
+        self.job_kind = job_kind
+        self.results_path = results_path
+        self.wait_for_completion = wait_for_completion
+        self.fail_on_job_failure = fail_on_job_failure
+
+    def _ids(self) -> list[str]:
+        try:
+            return parse_job_ids(self.job_ids)
+        except (ValueError, SyntaxError) as err:
+            raise AirflowException(f"job_ids: {err}") from err
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        ids = self._ids()
+        kind = job_kind(self.job_kind)
+        try:
+            SalesforceBulkJobLink.persist(context, instance_url=self.hook.instance_url, job_ids=ids)
+        except Exception as err:
+            self.log.debug("Could not store the job link: %s", err)
+        if self.wait_for_completion:
+            outcome = self.wait_for_jobs(context, ids, kind.value, method_name="execute_complete")
+            return self._write(context, outcome)
+        jobs = [self.hook.get_job(job_id, kind) for job_id in ids]
+        running = [f"{job.id} ({job.state.value})" for job in jobs if not job.state.is_terminal]
+        if running:
+            raise AirflowException(f"job(s) not finished: {', '.join(running)} (wait_for_completion=False)")
+        return self._write(context, None)
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self._write(context, self.outcome_from_event(event))
+
+    def _write(self, context: Any, outcome: WaitOutcome | None) -> dict[str, Any]:
+        if outcome is not None and outcome.status == "timeout":
+            raise AirflowException(f"timeout ({self.timeout}s) reached: {outcome.message}")
+        self._active_job_ids = []
+        ids = self._ids()
+        kind = job_kind(self.job_kind)
+        folder = to_storage_path(self.results_path) if self.results_path else task_results_path(context)
+        started = datetime.now(timezone.utc).isoformat()
+        jobs: list[dict[str, Any]] = []
+        result: dict[str, Any] = {"job_kind": kind.value, "job_ids": ids, "results_path": str(folder)}
+        if kind is JobKind.INGEST:
+            lists: dict[str, list[str]] = {name: [] for name in RESULT_SETS}
+            for job_id in ids:
+                results = download_job_results(self.hook, job_id, folder)
+                entry = results.to_dict()
+                jobs.append(entry)
+                for name, found in results.files.items():
+                    if found.records:
+                        lists[name].append(found.uri)
+                self.log.info(
+                    "Job %s %s: successful=%d failed=%d unprocessed=%d",
+                    job_id,
+                    results.job.state.value,
+                    results.successful,
+                    results.failed,
+                    results.unprocessed,
+                )
+            result.update(
+                records_successful=sum(j["records_successful"] for j in jobs),
+                records_failed=sum(j["records_failed"] for j in jobs),
+                records_unprocessed=sum(j["records_unprocessed"] for j in jobs),
+                successful_results=lists["successfulResults"],
+                failed_results=lists["failedResults"],
+                unprocessed_records=lists["unprocessedrecords"],
+            )
+        else:
+            pages: list[str] = []
+            for job_id in ids:
+                info = self.hook.get_job(job_id, kind)
+                files = (
+                    download_query_results(self.hook, info, folder)
+                    if info.state is JobState.JOB_COMPLETE
+                    else []
+                )
+                jobs.append(
+                    {
+                        "id": info.id,
+                        "state": info.state.value,
+                        "error_message": info.error_message,
+                        "records": sum(f.records for f in files),
+                        "files": [f.to_dict() for f in files],
+                    }
+                )
+                pages.extend(f.uri for f in files)
+                self.log.info(
+                    "Job %s %s: %d record(s) in %d page(s)",
+                    job_id,
+                    info.state.value,
+                    jobs[-1]["records"],
+                    len(files),
+                )
+            result.update(records=sum(j["records"] for j in jobs), results=pages)
+        manifest = {"job_kind": kind.value, "written_at": started, "jobs": jobs}
+        result["manifest"] = write_manifest(folder, manifest)
+        result["jobs"] = [{key: value for key, value in job.items() if key != "files"} for job in jobs]
+        broken = [job for job in jobs if job["state"] != JobState.JOB_COMPLETE.value]
+        if broken and self.fail_on_job_failure:
+            details = "; ".join(
+                f"{j['id']} {j['state']}: {j['error_message'] or 'no errorMessage'}" for j in broken
+            )
+            context["ti"].xcom_push(key="return_value", value=result)
+            raise AirflowException(f"{len(broken)} job(s) did not complete: {details}")
+        return result

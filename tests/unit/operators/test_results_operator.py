@@ -1,0 +1,82 @@
+"""SalesforceBulkJobResultsOperator: result files of finished jobs to storage, paths and counts to XCom."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from unittest import mock
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowException, ObjectStoragePath
+
+from airflow_provider_sfbulk.emulator.testing import ApiSession
+from airflow_provider_sfbulk.operators.results import SalesforceBulkJobResultsOperator
+
+
+class FakeTI:
+    dag_id, run_id, task_id, map_index, try_number = "dag", "run", "results", -1, 1
+
+    def __init__(self) -> None:
+        self.xcom_push = mock.Mock()
+
+
+def _ingest(api: ApiSession, data: bytes) -> str:
+    return api.run_ingest("Account", "insert", data)["id"]
+
+
+def test_ingest_results_written_and_counted(emulator, salesforce_conn, tmp_path):
+    salesforce_conn(emulator)
+    api = ApiSession(emulator)
+    ok = _ingest(api, b'Name,NumberOfEmployees\nAcme,1\n"Multi\nLine",2\n')
+    mixed = _ingest(api, b"Name,NumberOfEmployees\nGood,3\n,4\n")  # a missing required Name fails
+    op = SalesforceBulkJobResultsOperator(task_id="results", job_ids={"job_ids": [ok, mixed]},
+                                          results_path=str(tmp_path / "out"))
+    result = op.execute({"ti": FakeTI()})
+    assert result["records_successful"] == 3
+    assert result["records_failed"] == 1
+    assert result["records_unprocessed"] == 0
+    assert len(result["successful_results"]) == 2
+    assert result["failed_results"] == [f"file://{tmp_path}/out/{mixed}/failedResults.csv"]
+    failed = ObjectStoragePath(result["failed_results"][0]).read_text()
+    assert "REQUIRED_FIELD_MISSING" in failed
+    manifest = json.loads(ObjectStoragePath(result["manifest"]).read_text())
+    files = manifest["jobs"][0]["files"]
+    assert files["successfulResults"]["records"] == 2  # the quoted newline is one record
+    assert len(files["successfulResults"]["sha256"]) == 64
+    json.dumps(result)
+
+
+def test_query_results_pages(emulator, salesforce_conn, tmp_path):
+    salesforce_conn(emulator)
+    api = ApiSession(emulator)
+    _ingest(api, b"Name\nA\nB\nC\n")
+    job = api.run_query("SELECT Id, Name FROM Account")
+    op = SalesforceBulkJobResultsOperator(task_id="results", job_ids=job["id"], job_kind="query",
+                                          results_path=str(tmp_path / "q"))
+    result = op.execute({"ti": FakeTI()})
+    assert result["records"] == 3
+    assert len(result["results"]) == 1
+    assert ObjectStoragePath(result["results"][0]).read_text().startswith('"Id","Name"')
+
+
+def test_running_job_without_wait_fails(emulator, salesforce_conn, tmp_path):
+    salesforce_conn(emulator)
+    job = ApiSession(emulator).create_ingest("Account")
+    op = SalesforceBulkJobResultsOperator(task_id="results", job_ids=[job["id"]], wait_for_completion=False,
+                                          results_path=str(tmp_path))
+    with pytest.raises(AirflowException, match="not finished"):
+        op.execute({"ti": FakeTI()})
+
+
+def test_failed_job_written_then_fails_when_asked(emulator_factory, salesforce_conn, tmp_path):
+    server = emulator_factory(failing_batch=1)
+    salesforce_conn(server)
+    job_id = _ingest(ApiSession(server), b"Name\nA\nB\n")
+    ti: Any = FakeTI()
+    op = SalesforceBulkJobResultsOperator(task_id="results", job_ids=[job_id], fail_on_job_failure=True,
+                                          results_path=str(tmp_path), poll_interval=0.05)
+    with pytest.raises(AirflowException, match="Failed"):
+        op.execute({"ti": ti})
+    pushed = ti.xcom_push.call_args_list[-1].kwargs["value"]
+    assert pushed["records_unprocessed"] == 2
+    assert (tmp_path / job_id / "unprocessedrecords.csv").read_text().splitlines()[1:] == ['"A"', '"B"']
