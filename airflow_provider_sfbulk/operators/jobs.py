@@ -1,0 +1,367 @@
+"""Watch every Bulk API job of an org: list them to object storage, count the stuck and failed ones."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from functools import cached_property
+from typing import Any
+
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
+
+from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
+from airflow_provider_sfbulk.paths import task_results_path, to_storage_path
+from airflow_provider_sfbulk.protocol.api import JobInfo, job_kind, parse_sf_datetime
+from airflow_provider_sfbulk.protocol.states import JobKind, JobState
+
+__all__ = ["OUTPUT_FORMATS", "PROBLEMS", "SalesforceBulkJobListOperator"]
+
+#: File formats of the job list.
+OUTPUT_FORMATS = ("jsonl", "csv")
+
+#: Problem names, as they appear in the file's ``problem`` column.
+STALE_OPEN, STALE_RUNNING, FAILED_RECENTLY = "stale_open", "stale_running", "failed_recently"
+PROBLEMS = (STALE_OPEN, STALE_RUNNING, FAILED_RECENTLY)
+
+#: Columns of the job list file (CSV header; keys of each JSON line).
+COLUMNS = (
+    "kind",
+    "id",
+    "state",
+    "object",
+    "operation",
+    "job_type",
+    "created_by_id",
+    "created_date",
+    "system_modstamp",
+    "age_seconds",
+    "problem",
+    "aborted",
+)
+
+#: Problem job ids listed in the XCom at most (the file has them all).
+MAX_XCOM_IDS = 100
+
+_RUNNING = frozenset({JobState.UPLOAD_COMPLETE, JobState.IN_PROGRESS})
+
+
+def _seconds(value: Any, name: str) -> float:
+    """A duration given as seconds (number or numeric text, e.g. a rendered template) or a timedelta."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, bool):
+        raise TypeError(f"{name} must be seconds or a timedelta, not a bool")
+    elif isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        try:
+            seconds = float(value.strip())
+        except ValueError:
+            raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
+    else:
+        raise TypeError(f"{name} must be seconds or a timedelta, got {type(value).__name__}")
+    if seconds < 0:
+        raise ValueError(f"{name} must not be negative")
+    return seconds
+
+
+def _flag(value: Any, name: str) -> bool:
+    """A boolean that may arrive as rendered template text (``"True"``, ``"false"``, ``"1"``)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("false", "0", "no", "off", ""):
+        return False
+    raise ValueError(f"{name} must be a boolean, got {value!r}")
+
+
+def _same_user(a: str | None, b: str | None) -> bool:
+    """Salesforce ids compare on their 15-character case-sensitive form."""
+    return bool(a) and bool(b) and str(a)[:15] == str(b)[:15]
+
+
+@dataclass(frozen=True)
+class _Thresholds:
+    stale_open: float
+    stale_running: float
+    failed_within: float
+
+
+@dataclass
+class _Entry:
+    job: JobInfo
+    age_seconds: float | None
+    problem: str | None
+    aborted: bool = False
+
+    def row(self) -> dict[str, Any]:
+        job = self.job
+        return {
+            "kind": job.kind.value,
+            "id": job.id,
+            "state": job.state.value,
+            "object": job.object,
+            "operation": job.operation,
+            "job_type": job.job_type,
+            "created_by_id": job.created_by_id,
+            "created_date": job.created_date,
+            "system_modstamp": job.system_modstamp,
+            "age_seconds": None if self.age_seconds is None else round(self.age_seconds, 3),
+            "problem": self.problem,
+            "aborted": self.aborted,
+        }
+
+
+def classify(job: JobInfo, now: datetime, thresholds: _Thresholds) -> tuple[float | None, str | None]:
+    """``(age in seconds, problem or None)`` of one job at ``now``.
+
+    * ``stale_open``: ``Open`` (data never closed with ``UploadComplete``) and created longer ago than
+      ``stale_open``; Salesforce processes nothing until the job is closed.
+    * ``stale_running``: ``UploadComplete`` or ``InProgress`` and created longer ago than ``stale_running``.
+    * ``failed_recently``: ``Failed`` and last changed (``systemModstamp``, else ``createdDate``) within
+      ``failed_within``.
+    """
+    created = job.created_at
+    age = (now - created).total_seconds() if created is not None else None
+    if job.state is JobState.OPEN and age is not None and age >= thresholds.stale_open:
+        return age, STALE_OPEN
+    if job.state in _RUNNING and age is not None and age >= thresholds.stale_running:
+        return age, STALE_RUNNING
+    if job.state is JobState.FAILED:
+        changed = parse_sf_datetime(job.system_modstamp) or created
+        if changed is not None and (now - changed).total_seconds() <= thresholds.failed_within:
+            return age, FAILED_RECENTLY
+    return age, None
+
+
+class SalesforceBulkJobListOperator(BaseOperator):
+    """List every Bulk API job of the org, write the list to object storage and count what looks wrong.
+
+    Every page of ``GET /jobs/ingest`` and ``GET /jobs/query`` is read (following ``nextRecordsUrl``);
+    the ingest list also holds Bulk API 1.0 (``Classic``) and big object jobs, told apart by ``job_type``.
+    Each job is classified at the time the task runs:
+
+    * **stale Open**: still ``Open`` (its data was never closed with ``UploadComplete``, so Salesforce
+      will never process it) and created more than ``stale_open_after`` ago;
+    * **stale running**: ``UploadComplete`` or ``InProgress`` and created more than
+      ``stale_running_after`` ago;
+    * **failed recently**: ``Failed`` and last changed within ``failed_within``.
+
+    With ``abort_stale_open=True`` the stale ``Open`` Bulk API 2.0 ingest jobs (``jobType`` ``V2Ingest``)
+    created by the connection's own user (the user of the OAuth token's ``id`` URL) are aborted; other
+    users' jobs are never touched. An aborted job is no longer a problem. The list goes to
+    ``<output_path>/jobs.jsonl`` (one JSON object per job) or ``jobs.csv``, with the columns
+    :data:`COLUMNS`. With ``fail_on_problems=True`` (default) the task fails when any problem remains,
+    after the file is written and the XCom pushed, so Airflow's usual failure callbacks and alerts fire.
+
+    **XCom** (``return_value``), small and JSON::
+
+        {"total": 12, "by_kind": {"ingest": 9, "query": 3},
+         "by_state": {"JobComplete": 9, "Open": 1, ...},
+         "stale_open": 1, "stale_running": 0, "failed_recently": 2,
+         "aborted": ["750..."],              # stale Open jobs aborted by this task
+         "problems": 2,                      # problems left after the aborts
+         "problem_job_ids": ["750...", ...], # at most 100; the file has them all
+         "jobs_file": uri, "format": "jsonl", "checked_at": "2026-01-01T00:00:00+00:00",
+         "user_id": "005..."}                # the connection's user (None when the token has no id URL)
+
+    :param salesforce_conn_id: id of a ``salesforce_bulk`` connection (templated).
+    :param job_kinds: which lists to read: ``("ingest", "query")`` (default) or one of them.
+    :param stale_open_after: age (seconds or timedelta; templated) from which an ``Open`` job is stale;
+        default one hour.
+    :param stale_running_after: age from which an ``UploadComplete``/``InProgress`` job is stuck; default
+        four hours.
+    :param failed_within: how recent a ``Failed`` job counts as a problem; default one day.
+    :param fail_on_problems: fail the task when problems remain (templated; default True).
+    :param abort_stale_open: abort stale ``Open`` jobs created by the connection's user (templated;
+        default False).
+    :param output_path: folder of the job list (templated; local path or storage URI); default
+        ``<results base>/<dag>/<run>/<task>[/map-<i>]/try-<n>``.
+    :param output_format: ``jsonl`` (default) or ``csv``.
+    """
+
+    template_fields: Sequence[str] = (
+        "salesforce_conn_id",
+        "stale_open_after",
+        "stale_running_after",
+        "failed_within",
+        "fail_on_problems",
+        "abort_stale_open",
+        "output_path",
+    )
+    ui_color = "#00a1e0"
+
+    def __init__(
+        self,
+        *,
+        salesforce_conn_id: str = SalesforceBulkHook.default_conn_name,
+        job_kinds: Sequence[str] = (JobKind.INGEST.value, JobKind.QUERY.value),
+        stale_open_after: float | timedelta | str = timedelta(hours=1),
+        stale_running_after: float | timedelta | str = timedelta(hours=4),
+        failed_within: float | timedelta | str = timedelta(days=1),
+        fail_on_problems: bool | str = True,
+        abort_stale_open: bool | str = False,
+        output_path: Any = None,
+        output_format: str = "jsonl",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if isinstance(job_kinds, str):
+            job_kinds = (job_kinds,)
+        kinds = [job_kind(kind) for kind in job_kinds]
+        if not kinds:
+            raise ValueError("job_kinds must name at least one kind (ingest, query)")
+        if output_format not in OUTPUT_FORMATS:
+            raise ValueError(f"output_format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
+        self.salesforce_conn_id = salesforce_conn_id
+        self.job_kinds = [kind.value for kind in dict.fromkeys(kinds)]
+        self.stale_open_after = stale_open_after
+        self.stale_running_after = stale_running_after
+        self.failed_within = failed_within
+        self.fail_on_problems = fail_on_problems
+        self.abort_stale_open = abort_stale_open
+        self.output_path = output_path
+        self.output_format = output_format
+        # Values that are not templates are checked at parse time.
+        for name in ("stale_open_after", "stale_running_after", "failed_within"):
+            value = getattr(self, name)
+            if not (isinstance(value, str) and "{{" in value):
+                _seconds(value, name)
+
+    @cached_property
+    def hook(self) -> SalesforceBulkHook:
+        """The blocking hook of ``salesforce_conn_id``."""
+        return SalesforceBulkHook(salesforce_conn_id=self.salesforce_conn_id)
+
+    def _now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+    def connection_user_id(self) -> str | None:
+        """The connection's user id: the last segment of the OAuth token's ``id`` URL (None without one)."""
+        hook = self.hook
+        client = hook._get_client()
+        token = client.cached_token()
+        if token is None:
+            hook._run(client.token())
+            token = client.cached_token()
+        return token.user_id if token is not None else None
+
+    def _list(self) -> Iterable[JobInfo]:
+        for kind in self.job_kinds:
+            yield from self.hook.list_jobs(kind)
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        thresholds = _Thresholds(
+            stale_open=_seconds(self.stale_open_after, "stale_open_after"),
+            stale_running=_seconds(self.stale_running_after, "stale_running_after"),
+            failed_within=_seconds(self.failed_within, "failed_within"),
+        )
+        fail_on_problems = _flag(self.fail_on_problems, "fail_on_problems")
+        abort_stale_open = _flag(self.abort_stale_open, "abort_stale_open")
+        now = self._now()
+        entries: list[_Entry] = []
+        seen: set[tuple[str, str]] = set()
+        for job in self._list():
+            key = (job.kind.value, job.id)
+            if key in seen:  # list order is not stable while jobs change; count each job once
+                continue
+            seen.add(key)
+            age, problem = classify(job, now, thresholds)
+            entries.append(_Entry(job, age, problem))
+        self.log.info("Listed %d Bulk API job(s) (%s)", len(entries), ", ".join(self.job_kinds))
+
+        user_id = self.connection_user_id()
+        aborted: list[str] = []
+        if abort_stale_open:
+            aborted = self._abort_own_stale_open(entries, user_id)
+
+        folder = (
+            to_storage_path(self.output_path) if self.output_path else task_results_path(context)
+        )
+        jobs_file = self._write(folder, entries)
+
+        counts = Counter(entry.problem for entry in entries if entry.problem)
+        remaining = [entry for entry in entries if entry.problem and not entry.aborted]
+        result: dict[str, Any] = {
+            "total": len(entries),
+            "by_kind": dict(sorted(Counter(entry.job.kind.value for entry in entries).items())),
+            "by_state": dict(sorted(Counter(entry.job.state.value for entry in entries).items())),
+            "stale_open": counts[STALE_OPEN],
+            "stale_running": counts[STALE_RUNNING],
+            "failed_recently": counts[FAILED_RECENTLY],
+            "aborted": aborted,
+            "problems": len(remaining),
+            "problem_job_ids": [entry.job.id for entry in remaining[:MAX_XCOM_IDS]],
+            "jobs_file": jobs_file,
+            "format": self.output_format,
+            "checked_at": now.isoformat(timespec="seconds"),
+            "user_id": user_id,
+        }
+        self.log.info(
+            "Bulk jobs: %d total; stale Open %d, stale running %d, failed recently %d; aborted %d; "
+            "problems left %d; list at %s",
+            result["total"], result["stale_open"], result["stale_running"], result["failed_recently"],
+            len(aborted), result["problems"], jobs_file,
+        )
+        for entry in remaining[:20]:
+            job = entry.job
+            self.log.warning(
+                "%s: %s job %s (%s %s, created %s by %s)%s",
+                entry.problem, job.kind.value, job.id, job.operation, job.object, job.created_date,
+                job.created_by_id, f": {job.error_message}" if job.error_message else "",
+            )
+        if fail_on_problems and remaining:
+            context["ti"].xcom_push(key="return_value", value=result)
+            raise AirflowFailException(
+                f"{len(remaining)} Bulk API job problem(s): {result['stale_open']} stale Open "
+                f"({len(aborted)} aborted), {result['stale_running']} stale UploadComplete/InProgress, "
+                f"{result['failed_recently']} Failed within {thresholds.failed_within:.0f}s; see {jobs_file}"
+            )
+        return result
+
+    def _abort_own_stale_open(self, entries: list[_Entry], user_id: str | None) -> list[str]:
+        if not user_id:
+            self.log.warning("The token carries no user id; not aborting any stale Open job")
+            return []
+        aborted: list[str] = []
+        for entry in entries:
+            job = entry.job
+            if (
+                entry.problem != STALE_OPEN
+                or job.kind is not JobKind.INGEST
+                or (job.job_type not in (None, "V2Ingest"))
+                or not _same_user(job.created_by_id, user_id)
+            ):
+                continue
+            try:
+                self.hook.abort_job(job.id, JobKind.INGEST)
+            except Exception as err:  # closed or aborted meanwhile: report it, keep going with the others
+                self.log.warning("Stale Open job %s not aborted: %s", job.id, err)
+                continue
+            entry.aborted = True
+            aborted.append(job.id)
+            self.log.info("Aborted stale Open job %s (%s %s, created %s)", job.id, job.operation,
+                          job.object, job.created_date)
+        return aborted
+
+    def _write(self, folder: Any, entries: list[_Entry]) -> str:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"jobs.{self.output_format}"
+        if self.output_format == "jsonl":
+            data = "".join(json.dumps(entry.row(), sort_keys=False) + "\n" for entry in entries)
+        else:
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS), lineterminator="\n")
+            writer.writeheader()
+            for entry in entries:
+                writer.writerow({k: "" if v is None else v for k, v in entry.row().items()})
+            data = buffer.getvalue()
+        with path.open("wb") as handle:
+            handle.write(data.encode("utf-8"))
+        return str(path)

@@ -1,0 +1,171 @@
+"""SalesforceBulkJobListOperator against the emulator: every page, both kinds, problems, aborts, files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException, ObjectStoragePath
+
+from airflow_provider_sfbulk.emulator.identity import USER_ID
+from airflow_provider_sfbulk.emulator.testing import ApiSession
+from airflow_provider_sfbulk.operators.jobs import COLUMNS, SalesforceBulkJobListOperator
+
+
+class FakeTI:
+    def __init__(self) -> None:
+        self.dag_id, self.run_id, self.task_id, self.map_index, self.try_number = "watch", "run-1", "jobs", -1, 1
+        self.xcoms: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        json.dumps(value)  # XCom values must be JSON
+        self.xcoms[key] = value
+
+
+@pytest.fixture
+def results_base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    base = tmp_path / "results"
+    monkeypatch.setenv("AIRFLOW__SALESFORCE_BULK__RESULTS_BASE_PATH", str(base))
+    return base
+
+
+def _lines(uri: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in ObjectStoragePath(uri).read_text().splitlines()]
+
+
+def _org_with_jobs(api: ApiSession) -> dict[str, str]:
+    """Two finished ingest jobs, one Open (never closed), one query job: returns their ids by role."""
+    done1 = api.run_ingest("Account", "insert", b"Name\nA\nB\n")["id"]
+    done2 = api.run_ingest("Account", "insert", b"Name\nC\n")["id"]
+    open_job = api.create_ingest("Contact", "insert")["id"]
+    query = api.run_query("SELECT Id FROM Account")["id"]
+    return {"done1": done1, "done2": done2, "open": open_job, "query": query}
+
+
+def test_lists_every_page_of_both_kinds_and_counts(emulator_factory, salesforce_conn, results_base):
+    server = emulator_factory(list_page_size=2)  # 3 ingest jobs -> two pages: nextRecordsUrl is followed
+    salesforce_conn(server)
+    ids = _org_with_jobs(ApiSession(server))
+    ti = FakeTI()
+    op = SalesforceBulkJobListOperator(task_id="jobs", fail_on_problems=False)
+    result = op.execute({"ti": ti})
+    assert result["total"] == 4
+    assert result["by_kind"] == {"ingest": 3, "query": 1}
+    assert result["by_state"] == {"JobComplete": 3, "Open": 1}
+    # a fresh Open job is not stale under the default hour
+    assert (result["stale_open"], result["stale_running"], result["failed_recently"]) == (0, 0, 0)
+    assert result["problems"] == 0
+    assert result["problem_job_ids"] == []
+    assert result["aborted"] == []
+    assert result["user_id"] == USER_ID
+    expected_file = results_base / "watch" / "run-1" / "jobs" / "try-1" / "jobs.jsonl"
+    assert result["jobs_file"] == f"file://{expected_file}"
+    rows = _lines(result["jobs_file"])
+    assert {row["id"] for row in rows} == set(ids.values())
+    assert all(tuple(row) == COLUMNS for row in rows)
+    by_id = {row["id"]: row for row in rows}
+    assert by_id[ids["open"]]["state"] == "Open"
+    assert by_id[ids["open"]]["problem"] is None
+    assert by_id[ids["query"]]["kind"] == "query"
+    assert by_id[ids["done1"]]["created_by_id"] == USER_ID
+
+
+def test_stale_open_fails_the_task_and_is_not_aborted_by_default(emulator, salesforce_conn, tmp_path):
+    salesforce_conn(emulator)
+    ids = _org_with_jobs(ApiSession(emulator))
+    ti = FakeTI()
+    op = SalesforceBulkJobListOperator(task_id="jobs", stale_open_after=0, output_path=str(tmp_path / "out"),
+                                       output_format="csv")
+    with pytest.raises(AirflowFailException, match="1 Bulk API job problem"):
+        op.execute({"ti": ti})
+    result = ti.xcoms["return_value"]  # pushed before failing, for the alert / downstream report
+    assert result["stale_open"] == 1
+    assert result["problems"] == 1
+    assert result["problem_job_ids"] == [ids["open"]]
+    assert result["aborted"] == []
+    rows = list(csv.DictReader(io.StringIO(ObjectStoragePath(result["jobs_file"]).read_text())))
+    assert result["jobs_file"].endswith("/out/jobs.csv")
+    assert [row["id"] for row in rows if row["problem"]] == [ids["open"]]
+    assert ApiSession(emulator).get(f"/jobs/ingest/{ids['open']}").json()["state"] == "Open"
+
+
+def test_abort_stale_open_of_own_user_resolves_the_problem(emulator, salesforce_conn, results_base):
+    salesforce_conn(emulator)
+    api = ApiSession(emulator)
+    ids = _org_with_jobs(api)
+    ti = FakeTI()
+    op = SalesforceBulkJobListOperator(task_id="jobs", stale_open_after="0", abort_stale_open="True")
+    result = op.execute({"ti": ti})  # templated values arrive as text
+    assert result["aborted"] == [ids["open"]]
+    assert result["stale_open"] == 1
+    assert result["problems"] == 0
+    assert api.get(f"/jobs/ingest/{ids['open']}").json()["state"] == "Aborted"
+    row = next(row for row in _lines(result["jobs_file"]) if row["id"] == ids["open"])
+    assert row["aborted"] is True
+    assert row["problem"] == "stale_open"
+
+
+def test_other_users_open_jobs_are_never_aborted(emulator, salesforce_conn, results_base, monkeypatch):
+    salesforce_conn(emulator)
+    api = ApiSession(emulator)
+    ids = _org_with_jobs(api)
+    op = SalesforceBulkJobListOperator(task_id="jobs", stale_open_after=0, abort_stale_open=True)
+    monkeypatch.setattr(op, "connection_user_id", lambda: "005000000000001AAA")
+    ti = FakeTI()
+    with pytest.raises(AirflowFailException):
+        op.execute({"ti": ti})
+    assert ti.xcoms["return_value"]["aborted"] == []
+    assert api.get(f"/jobs/ingest/{ids['open']}").json()["state"] == "Open"
+
+
+def test_failed_recently_and_stale_running(emulator, salesforce_conn, results_base):
+    salesforce_conn(emulator)
+    api = ApiSession(emulator)
+    emulator.set_faults(failing_batch=1)
+    failed = api.run_ingest("Account", "insert", b"Name\nX\n")
+    emulator.reset_faults()
+    assert failed["state"] == "Failed"
+    ti = FakeTI()
+    op = SalesforceBulkJobListOperator(task_id="jobs", job_kinds="ingest")
+    with pytest.raises(AirflowFailException, match="1 Failed within 86400s"):
+        op.execute({"ti": ti})
+    assert ti.xcoms["return_value"]["failed_recently"] == 1
+    assert ti.xcoms["return_value"]["problem_job_ids"] == [failed["id"]]
+    # outside the window it is history, not a problem
+    quiet = SalesforceBulkJobListOperator(task_id="jobs", job_kinds=["ingest"], failed_within=0)
+    assert quiet.execute({"ti": FakeTI()})["problems"] == 0
+
+
+
+def test_stale_running(emulator_factory, salesforce_conn, results_base):
+    server = emulator_factory(batch_delay=30)  # a closed job stays UploadComplete/InProgress meanwhile
+    salesforce_conn(server)
+    api = ApiSession(server)
+    job = api.create_ingest("Account", "insert")["id"]
+    api.upload(job, b"Name\nY\n").raise_for_status()
+    api.close(job).raise_for_status()
+    fresh = SalesforceBulkJobListOperator(task_id="jobs")
+    assert fresh.execute({"ti": FakeTI()})["problems"] == 0
+    ti = FakeTI()
+    old = SalesforceBulkJobListOperator(task_id="jobs", stale_running_after=timedelta(0))
+    with pytest.raises(AirflowFailException, match="1 stale UploadComplete/InProgress"):
+        old.execute({"ti": ti})
+    assert ti.xcoms["return_value"]["stale_running"] == 1
+    assert ti.xcoms["return_value"]["problem_job_ids"] == [job]
+    api.patch(f"/jobs/ingest/{job}", json={"state": "Aborted"})
+
+
+def test_bad_parameters_fail_at_parse_time():
+    with pytest.raises(ValueError, match="output_format"):
+        SalesforceBulkJobListOperator(task_id="x", output_format="xml")
+    with pytest.raises(ValueError, match="negative"):
+        SalesforceBulkJobListOperator(task_id="x", stale_open_after=-1)
+    with pytest.raises(ValueError, match="job kind|kind"):
+        SalesforceBulkJobListOperator(task_id="x", job_kinds=["bogus"])
+    # a template is checked when rendered, not before
+    SalesforceBulkJobListOperator(task_id="x", stale_open_after="{{ params.stale }}")
