@@ -33,6 +33,19 @@ from airflow_provider_sfbulk.operators.ingest import SalesforceBulkIngestOperato
 SPEC = json.loads(Path(__file__).with_suffix(".json").read_text())
 
 
+class CrashOnFirstTry(SalesforceBulkIngestOperator):
+    """Dies after the uploads on its first try, like a worker killed at the worst moment."""
+
+    def execute(self, context):
+        self._crash = context["ti"].try_number == 1
+        return super().execute(context)
+
+    def _close(self, *args):
+        if self._crash:
+            raise RuntimeError("simulated worker crash after the uploads")
+        return super()._close(*args)
+
+
 def record(ti, task_ids, out):
     values = {task_id: ti.xcom_pull(task_ids=task_id) for task_id in task_ids}
     Path(out).write_text(json.dumps(values))
@@ -42,7 +55,8 @@ with DAG(SPEC["dag_id"], schedule=None, start_date=datetime.datetime(2024, 1, 1)
     previous = None
     loads = []
     for task in SPEC["tasks"]:
-        op = SalesforceBulkIngestOperator(task_id=task["task_id"], **task["kwargs"])
+        kind = CrashOnFirstTry if task.get("crash_first_try") else SalesforceBulkIngestOperator
+        op = kind(task_id=task["task_id"], **task["kwargs"])
         if previous is not None:
             previous >> op
         previous = op
@@ -81,9 +95,24 @@ class DagRunner:
             kwargs.setdefault("max_poll_interval", 0.2)
         module = self.write_dag(dag_id, DAG_SOURCE, {"dag_id": dag_id, "tasks": tasks, "report": str(report)})
         run = module.dag.test()
-        state = str(getattr(run, "state", "")) if run is not None else ""
         values = json.loads(report.read_text()) if report.exists() else {}
+        states = _task_states(run.dag_id, run.run_id)
+        loads = [task["task_id"] for task in tasks]
+        # "success" when every load succeeded, else the state of the first one that did not
+        state = next((f"failed:{states[t]}" for t in loads if states.get(t) != "success"), "success")
         return state, values
+
+
+def _task_states(dag_id: str, run_id: str) -> dict[str, str]:
+    """Task states of a finished run, read from the metadata DB (Airflow 2.11 and 3.x)."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.query(TaskInstance.task_id, TaskInstance.state).filter(
+            TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id
+        )
+        return {task_id: str(getattr(state, "value", state)) for task_id, state in rows}
 
 
 @pytest.fixture
@@ -110,7 +139,7 @@ def test_insert_then_update_then_delete(emulator, salesforce_conn, dags, deferra
                                           "deferrable": deferrable, "max_records_per_job": 10,
                                           "multipart_max_bytes": 0}}],
     )
-    assert "success" in state
+    assert state == "success"
     result = values["insert"]
     assert result["records_successful"] == 25
     assert len(result["job_ids"]) == 3
@@ -126,9 +155,137 @@ def test_insert_then_update_then_delete(emulator, salesforce_conn, dags, deferra
          {"task_id": "delete", "kwargs": {"object_name": "Account", "operation": "delete", "source": deletes,
                                           "deferrable": deferrable}}],
     )
-    assert "success" in state
+    assert state == "success"
     assert values["update"]["records_successful"] == 25
     assert values["delete"]["records_successful"] == 5
     remaining = emulator.records("Account")
     assert len(remaining) == 20
     assert {str(r["NumberOfEmployees"]) for r in remaining} == {"7"}
+
+
+@pytest.fixture
+def slow_emulator(emulator_factory):
+    """Jobs take a little while, so a deferrable task really defers."""
+    return emulator_factory(batch_size=5, batch_delay=0.1)
+
+
+@pytest.fixture
+def trigger_runs(monkeypatch) -> list[dict[str, Any]]:
+    """Records every SalesforceBulkJobTrigger run (dag.test runs triggers inline, in this process)."""
+    from airflow_provider_sfbulk.triggers.job import SalesforceBulkJobTrigger
+
+    runs: list[dict[str, Any]] = []
+    real = SalesforceBulkJobTrigger.run
+
+    async def run(self: Any) -> Any:
+        runs.append(self.serialize()[1])
+        async for event in real(self):
+            yield event
+
+    monkeypatch.setattr(SalesforceBulkJobTrigger, "run", run)
+    return runs
+
+
+def test_upsert_with_parent_reference_and_hard_delete(slow_emulator, salesforce_conn, dags, trigger_runs):
+    emulator = slow_emulator
+    salesforce_conn(emulator)
+    parents = dags.file("parents.csv", ["Name", "External_Id__c"], [["P1", "EXT-1"], ["P2", "EXT-2"]])
+    children = dags.file(
+        "children.csv", ["LastName", "External_Id__c", "Account.External_Id__c"],
+        [[f"Child {i}", f"C-{i}", f"EXT-{1 + i % 2}"] for i in range(12)],
+    )
+    common = {"deferrable": True, "multipart_max_bytes": 0}
+    state, values = dags.run("ingest_upsert_parent", [
+        {"task_id": "parents", "kwargs": {"object_name": "Account", "operation": "upsert",
+                                          "external_id_field": "External_Id__c", "source": parents, **common}},
+        {"task_id": "children", "kwargs": {"object_name": "Contact", "operation": "upsert",
+                                           "external_id_field": "External_Id__c", "source": children,
+                                           **common}},
+    ])
+    assert state == "success"
+    assert trigger_runs, "the deferrable tasks never deferred"
+    assert values["children"]["records_successful"] == 12
+    accounts = {a["External_Id__c"]: a["Id"] for a in emulator.records("Account")}
+    for contact in emulator.records("Contact"):
+        number = int(contact["External_Id__c"].split("-")[1])
+        assert contact["AccountId"] == accounts[f"EXT-{1 + number % 2}"]
+
+    ids = dags.file("contact_ids.csv", ["Id"], [[c["Id"]] for c in emulator.records("Contact")])
+    state, values = dags.run("ingest_hard_delete", [
+        {"task_id": "purge", "kwargs": {"object_name": "Contact", "operation": "hardDelete", "source": ids,
+                                        "allow_hard_delete": True, **common}},
+    ])
+    assert state == "success"
+    assert values["purge"]["records_successful"] == 12
+    assert emulator.records("Contact", include_deleted=True) == []
+
+
+def test_failed_rows_are_retried_alone(emulator, salesforce_conn, dags, monkeypatch):
+    from airflow_provider_sfbulk.operators import ingest as ingest_module
+
+    salesforce_conn(emulator)
+    emulator.set_faults(lock_row_rate=0.5, seed=11)
+    real = ingest_module.write_failed_rows
+
+    def clear_then_write(*args: Any, **kwargs: Any) -> Any:
+        emulator.set_faults(lock_row_rate=0.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ingest_module, "write_failed_rows", clear_then_write)
+    source = dags.file("a.csv", ["Name"], [[f"Row {i}"] for i in range(20)])
+    state, values = dags.run("ingest_retry_rows", [
+        {"task_id": "load", "kwargs": {"object_name": "Account", "operation": "insert", "source": source,
+                                       "lock_retry": True, "deferrable": True}},
+    ])
+    assert state == "success"
+    result = values["load"]
+    assert result["retry_rounds"] == 1
+    assert len(result["job_ids"]) == 2
+    assert (result["records_successful"], result["records_failed"]) == (20, 0)
+    assert sorted(r["Name"] for r in emulator.records("Account")) == sorted(f"Row {i}" for i in range(20))
+
+
+def test_failed_job_fails_the_task(emulator_factory, salesforce_conn, dags):
+    server = emulator_factory(failing_batch=1)
+    salesforce_conn(server)
+    source = dags.file("a.csv", ["Name"], [["A"], ["B"], ["C"]])
+    state, values = dags.run("ingest_failed_job", [
+        {"task_id": "load", "kwargs": {"object_name": "Account", "operation": "insert", "source": source,
+                                       "deferrable": True}},
+    ])
+    assert state == "failed:failed"
+    assert values["load"]["records_unprocessed"] == 3  # the failing task still pushed its results
+
+
+@pytest.mark.parametrize(
+    ("content", "operation"),
+    [(b"", "insert"), (b"Name\n", "insert"), (b'Name\n"Open quote\n', "insert"), (b"Name\nX\n", "delete"),
+     (b"Name;Rating\nA;Hot\n", "insert"), (b"Name\n\xff\n", "insert")],
+    ids=["empty", "header-only", "unbalanced-quote", "delete-without-Id", "wrong-delimiter", "bad-utf8"],
+)
+def test_bad_input_fails_the_task_without_jobs(emulator, salesforce_conn, dags, tmp_path, content, operation):
+    salesforce_conn(emulator)
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    state, values = dags.run("ingest_bad_input", [
+        {"task_id": "load", "kwargs": {"object_name": "Account", "operation": operation, "source": str(path),
+                                       "retries": 0}},
+    ])
+    assert state == "failed:failed"
+    assert values["load"] is None
+    assert _jobs(emulator) == []
+
+
+def test_crash_after_upload_retry_does_not_duplicate(slow_emulator, salesforce_conn, dags):
+    emulator = slow_emulator
+    salesforce_conn(emulator)
+    source = dags.file("a.csv", ["Name"], [[f"Row {i}"] for i in range(30)])
+    state, values = dags.run("ingest_crash_retry", [
+        {"task_id": "load", "crash_first_try": True,
+         "kwargs": {"object_name": "Account", "operation": "insert", "source": source, "deferrable": True,
+                    "max_records_per_job": 10, "multipart_max_bytes": 0, "retries": 1, "retry_delay": 0}},
+    ])
+    assert state == "success"
+    assert len(_jobs(emulator)) == 3  # the retry reconnected to the three uploaded jobs
+    assert values["load"]["records_successful"] == 30
+    assert sorted(r["Name"] for r in emulator.records("Account")) == sorted(f"Row {i}" for i in range(30))
