@@ -34,13 +34,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from airflow_provider_sfbulk.emulator import config as emulator_config
 from airflow_provider_sfbulk.emulator.testing import EmulatorProcess, start_emulator_process
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
+from airflow_provider_sfbulk.protocol.api import JobInfo
 from airflow_provider_sfbulk.protocol.states import JobState
 
 pytestmark = pytest.mark.benchmark
@@ -264,7 +264,7 @@ async def main():
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    print(f"BASELINE_URL=http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}", flush=True)
+    print(f"BASELINE_URL=http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
     await asyncio.Event().wait()
 
 
@@ -318,7 +318,7 @@ def baseline(tmp_path: Path) -> Iterator[Baseline]:
 # --- helpers -------------------------------------------------------------------------------------------
 
 
-def _wait_terminal(hook: SalesforceBulkHook, job_id: str, kind: str) -> Any:
+def _wait_terminal(hook: SalesforceBulkHook, job_id: str, kind: str) -> JobInfo:
     deadline = time.monotonic() + JOB_TIMEOUT
     while True:
         job = hook.get_job(job_id, kind)
