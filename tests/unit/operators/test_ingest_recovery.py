@@ -288,3 +288,15 @@ def test_no_secret_in_trigger_xcom_checkpoint_or_manifest(emulator_factory, sale
                  manifest_text):
         for secret in secrets:
             assert secret not in text
+
+
+def test_timeout_aborts_the_unfinished_jobs(emulator_factory, salesforce_conn, tmp_path):
+    from airflow.providers.common.compat.sdk import AirflowException
+
+    server = emulator_factory(batch_size=2, batch_delay=0.5)
+    salesforce_conn(server)
+    with pytest.raises(AirflowException, match="timeout"):
+        operator(source(tmp_path, 20), max_records_per_job=None, timeout=0.5).execute({"ti": FakeTI(1)})
+    server.wait_idle(10)
+    (job,) = all_jobs(server)
+    assert job["state"] == "Aborted"
