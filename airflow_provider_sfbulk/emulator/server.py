@@ -57,6 +57,7 @@ T = TypeVar("T")
 JSON_TYPE = "application/json;charset=UTF-8"
 CSV_TYPE = "text/csv"
 CHUNK = 1024 * 1024
+GZIP_LEVEL = 1
 INVALID_SESSION_BODY = b'[{"message":"Session expired or invalid","errorCode":"INVALID_SESSION_ID"}]'
 NOT_FOUND_MESSAGE = "The requested resource does not exist"
 QUERY_MIN_VERSION = 47
@@ -875,7 +876,9 @@ class EmulatorApp:
             response.content_length = len(header) + max(0, end - start)
         response.headers.update(request.get(LIMIT_HEADER_KEY, {}))
         await response.prepare(request)
-        compressor = zlib.compressobj(6, zlib.DEFLATED, 31) if use_gzip else None
+        # Level 1: about 3x the speed of the default level for ~25% more bytes, so the emulator's own
+        # compression does not become the bottleneck of the gzip downloads it serves (docs/performance.md).
+        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31) if use_gzip else None
         handle = await self._db(path.open, "rb")
         try:
             await self._db(handle.seek, start)
