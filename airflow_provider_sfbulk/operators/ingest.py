@@ -40,7 +40,7 @@ from airflow_provider_sfbulk.ingest_results import (
 from airflow_provider_sfbulk.links.job import SalesforceBulkJobLink
 from airflow_provider_sfbulk.operators.base import DEADLINE_KEY, SalesforceBulkBaseOperator
 from airflow_provider_sfbulk.paths import task_results_path, to_storage_path
-from airflow_provider_sfbulk.protocol.api import JobInfo
+from airflow_provider_sfbulk.protocol.api import MULTIPART_MAX_BYTES, JobInfo
 from airflow_provider_sfbulk.protocol.states import IngestOperation, JobKind, JobState
 from airflow_provider_sfbulk.protocol.waiting import WaitOutcome
 
@@ -52,9 +52,10 @@ STATE_KEY = "ingest"
 #: Records per internal Salesforce batch; each counts against ``DailyBulkApiBatches``.
 RECORDS_PER_BATCH = 10_000
 
-#: Largest CSV sent with the one-request multipart create (older guides cap it at 20,000 characters,
-#: later ones at 100,000; bytes >= characters, so a byte cap is safe).
-DEFAULT_MULTIPART_MAX_BYTES = 20_000
+#: Largest CSV sent with the one-request multipart create. The current Bulk API 2.0 guide ("Process for
+#: Creating Bulk API 2.0 Requests", multipart walkthrough) allows 100,000 characters (an older guide said
+#: 20,000); bytes >= characters, so a byte cap is safe.
+DEFAULT_MULTIPART_MAX_BYTES = MULTIPART_MAX_BYTES
 
 #: How far before the checkpointed send time a lost multipart job may have been created (clock skew).
 LOST_JOB_SKEW = timedelta(minutes=2)
@@ -471,7 +472,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
             return
         multipart = (
             len(round_["parts"]) == 1
-            and round_["parts"][0]["bytes"] <= self.multipart_max_bytes
+            and round_["parts"][0]["bytes"] <= min(self.multipart_max_bytes, MULTIPART_MAX_BYTES)
             and round_["parts"][0].get("mode") in (None, "multipart")
         )
         if len(todo) == 1 or self.upload_concurrency == 1:
