@@ -74,6 +74,7 @@ __all__ = [
     "OUTPUT_MODES",
     "RESULT_PAGES_MIN_API_VERSION",
     "CsvRecordCounter",
+    "CsvShapeError",
     "ExtractOptions",
     "ExtractResult",
     "PageEntry",
@@ -109,6 +110,10 @@ class QueryExtractError(SalesforceBulkError):
 
 
 # --------------------------------------------------------------------------------------------- counting
+
+
+class CsvShapeError(ValueError):
+    """The CSV stream cannot be counted: unbalanced quotes, or no end to its header line."""
 
 
 class CsvRecordCounter:
@@ -158,7 +163,7 @@ class CsvRecordCounter:
         if end is None:
             self._head += data
             if len(self._head) > MAX_HEADER_BYTES:
-                raise ValueError(f"no end of the header line in the first {MAX_HEADER_BYTES} bytes")
+                raise CsvShapeError(f"no end of the header line in the first {MAX_HEADER_BYTES} bytes")
             return
         self._head += data[:end]
         self.header_length = self._offset + end
@@ -182,7 +187,7 @@ class CsvRecordCounter:
     def finish(self) -> int:
         """Check that the stream ended outside quotes; return the record count."""
         if self._inside:
-            raise ValueError("the CSV ends inside a quoted value (unbalanced quotes)")
+            raise CsvShapeError("the CSV ends inside a quoted value (unbalanced quotes)")
         return self.records
 
 
@@ -627,7 +632,7 @@ class _Extract:
                 )
                 if self.stop.wait(delay):
                     raise _Cancelled from err
-            except ValueError as err:  # the counter found a damaged CSV
+            except CsvShapeError as err:
                 raise QueryExtractError(
                     f"page {spec.index} (locator {spec.locator!r}) is not well-formed CSV: {err}",
                     job_id=self.job_id,

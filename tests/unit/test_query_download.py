@@ -387,3 +387,40 @@ def test_options_are_checked() -> None:
         ExtractOptions(concurrency=0)
     with pytest.raises(ValueError, match="file_name"):
         ExtractOptions(file_name="a/b")
+
+
+def test_a_damaged_page_fails_with_a_clear_error(loaded: EmulatorServer, tmp_path: Path) -> None:
+    with SalesforceBulkHook(CONN_ID, retry_policy=FAST) as hook:
+        job_id = _run_query(hook)
+
+    class Garbles(SalesforceBulkHook):
+        """Writes one stray quote in front of what the server sent: the page no longer closes its quotes."""
+
+        def download_query_page(self, job: str, writable: Any, *args: Any, **kwargs: Any) -> Any:
+            writable.write(b'"')
+            return super().download_query_page(job, writable, *args, **kwargs)
+
+    with pytest.raises(QueryExtractError, match=r"page 0 \(locator None\) is not well-formed CSV: .*unbalanced"):
+        extract_query_results(_factory(cls=Garbles), job_id, tmp_path)
+
+
+def test_the_first_error_wins_and_other_pages_stop(loaded: EmulatorServer, tmp_path: Path) -> None:
+    from airflow_provider_sfbulk.exceptions import SalesforceBulkBadRequestError
+
+    with SalesforceBulkHook(CONN_ID, retry_policy=FAST) as hook:
+        job_id = _run_query(hook)
+
+    class RefusesPageTwo(SalesforceBulkHook):
+        def download_query_page(self, job: str, writable: Any, locator: str | None = None, **kw: Any) -> Any:
+            if locator == "MTAw":  # the locator of row 100, as the emulator spells it
+                raise SalesforceBulkBadRequestError("locator refused", status=400, error_code="INVALID_LOCATOR")
+            return super().download_query_page(job, writable, locator=locator, **kw)
+
+    with pytest.raises(SalesforceBulkBadRequestError, match="locator refused"):
+        extract_query_results(_factory(cls=RefusesPageTwo), job_id, tmp_path,
+                              ExtractOptions(max_records_per_page=50, concurrency=2, manifest_interval=0))
+    manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())
+    assert manifest["complete"] is False
+    assert 2 not in [page["index"] for page in manifest["pages"]]
+    for page in manifest["pages"]:  # whatever finished is recorded and intact
+        assert hashlib.sha256((tmp_path / page["file"]).read_bytes()).hexdigest() == page["sha256"]
