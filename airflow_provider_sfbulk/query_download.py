@@ -676,7 +676,8 @@ class _Extract:
                 self._first_header = header
             elif header != self._first_header:
                 raise QueryExtractError(
-                    f"page {entry.index} starts with header {header!r}, page 0 with {self._first_header!r}",
+                    f"page {entry.index} starts with header {header!r}, another page with "
+                    f"{self._first_header!r}",
                     job_id=self.job_id,
                 )
 
@@ -782,12 +783,16 @@ class _Extract:
         if index:
             _log.info("Query job %s: %d page(s) kept from an earlier run", self.job_id, index)
         done = index > 0 and locator is None
+        seen = {entry.locator for entry in self.entries.values()}
         while not done:
             entry = self.download_page(_PageSpec(index, locator, max_records))
             self.record(entry)
-            if entry.next_locator is not None and entry.next_locator == locator:
+            seen.add(locator)
+            if entry.next_locator is not None and entry.next_locator in seen:
                 raise QueryExtractError(
-                    f"page {index} returned its own locator {locator!r} as the next one", job_id=self.job_id
+                    f"page {index} names locator {entry.next_locator!r} as the next page, which was already "
+                    "read: the locator chain loops",
+                    job_id=self.job_id,
                 )
             locator = entry.next_locator
             index += 1

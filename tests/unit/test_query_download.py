@@ -424,3 +424,19 @@ def test_the_first_error_wins_and_other_pages_stop(loaded: EmulatorServer, tmp_p
     assert 2 not in [page["index"] for page in manifest["pages"]]
     for page in manifest["pages"]:  # whatever finished is recorded and intact
         assert hashlib.sha256((tmp_path / page["file"]).read_bytes()).hexdigest() == page["sha256"]
+
+
+def test_a_looping_locator_chain_is_refused(loaded: EmulatorServer, tmp_path: Path) -> None:
+    with SalesforceBulkHook(CONN_ID, retry_policy=FAST) as hook:
+        job_id = _run_query(hook)
+
+    class Loops(SalesforceBulkHook):
+        """The third page points back at the second one."""
+
+        def download_query_page(self, job: str, writable: Any, locator: str | None = None, **kw: Any) -> Any:
+            page = super().download_query_page(job, writable, locator=locator, **kw)
+            return dataclasses.replace(page, next_locator="NTA") if locator == "MTAw" else page
+
+    with pytest.raises(QueryExtractError, match="'NTA' as the next page, which was already read"):
+        extract_query_results(_factory(cls=Loops), job_id, tmp_path,
+                              ExtractOptions(max_records_per_page=50, use_result_pages=False))
