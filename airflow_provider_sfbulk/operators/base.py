@@ -11,7 +11,7 @@ TaskCheckpoint`, so neither a deferral, a triggerer restart nor a retry of the t
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Any
 
@@ -19,7 +19,8 @@ from airflow.providers.common.compat.sdk import AirflowException, BaseOperator, 
 
 from airflow_provider_sfbulk.checkpoint import TaskCheckpoint
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
-from airflow_provider_sfbulk.protocol.api import job_kind
+from airflow_provider_sfbulk.protocol.api import JobInfo, job_kind
+from airflow_provider_sfbulk.protocol.states import JobState
 from airflow_provider_sfbulk.protocol.waiting import PollSchedule, WaitOutcome, outcome_for
 from airflow_provider_sfbulk.triggers.job import SalesforceBulkJobTrigger
 
@@ -106,6 +107,7 @@ class SalesforceBulkBaseOperator(BaseOperator):
         method_name: str,
         kwargs: dict[str, Any] | None = None,
         checkpoint: TaskCheckpoint | None = None,
+        on_change: Callable[[JobInfo, JobState | None], None] | None = None,
     ) -> WaitOutcome:
         """Wait until every job is terminal; returns the outcome (``success``/``failed``/``aborted``/
         ``timeout``).
@@ -113,7 +115,8 @@ class SalesforceBulkBaseOperator(BaseOperator):
         Checks once first: jobs that are already terminal never go to the triggerer. When deferrable,
         defers (raises ``TaskDeferred``) and Airflow later calls ``method_name(context, event,
         **kwargs)``: turn the event back into an outcome with :meth:`outcome_from_event`. Otherwise polls
-        in the worker with the same flow the trigger runs.
+        in the worker with the same flow the trigger runs; ``on_change(job, previous_state)`` is then
+        called on every state change seen (default: one log line each).
         """
         if not job_ids:
             raise ValueError("wait_for_jobs needs at least one job id")
@@ -128,7 +131,7 @@ class SalesforceBulkBaseOperator(BaseOperator):
                 return outcome_for(jobs, the_kind)
             if deadline is not None and time.time() >= deadline:
                 return self.hook.wait_for_jobs(
-                    job_ids, the_kind, schedule=self.poll_schedule, deadline=deadline
+                    job_ids, the_kind, schedule=self.poll_schedule, deadline=deadline, on_change=on_change
                 )
             self.log.info(
                 "Deferring until %d %s job(s) finish: %s", len(job_ids), the_kind.value, ", ".join(job_ids)
@@ -147,7 +150,9 @@ class SalesforceBulkBaseOperator(BaseOperator):
                 method_name=method_name,
                 kwargs=kwargs,
             )
-        return self.hook.wait_for_jobs(job_ids, the_kind, schedule=self.poll_schedule, deadline=deadline)
+        return self.hook.wait_for_jobs(
+            job_ids, the_kind, schedule=self.poll_schedule, deadline=deadline, on_change=on_change
+        )
 
     def outcome_from_event(self, event: dict[str, Any] | None) -> WaitOutcome:
         """The outcome carried by a trigger event; an ``error`` event (or no event) raises."""

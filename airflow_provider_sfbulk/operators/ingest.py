@@ -7,7 +7,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -445,6 +445,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
                         JobKind.INGEST.value,
                         method_name="execute_complete",
                         checkpoint=checkpoint,
+                        on_change=self._state_seen(running),
                     )
                     self._apply_outcome(checkpoint, state, outcome)
                     continue
@@ -452,6 +453,26 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
                 if self._plan_retry(context, checkpoint, state, round_):
                     continue
             return self._finish(context, checkpoint, state)
+
+    def _state_seen(self, parts: list[dict[str, Any]]) -> Callable[[JobInfo, JobState | None], None]:
+        """Record (and log, one line with the job id) each state change seen while polling."""
+        by_id = {part["job_id"]: part for part in parts}
+
+        def seen(job: JobInfo, previous: JobState | None) -> None:
+            self.log.info(
+                "Job %s: %s -> %s (processed=%s failed=%s)%s",
+                job.id,
+                previous.value if previous else "-",
+                job.state.value,
+                job.number_records_processed,
+                job.number_records_failed,
+                f" errorMessage={job.error_message!r}" if job.error_message else "",
+            )
+            part = by_id.get(job.id)
+            if part is not None and (not part["states"] or part["states"][-1]["state"] != job.state.value):
+                part["states"].append({"job_id": job.id, "state": job.state.value, "at": _now_iso()})
+
+        return seen
 
     def _hook(self) -> SalesforceBulkHook:
         """One hook per thread (a ``requests.Session`` is not shared between threads)."""
@@ -731,6 +752,8 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
                 summary = by_id.get(part.get("job_id") or "")
                 if summary is not None and summary.state != part.get("state"):
                     part["state"] = summary.state
+                    if part["states"] and part["states"][-1]["state"] == summary.state:
+                        continue  # already recorded (and logged) while polling
                     part["states"].append({"job_id": summary.id, "state": summary.state, "at": _now_iso()})
                     self.log.info(
                         "Job %s: %s (processed=%s failed=%s)%s",

@@ -126,3 +126,27 @@ def test_bad_input_creates_no_job(emulator, salesforce_conn, results_base, tmp_p
     with pytest.raises(AirflowFailException, match="cannot be loaded"):
         operator(str(source)).execute(make_context())
     assert emulator.records("Account") == []
+
+
+def test_manifest_records_state_transitions_and_stats(emulator_factory, salesforce_conn, results_base, tmp_path):
+    from unittest import mock
+
+    server = emulator_factory(batch_size=5, batch_delay=0.15)
+    salesforce_conn(server)
+    source = write_csv(tmp_path / "a.csv", ["Name", "NumberOfEmployees"], names(20))
+    with mock.patch("airflow_provider_sfbulk.operators.ingest.Stats") as stats:
+        result = operator(str(source), multipart_max_bytes=0).execute(make_context())
+    manifest = json.loads(ObjectStoragePath(result["manifest"]).read_text())
+    (part,) = manifest["rounds"][0]["parts"]
+    seen = [entry["state"] for entry in part["states"]]
+    assert seen[0] == "Open"
+    assert seen.index("Uploaded") < seen.index("UploadComplete") < seen.index("JobComplete")
+    assert "InProgress" in seen
+    assert seen.count("JobComplete") == 1
+    files = part["results"]["files"]
+    assert files["successfulResults"]["records"] == 20
+    assert len(files["failedResults"]["sha256"]) == 64
+    counted = {call.args[0]: call.args[1] for call in stats.incr.call_args_list}
+    assert counted["sfbulk.ingest.records_successful"] == 20
+    assert counted["sfbulk.ingest.records_failed"] == 0
+    assert stats.timing.call_args.args[0] == "sfbulk.ingest.duration"
