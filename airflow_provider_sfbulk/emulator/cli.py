@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--token-ttl", type=float, default=defaults.token_ttl, help="access token lifetime in seconds")
     add("--batch-delay", type=float, default=defaults.batch_delay,
         help="seconds each internal ingest batch takes at least")
+    add("--query-delay", type=float, default=defaults.query_delay,
+        help="seconds each query job takes at least")
     add("--batch-size", type=int, default=defaults.batch_size, help="records per internal ingest batch")
     add("--seed", type=int, default=defaults.seed, help="seed of faults and synthetic records")
     add("--retention", type=float, default=defaults.retention,
@@ -81,7 +83,7 @@ def config_from_args(args: argparse.Namespace) -> cfg.EmulatorConfig:
         host=args.host, port=args.port, data_dir=args.data_dir, schema_path=args.schema,
         client_id=args.client_id, client_secret=args.client_secret, username=args.username,
         password=args.password, security_token=args.security_token, jwt_public_key=args.jwt_public_key,
-        token_ttl=args.token_ttl, batch_delay=args.batch_delay, batch_size=args.batch_size, seed=args.seed,
+        token_ttl=args.token_ttl, batch_delay=args.batch_delay, query_delay=args.query_delay, batch_size=args.batch_size, seed=args.seed,
         retention=args.retention, tls=args.tls, seed_records=dict(args.seed_records),
         faults=list(args.fault), lock_row_rate=args.lock_row_rate, failing_batch=args.failing_batch,
         max_upload_bytes=args.max_upload_bytes, list_page_size=args.list_page_size,

@@ -44,6 +44,8 @@ class EmulatorConfig:
     jwt_max_exp_ahead: float = 300.0
     #: Seconds each internal ingest batch takes at least (simulates a busy org).
     batch_delay: float = 0.0
+    #: Seconds each query job takes at least (so that waiting clients see it running); 0 = as fast as it can.
+    query_delay: float = 0.0
     #: Records per internal ingest batch (Salesforce: 10,000).
     batch_size: int = 10_000
     #: Seed of every random decision (faults, synthetic records).
@@ -97,3 +99,5 @@ class EmulatorConfig:
             raise ValueError("lock_row_rate must be between 0 and 1")
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
+        if self.query_delay < 0:
+            raise ValueError("query_delay must not be negative")

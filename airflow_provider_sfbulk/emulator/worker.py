@@ -210,6 +210,10 @@ class JobWorker:
                     conn, compiled, out_dir, column_delimiter=job.column_delimiter,
                     line_ending=job.line_ending, should_abort=should_stop,
                 )
+                if self.config.query_delay > 0:
+                    from airflow_provider_sfbulk.emulator.records import _sleep
+
+                    _sleep(self.config.query_delay - (time.monotonic() - started), should_stop)
             except soql.SoqlError as err:
                 self.store.update_job(job.id, only_if_state=[JobState.IN_PROGRESS], state=JobState.FAILED,
                                       error_message=f"{err.error_code}: {err.message}")
