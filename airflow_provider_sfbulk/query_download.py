@@ -98,6 +98,9 @@ PARTS_FOLDER = ".parts"
 RESULT_PAGES_MIN_API_VERSION = 58.0
 #: Bytes per read when copying or checking stored files.
 COPY_CHUNK = 1 << 20
+#: Bytes the record counter splits at once: bounds the temporary list of pieces (a decompressed chunk of
+#: a gzip transfer can be several megabytes, and every quoted value is one piece).
+COUNT_SLICE = 64 * 1024
 #: Longest header line accepted (Salesforce: at most 32,000 characters, i.e. up to ~128 kB of UTF-8).
 MAX_HEADER_BYTES = 1 << 20
 
@@ -137,7 +140,14 @@ class CsvRecordCounter:
         self.header_length: int | None = None
 
     def feed(self, data: bytes) -> None:
-        """Take the next chunk."""
+        """Take the next chunk (of any size: it is scanned in slices, so the work lists stay small)."""
+        if len(data) <= COUNT_SLICE:
+            self._feed(data)
+            return
+        for start in range(0, len(data), COUNT_SLICE):
+            self._feed(data[start : start + COUNT_SLICE])
+
+    def _feed(self, data: bytes) -> None:
         if not data:
             return
         parts = data.split(b'"')

@@ -96,3 +96,19 @@ def test_same_count_as_the_csv_splitter(rows: list[list[str]], crlf: bool, quote
     assert counter.records == len(rows) == count_records(io.BytesIO(data), "COMMA", "CRLF" if crlf else "LF")
     assert counter.header == data[: counter.header_length]
     assert parse_header(counter.header, "COMMA") == ["Id", "Name", "Text"]
+
+
+def test_large_chunks_are_counted_in_slices() -> None:
+    """A multi-megabyte chunk (a decompressed gzip transfer) is scanned in slices: same count, same header,
+    even with quoted line breaks and quote pairs falling on slice borders."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    writer.writerow(["Id", "Text"])
+    for i in range(40_000):
+        writer.writerow([str(i), 'line one\nline "two"' * (i % 4)])
+    data = buffer.getvalue().encode("utf-8")
+    assert len(data) > 1_000_000
+    counter = CsvRecordCounter()
+    counter.feed(data)
+    assert counter.finish() == 40_000 == count_records(io.BytesIO(data))
+    assert counter.header == b'"Id","Text"\n'
