@@ -27,6 +27,7 @@ __all__ = [
     "RESULTS_BASE_OPTION",
     "results_base",
     "safe_name",
+    "storage_conn_id",
     "task_folder",
     "task_results_path",
     "task_state_path",
@@ -61,17 +62,32 @@ def results_base() -> ObjectStoragePath:
     return to_storage_path(configured)
 
 
-def to_storage_path(value: str | os.PathLike[str] | ObjectStoragePath) -> ObjectStoragePath:
+def to_storage_path(
+    value: str | os.PathLike[str] | ObjectStoragePath, *, conn_id: str | None = None
+) -> ObjectStoragePath:
     """An :class:`ObjectStoragePath` for ``value``: local paths become absolute ``file://`` paths; URIs
-    (``s3://``, ``gs://``, ``file://``, ``memory://``, ...) and storage paths are kept as they are."""
+    (``s3://``, ``gs://``, ``file://``, ``memory://``, ...) and storage paths are kept as they are.
+
+    :param conn_id: Airflow connection of the object store, for a URI string (a URI kept as text, e.g.
+        in XCom, loses the connection of the path it came from).
+    """
     if isinstance(value, ObjectStoragePath):
         return value
     text = os.fspath(value)
     if not isinstance(text, str):
         raise TypeError(f"expected a path or URI string, got {type(value).__name__}")
     if _URI.match(text):
-        return ObjectStoragePath(text)
+        return ObjectStoragePath(text, conn_id=conn_id) if conn_id else ObjectStoragePath(text)
     return ObjectStoragePath("file://" + os.path.abspath(os.path.expanduser(text)))
+
+
+def storage_conn_id(path: ObjectStoragePath) -> str | None:
+    """The Airflow connection id an :class:`ObjectStoragePath` uses, if any."""
+    value = getattr(path, "conn_id", None)  # Airflow 3
+    if not value:
+        options = getattr(path, "storage_options", None) or {}  # Airflow 2.x
+        value = options.get("conn_id")
+    return str(value) if value else None
 
 
 def safe_name(value: object) -> str:

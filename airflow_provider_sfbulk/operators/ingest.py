@@ -39,7 +39,7 @@ from airflow_provider_sfbulk.ingest_results import (
 )
 from airflow_provider_sfbulk.links.job import SalesforceBulkJobLink
 from airflow_provider_sfbulk.operators.base import DEADLINE_KEY, SalesforceBulkBaseOperator
-from airflow_provider_sfbulk.paths import task_results_path, to_storage_path
+from airflow_provider_sfbulk.paths import storage_conn_id, task_results_path, to_storage_path
 from airflow_provider_sfbulk.protocol.api import MULTIPART_MAX_BYTES, JobInfo
 from airflow_provider_sfbulk.protocol.states import IngestOperation, JobKind, JobState
 from airflow_provider_sfbulk.protocol.waiting import WaitOutcome
@@ -220,6 +220,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
         self._lock = threading.RLock()
         self._local = threading.local()
         self._spool_dir: str | None = None
+        self._context: Any = None
         self._parts: dict[tuple[int, int], CsvPart] = {}
 
     # --- parameters -----------------------------------------------------------------------------------
@@ -264,6 +265,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
     # --- entry points -----------------------------------------------------------------------------------
 
     def execute(self, context: Any) -> dict[str, Any]:
+        self._context = context
         self._check_parameters()
         checkpoint = self.checkpoint(context)
         state = checkpoint.get(STATE_KEY)
@@ -283,6 +285,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: apply the outcome and carry on (may defer again)."""
+        self._context = context
         self._check_parameters()
         outcome = self.outcome_from_event(event)
         checkpoint = self.checkpoint(context)
@@ -395,7 +398,8 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
         spooled = self._parts.get(key)
         if spooled is None or not spooled.path.exists():
             self.log.info("Splitting %s again to upload part %d", round_["source"], part["index"])
-            for found in self._split(round_["source"], round_["number"]):
+            source = self.source if round_["number"] == 0 else self._stored(self._context, round_["source"])
+            for found in self._split(source, round_["number"]):
                 stored = round_["parts"][found.index] if found.index < len(round_["parts"]) else None
                 if stored is None or stored["sha256"] != found.sha256:
                     raise AirflowFailException(
@@ -783,6 +787,10 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
             return to_storage_path(self.results_path)
         return task_results_path(context)
 
+    def _stored(self, context: Any, uri: str) -> Any:
+        """A result or retry file by URI, with the object-store connection of the results folder."""
+        return to_storage_path(uri, conn_id=storage_conn_id(self._results_folder(context)))
+
     def _collect(
         self, context: Any, checkpoint: TaskCheckpoint, state: dict[str, Any], round_: dict[str, Any]
     ) -> None:
@@ -855,7 +863,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
         retry_file = folder / f"round-{round_['number'] + 1}.csv"
         with retry_file.open("wb") as out:
             split = write_failed_rows(
-                [(uri, codes) for uri in failed_files],
+                [(self._stored(context, uri), codes) for uri in failed_files],
                 kept_out=None,
                 retry_out=out,
                 delimiter=self.column_delimiter,
@@ -879,7 +887,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
             round_["number"] + 1,
             ", one job at a time" if serial else "",
         )
-        parts = self._split(str(retry_file), round_["number"] + 1)
+        parts = self._split(retry_file, round_["number"] + 1)
         state["rounds"].append(
             self._new_round(round_["number"] + 1, str(retry_file), parts, concurrency, codes)
         )
@@ -905,11 +913,11 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
         if len(rounds) > 1 and failed_files:
             merged = folder / "failedResults-final.csv"
             folder.mkdir(parents=True, exist_ok=True)
-            sources: list[tuple[str, list[str]]] = []
+            sources: list[tuple[Any, list[str]]] = []
             for r in rounds:
                 codes = r.get("retry", {}).get("codes", []) if r.get("retry", {}).get("rows") else []
                 sources.extend(
-                    (p["results"]["files"]["failedResults"]["uri"], codes)
+                    (self._stored(context, p["results"]["files"]["failedResults"]["uri"]), codes)
                     for p in r["parts"]
                     if p["results"]["records_failed"]
                 )

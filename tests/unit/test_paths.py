@@ -72,3 +72,11 @@ def test_safe_names_are_one_distinct_folder(raw):
 
 def test_safe_names_do_not_collide():
     assert safe_name("a:b") != safe_name("a_b") != safe_name("a%3Ab")
+
+
+def test_uri_with_connection():
+    from airflow_provider_sfbulk.paths import storage_conn_id
+
+    path = to_storage_path("s3://bucket/key.csv", conn_id="aws_results")
+    assert storage_conn_id(path) == "aws_results"
+    assert storage_conn_id(to_storage_path("s3://bucket/key.csv")) is None
