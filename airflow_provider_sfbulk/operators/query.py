@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, Stats
 
 from airflow_provider_sfbulk.checkpoint import TaskCheckpoint
 from airflow_provider_sfbulk.exceptions import SalesforceBulkBadRequestError, SalesforceBulkNotFoundError
@@ -26,6 +26,7 @@ from airflow_provider_sfbulk.query_download import (
     COMPRESSIONS,
     OUTPUT_MODES,
     ExtractOptions,
+    ExtractResult,
     QueryExtractError,
     extract_query_results,
 )
@@ -283,6 +284,7 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
             raise AirflowException(str(err)) from err
         checkpoint.delete(STATE_KEY)
         checkpoint.delete(DEADLINE_KEY)
+        self._stats(result)
         self.log.info(
             "Query job %s: %d record(s) in %d file(s); manifest %s",
             job_id,
@@ -291,3 +293,12 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
             result.manifest,
         )
         return result.to_xcom()
+
+    def _stats(self, result: ExtractResult) -> None:
+        tags = {"operation": self.operation}
+        try:
+            Stats.incr("sfbulk.query.records", result.record_count, tags=tags)
+            Stats.incr("sfbulk.query.bytes", result.csv_bytes, tags=tags)
+            Stats.incr("sfbulk.query.pages", len(result.pages), tags=tags)
+        except Exception as err:  # metrics never fail an extract
+            self.log.debug("Could not send metrics: %s", err)
