@@ -376,13 +376,19 @@ def test_connection_examples_pass_validation(tmp_path: Path) -> None:
         else:
             conn = Connection(uri=value)
             assert conn.conn_type == "salesforce_bulk", value
-            extra, host, login, password = conn.extra_dejson, conn.host, conn.login, conn.password
+            extra, host, login, password = dict(conn.extra_dejson), conn.host, conn.login, conn.password
+            if "private_key_file" in extra:
+                extra["private_key_file"] = str(key_file)
         config = parse_connection("docs_example", host=host, login=login, password=password, extra=extra)
         assert config.auth_type.value == extra["auth_type"]
         seen_auth_types.add(config.auth_type.value)
     from airflow_provider_sfbulk.protocol.connection import AuthType
 
     assert seen_auth_types == {auth.value for auth in AuthType}, "every auth type needs an example"
+    uri_auth_types = {
+        Connection(uri=value).extra_dejson.get("auth_type") for kind, value in examples if kind == "uri"
+    }
+    assert uri_auth_types == seen_auth_types, "every auth type needs a URI example too"
 
 
 # --- results-and-xcom.md -------------------------------------------------------------------------------
