@@ -573,3 +573,20 @@ def test_json_snippets_parse() -> None:
             json.loads(source)
         except ValueError as err:
             pytest.fail(f"{page}: JSON snippet does not parse: {err}\n{source}")
+
+
+def test_getting_started_uses_the_emulator_defaults() -> None:
+    from airflow_provider_sfbulk.emulator.config import EmulatorConfig
+
+    text = read("getting-started.md")
+    match = re.search(r"AIRFLOW_CONN_SALESFORCE_BULK_DEFAULT='(\{.*?\})'", text, re.S)
+    assert match, "getting-started.md needs the emulator connection"
+    document = json.loads(match.group(1))
+    config = EmulatorConfig()
+    assert document["login"] == config.username
+    assert document["password"] == config.password
+    extra = document["extra"]
+    assert (extra["client_id"], extra["client_secret"]) == (config.client_id, config.client_secret)
+    assert extra["security_token"] == config.security_token
+    port = re.search(r"sfbulk-emulator .*--port (\d+)", text)
+    assert port and document["host"] == f"http://127.0.0.1:{port.group(1)}"
