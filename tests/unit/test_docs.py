@@ -589,4 +589,5 @@ def test_getting_started_uses_the_emulator_defaults() -> None:
     assert (extra["client_id"], extra["client_secret"]) == (config.client_id, config.client_secret)
     assert extra["security_token"] == config.security_token
     port = re.search(r"sfbulk-emulator .*--port (\d+)", text)
-    assert port and document["host"] == f"http://127.0.0.1:{port.group(1)}"
+    assert port, "getting-started.md should start the emulator with --port"
+    assert document["host"] == f"http://127.0.0.1:{port.group(1)}"
