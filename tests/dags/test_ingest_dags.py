@@ -289,3 +289,59 @@ def test_crash_after_upload_retry_does_not_duplicate(slow_emulator, salesforce_c
     assert len(_jobs(emulator)) == 3  # the retry reconnected to the three uploaded jobs
     assert values["load"]["records_successful"] == 30
     assert sorted(r["Name"] for r in emulator.records("Account")) == sorted(f"Row {i}" for i in range(30))
+
+
+RESULTS_DAG_SOURCE = '''
+import datetime
+import json
+from pathlib import Path
+
+try:
+    from airflow.sdk import DAG
+except ImportError:
+    from airflow import DAG
+try:
+    from airflow.providers.standard.operators.python import PythonOperator
+except ImportError:
+    from airflow.operators.python import PythonOperator
+
+from airflow_provider_sfbulk.operators.ingest import SalesforceBulkIngestOperator
+from airflow_provider_sfbulk.operators.results import SalesforceBulkJobResultsOperator
+from airflow_provider_sfbulk.sensors.job import SalesforceBulkJobSensor
+
+SPEC = json.loads(Path(__file__).with_suffix(".json").read_text())
+JOB_IDS = "{{ ti.xcom_pull(task_ids='load')['job_ids'] }}"
+
+
+def record(ti, out):
+    values = {t: ti.xcom_pull(task_ids=t) for t in ("load", "watch", "results")}
+    Path(out).write_text(json.dumps(values))
+
+
+with DAG(SPEC["dag_id"], schedule=None, start_date=datetime.datetime(2024, 1, 1), catchup=False) as dag:
+    load = SalesforceBulkIngestOperator(task_id="load", **SPEC["load"])
+    watch = SalesforceBulkJobSensor(task_id="watch", job_ids=JOB_IDS, deferrable=True, poke_interval=0.05)
+    results = SalesforceBulkJobResultsOperator(task_id="results", job_ids=JOB_IDS, deferrable=True,
+                                               poll_interval=0.05)
+    report = PythonOperator(task_id="report", python_callable=record, op_kwargs={"out": SPEC["report"]})
+    load >> watch >> results >> report
+'''
+
+
+def test_sensor_and_results_operator_downstream(emulator, salesforce_conn, dags, tmp_path):
+    salesforce_conn(emulator)
+    source = dags.file("a.csv", ["Name", "Rating"], [["A", "Hot"], ["B", "Nope"], ["C", "Cold"]])
+    report = tmp_path / "results-report.json"
+    module = dags.write_dag("ingest_results_chain", RESULTS_DAG_SOURCE, {
+        "dag_id": "ingest_results_chain", "report": str(report),
+        "load": {"object_name": "Account", "operation": "insert", "source": source, "max_failed_records": 5,
+                 "poll_interval": 0.05},
+    })
+    run = module.dag.test()
+    assert _task_states(run.dag_id, run.run_id) == dict.fromkeys(("load", "watch", "results", "report"), "success")
+    values = json.loads(report.read_text())
+    assert values["watch"]["job_ids"] == values["load"]["job_ids"]
+    assert values["watch"]["status"] == "success"
+    assert values["results"]["records_successful"] == 2
+    assert values["results"]["records_failed"] == 1
+    assert values["results"]["job_ids"] == values["load"]["job_ids"]
