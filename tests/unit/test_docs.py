@@ -591,3 +591,22 @@ def test_getting_started_uses_the_emulator_defaults() -> None:
     port = re.search(r"sfbulk-emulator .*--port (\d+)", text)
     assert port, "getting-started.md should start the emulator with --port"
     assert document["host"] == f"http://127.0.0.1:{port.group(1)}"
+
+
+def test_docstrings_document_every_parameter() -> None:
+    """The docstrings are the reference: each public class's ``:param:`` lines cover its constructor
+    (classes sharing one constructor, such as the two hooks, may document it once between them)."""
+    problems = []
+    for cls in PUBLIC_CLASSES:
+        owner = _own_init_owner(cls)
+        if owner is None:
+            continue
+        documented: set[str] = set()
+        siblings = [other for other in PUBLIC_CLASSES if _own_init_owner(other) is owner]
+        for klass in {klass for sibling in siblings for klass in sibling.__mro__}:
+            if klass.__module__.startswith(PACKAGE):
+                documented.update(re.findall(r":param (\w+):", inspect.getdoc(klass) or ""))
+        missing = [p.name for p in _init_parameters(owner) if p.name not in documented]
+        if missing:
+            problems.append(f"{cls.__name__}: no ':param' for {missing}")
+    assert not problems, "; ".join(problems)
