@@ -61,6 +61,7 @@ DEFAULT_MULTIPART_MAX_BYTES = MULTIPART_MAX_BYTES
 LOST_JOB_SKEW = timedelta(minutes=2)
 
 _LOCK_CODE = "UNABLE_TO_LOCK_ROW"
+_BROKEN = (JobState.FAILED.value, JobState.ABORTED.value)
 
 # Phases of one part (one job) in the checkpoint.
 NEW, CREATING, CREATED, UPLOADING, UPLOADED, CLOSED = (
@@ -428,6 +429,11 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
             part.update(changes)
             checkpoint.set(STATE_KEY, doc)
 
+    def _record(self, part: dict[str, Any], job_id: str, job_state: str, **extra: Any) -> None:
+        """Append a state transition to the part's audit trail (thread-safe)."""
+        with self._lock:
+            part["states"].append({"job_id": job_id, "state": job_state, "at": _now_iso(), **extra})
+
     def _advance(self, context: Any, checkpoint: TaskCheckpoint, state: dict[str, Any]) -> dict[str, Any]:
         while True:
             round_ = state["rounds"][-1]
@@ -435,6 +441,12 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
                 self._submit(context, checkpoint, state, round_)
                 running = [p for p in round_["parts"] if p["phase"] == CLOSED and not _terminal(p)]
                 waiting = [p for p in round_["parts"] if p["phase"] == UPLOADED]
+                if waiting and any(p.get("state") in _BROKEN for p in round_["parts"]):
+                    # The task fails anyway: start no more jobs. An Open job has processed nothing, so
+                    # aborting it loses nothing; its rows come back as unprocessed records.
+                    for part in waiting:
+                        self._abort_unstarted(checkpoint, state, part)
+                    continue
                 for part in waiting:
                     if len(running) >= round_["concurrency"]:
                         break
@@ -474,7 +486,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
             )
             part = by_id.get(job.id)
             if part is not None and (not part["states"] or part["states"][-1]["state"] != job.state.value):
-                part["states"].append({"job_id": job.id, "state": job.state.value, "at": _now_iso()})
+                self._record(part, job.id, job.state.value)
 
         return seen
 
@@ -554,7 +566,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
         }
 
     def _note_job(self, part: dict[str, Any], job: JobInfo, state: str | None = None) -> None:
-        part["states"].append({"job_id": job.id, "state": state or job.state.value, "at": _now_iso()})
+        self._record(part, job.id, state or job.state.value)
         with self._lock:
             if job.id not in self._active_job_ids:
                 self._active_job_ids.append(job.id)
@@ -602,7 +614,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
             self.log.warning("Part %d: upload to job %s may be incomplete (%s)", part["index"], job_id, err)
             self._recover_uploading(hook, checkpoint, state, part)
             return
-        part["states"].append({"job_id": job_id, "state": "Uploaded", "at": _now_iso()})
+        self._record(part, job_id, "Uploaded")
         self._update(checkpoint, state, part, phase=UPLOADED)
         data.path.unlink(missing_ok=True)
         self.log.info(
@@ -730,12 +742,27 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
         self.log.warning(
             "Part %d: job %s abandoned (%s); a new job will carry the part", part["index"], job_id, why
         )
-        part["abandoned_job_ids"].append(job_id)
-        part["states"].append({"job_id": job_id, "state": "Abandoned", "at": _now_iso()})
+        with self._lock:
+            part["abandoned_job_ids"].append(job_id)
+        self._record(part, job_id, "Abandoned")
         with self._lock:
             if job_id in self._active_job_ids:
                 self._active_job_ids.remove(job_id)
         self._update(checkpoint, state, part, phase=NEW, job_id=None)
+
+    def _abort_unstarted(
+        self, checkpoint: TaskCheckpoint, state: dict[str, Any], part: dict[str, Any]
+    ) -> None:
+        job_id = part["job_id"]
+        try:
+            job = self.hook.abort_job(job_id, JobKind.INGEST)
+        except SalesforceBulkInvalidStateError:
+            job = self.hook.get_job(job_id, JobKind.INGEST)
+        self.log.warning(
+            "Job %s not started because another job of this load failed: %s", job_id, job.state.value
+        )
+        self._record(part, job_id, job.state.value)
+        self._update(checkpoint, state, part, phase=CLOSED, state=job.state.value)
 
     def _close(self, checkpoint: TaskCheckpoint, state: dict[str, Any], part: dict[str, Any]) -> None:
         job_id = part["job_id"]
@@ -745,7 +772,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
             job = self.hook.get_job(job_id, JobKind.INGEST)
             if job.state is JobState.OPEN:
                 raise
-        part["states"].append({"job_id": job_id, "state": "UploadComplete", "at": _now_iso()})
+        self._record(part, job_id, "UploadComplete")
         self._update(checkpoint, state, part, phase=CLOSED, state=job.state.value)
         self.log.info("Job %s: UploadComplete sent (%s)", job_id, job.state.value)
 
@@ -758,7 +785,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
                     part["state"] = summary.state
                     if part["states"] and part["states"][-1]["state"] == summary.state:
                         continue  # already recorded (and logged) while polling
-                    part["states"].append({"job_id": summary.id, "state": summary.state, "at": _now_iso()})
+                    self._record(part, summary.id, summary.state)
                     self.log.info(
                         "Job %s: %s (processed=%s failed=%s)%s",
                         summary.id,

@@ -231,3 +231,17 @@ def test_bad_parameters_fail_before_any_job(emulator, salesforce_conn, tmp_path,
     with pytest.raises(AirflowFailException, match=message):
         run(source, **kwargs)
     assert jobs(emulator) == []
+
+
+def test_after_a_failed_job_no_further_job_starts(emulator_factory, salesforce_conn, tmp_path):
+    server = emulator_factory(failing_batch=1)
+    salesforce_conn(server)
+    context = {"ti": FakeTI()}
+    source = write(tmp_path / "a.csv", ["Name"], [[f"N{i}"] for i in range(30)])
+    with pytest.raises(AirflowFailException, match="Failed to process batch 1"):
+        run(source, context, max_records_per_job=10, job_concurrency=1, multipart_max_bytes=0)
+    states = sorted(job["state"] for job in jobs(server))
+    assert states == ["Aborted", "Aborted", "Failed"]  # the two jobs still Open were never started
+    pushed = context["ti"].xcoms["return_value"]
+    assert pushed["records_unprocessed"] == 30
+    assert pushed["records_successful"] == 0
