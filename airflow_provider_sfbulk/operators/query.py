@@ -274,7 +274,14 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
             self._active_job_ids = []
             raise AirflowException(f"Salesforce query job {job_id} ended {state_name}: {message}")
         self._active_job_ids = []  # nothing left to abort: the job is complete
-        folder = to_storage_path(state["results_path"])
+        # The folder object itself when the task names one (an ObjectStoragePath may carry a connection its
+        # URI text does not); otherwise the default folder of the first try, as checkpointed (a URI built
+        # from the configured base, so the text is the whole of it).
+        folder = (
+            self._results_folder(context)
+            if self.results_path
+            else to_storage_path(state["results_path"])
+        )
         conn_id = self.salesforce_conn_id
         try:
             result = extract_query_results(

@@ -318,3 +318,27 @@ def _capture(errors: list[BaseException], func: Callable[..., Any], *args: Any) 
         func(*args)
     except BaseException as err:
         errors.append(err)
+
+
+def test_a_results_path_object_is_used_as_given(emulator, salesforce_conn, results_base, tmp_path,
+                                                monkeypatch) -> None:
+    """An ObjectStoragePath keeps its object-store connection: the extract gets that object, not its text."""
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    from airflow_provider_sfbulk.operators import query as query_module
+
+    salesforce_conn(emulator)
+    emulator.seed("Account", 5, seed=1)
+    folder = ObjectStoragePath(f"file://{tmp_path}/given")
+    seen: list[Any] = []
+    real = query_module.extract_query_results
+
+    def spy(factory: Any, job_id: str, destination: Any, options: Any) -> Any:
+        seen.append(destination)
+        return real(factory, job_id, destination, options)
+
+    monkeypatch.setattr(query_module, "extract_query_results", spy)
+    result = operator(results_path=folder).execute(make_context())
+    assert seen == [folder]
+    assert seen[0] is folder
+    assert result["record_count"] == 5
