@@ -345,3 +345,41 @@ def test_sensor_and_results_operator_downstream(emulator, salesforce_conn, dags,
     assert values["results"]["records_successful"] == 2
     assert values["results"]["records_failed"] == 1
     assert values["results"]["job_ids"] == values["load"]["job_ids"]
+
+
+def test_triggerer_restart_mid_wait(slow_emulator, salesforce_conn, dags, monkeypatch):
+    """The first trigger instance is cancelled mid-wait (the triggerer went away); a new instance built
+    from its serialized kwargs, as a restarted triggerer does, carries on and fires the event."""
+    import asyncio
+
+    from airflow_provider_sfbulk.triggers.job import SalesforceBulkJobTrigger
+
+    emulator = slow_emulator
+    salesforce_conn(emulator)
+    real = SalesforceBulkJobTrigger.run
+    restarts: list[dict[str, Any]] = []
+
+    async def run_with_restart(self: Any) -> Any:
+        classpath, kwargs = self.serialize()
+        first = real(self)
+        try:
+            await asyncio.wait_for(anext(first), timeout=0.2)
+            raise AssertionError("the jobs finished before the simulated restart")
+        except asyncio.TimeoutError:
+            await first.aclose()  # the old triggerer is gone, mid-wait
+        restarts.append(kwargs)
+        rebuilt = SalesforceBulkJobTrigger(**json.loads(json.dumps(kwargs)))
+        async for event in real(rebuilt):
+            yield event
+
+    monkeypatch.setattr(SalesforceBulkJobTrigger, "run", run_with_restart)
+    source = dags.file("a.csv", ["Name"], [[f"Row {i}"] for i in range(40)])
+    state, values = dags.run("ingest_triggerer_restart", [
+        {"task_id": "load", "kwargs": {"object_name": "Account", "operation": "insert", "source": source,
+                                       "deferrable": True, "timeout": 600}},
+    ])
+    assert state == "success"
+    assert restarts
+    assert restarts[0]["deadline"] is not None
+    assert values["load"]["records_successful"] == 40
+    assert len(emulator.records("Account")) == 40
