@@ -85,8 +85,8 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "hooks": _modules("hooks.bulk"),
-        "operators": [],
-        "sensors": [],
-        "triggers": [],
-        "extra-links": [],
+        "operators": _modules("operators.ingest", "operators.query", "operators.results", "operators.jobs"),
+        "sensors": _modules("sensors.job"),
+        "triggers": _modules("triggers.job"),
+        "extra-links": [f"{PACKAGE}.links.job.SalesforceBulkJobLink"],
     }
