@@ -219,6 +219,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
         if limits_check not in ("fail", "warn", "off"):
             raise ValueError("limits_check must be 'fail', 'warn' or 'off'")
         self._lock = threading.RLock()
+        self._split_lock = threading.Lock()
         self._local = threading.local()
         self._spool_dir: str | None = None
         self._context: Any = None
@@ -396,6 +397,10 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
     def _part_file(self, round_: dict[str, Any], part: dict[str, Any]) -> CsvPart:
         """The spooled data of a part, split again from the round's source when this process lacks it."""
         key = (round_["number"], part["index"])
+        with self._split_lock:  # upload threads may all find their part missing after a restart
+            return self._part_file_locked(round_, part, key)
+
+    def _part_file_locked(self, round_: dict[str, Any], part: dict[str, Any], key: tuple[int, int]) -> CsvPart:
         spooled = self._parts.get(key)
         if spooled is None or not spooled.path.exists():
             self.log.info("Splitting %s again to upload part %d", round_["source"], part["index"])

@@ -300,3 +300,43 @@ def test_timeout_aborts_the_unfinished_jobs(emulator_factory, salesforce_conn, t
     server.wait_idle(10)
     (job,) = all_jobs(server)
     assert job["state"] == "Aborted"
+
+
+def test_crash_after_create_before_upload_resplits_and_uploads_to_the_same_jobs(
+    emulator, salesforce_conn, tmp_path, monkeypatch
+):
+    salesforce_conn(emulator)
+    src = source(tmp_path)
+    real_upload = SalesforceBulkIngestOperator._upload
+
+    def die(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise Crash("worker died between create and upload")
+
+    monkeypatch.setattr(SalesforceBulkIngestOperator, "_upload", die)
+    with pytest.raises(Crash):
+        operator(src, upload_concurrency=3).execute({"ti": FakeTI(1)})
+    created = {job["id"] for job in all_jobs(emulator)}
+    assert len(created) == 3
+    monkeypatch.setattr(SalesforceBulkIngestOperator, "_upload", real_upload)
+    result = operator(src, upload_concurrency=3).execute({"ti": FakeTI(2)})  # a new process: no spool left
+    assert set(result["job_ids"]) == created
+    assert len(all_jobs(emulator)) == 3
+    assert_loaded_once(emulator, 30)
+
+
+def test_changed_source_is_not_loaded_on_resume(emulator, salesforce_conn, tmp_path, monkeypatch):
+    salesforce_conn(emulator)
+    src = source(tmp_path)
+
+    def die(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise Crash("worker died between create and upload")
+
+    real_upload = SalesforceBulkIngestOperator._upload
+    monkeypatch.setattr(SalesforceBulkIngestOperator, "_upload", die)
+    with pytest.raises(Crash):
+        operator(src, upload_concurrency=1).execute({"ti": FakeTI(1)})
+    monkeypatch.setattr(SalesforceBulkIngestOperator, "_upload", real_upload)
+    Path(src).write_text(Path(src).read_text().replace("Acme 3,", "Changed 3,"))
+    with pytest.raises(AirflowFailException, match="changed since the load started"):
+        operator(src, upload_concurrency=1).execute({"ti": FakeTI(2)})
+    assert emulator.records("Account") == []
