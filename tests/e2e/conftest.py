@@ -1,0 +1,338 @@
+"""A real Airflow stack for end-to-end tests: scheduler, triggerer, DAG processor and API server
+(LocalExecutor, SQLite metadata DB) in a temporary ``AIRFLOW_HOME``, bound to 127.0.0.1, plus the
+emulator as a separate process.
+
+Every component runs in its own session (``start_new_session=True``) so that stopping it stops the
+whole process group (task runners, executor workers): SIGTERM to the group, a bounded wait, then
+SIGKILL. :meth:`AirflowStack.stop` runs in the fixture teardown, after a failure too, and checks that no
+process of any group is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+import requests
+
+from airflow_provider_sfbulk.emulator.config import EmulatorConfig
+from airflow_provider_sfbulk.emulator.testing import EmulatorProcess, start_emulator_process
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "example_dags"
+COMPONENTS = ("scheduler", "triggerer", "dag-processor", "api-server")
+TERMINAL_RUN_STATES = {"success", "failed"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_environment() -> dict[str, str]:
+    """The caller's environment without any Airflow setting (the test run's unit-test mode, its home,
+    its connections): the stack gets only what :class:`AirflowStack` sets."""
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AIRFLOW_", "AIRFLOW__", "SFBULK_", "PYTEST_"))
+    }
+
+
+@dataclass
+class AirflowStack:
+    """The four Airflow 3 components of one temporary installation, and a REST client for it."""
+
+    home: Path
+    dags_folder: Path
+    extra_env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _outputs: list[IO[bytes]] = field(default_factory=list)
+    _token: str | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **clean_environment(),
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "8",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            # only the runs the test triggers: unpausing must not add the schedule's latest interval
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
+
+    def _airflow(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "airflow", *args]
+
+    def start(self, timeout: float = 150.0) -> None:
+        deadline = time.monotonic() + timeout
+        self.home.mkdir(parents=True, exist_ok=True)
+        migrate = subprocess.run(
+            self._airflow("db", "migrate"), env=self.env, capture_output=True, timeout=180, check=False
+        )
+        if migrate.returncode != 0:
+            raise RuntimeError(f"airflow db migrate failed:\n{migrate.stdout.decode()}\n{migrate.stderr.decode()}")
+        for name in COMPONENTS:
+            out = open(self.home / f"{name}.out", "wb")  # noqa: SIM115 - closed in stop()
+            self._outputs.append(out)
+            self.processes[name] = subprocess.Popen(
+                self._airflow(name), env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        self._wait_healthy(deadline)
+
+    def _wait_healthy(self, deadline: float) -> None:
+        last = ""
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                response = requests.get(f"{self.base_url}/api/v2/monitor/health", timeout=5)
+                health = response.json()
+                if response.status_code == 200 and all(
+                    (health.get(part) or {}).get("status") == "healthy"
+                    for part in ("metadatabase", "scheduler", "triggerer", "dag_processor")
+                ):
+                    return
+                last = json.dumps(health)
+            except (requests.RequestException, ValueError) as err:
+                last = str(err)
+            time.sleep(1)
+        raise TimeoutError(f"the Airflow stack did not become healthy: {last}\n{self.diagnostics()}")
+
+    def check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(f"airflow {name} exited with {process.returncode}\n{self.diagnostics()}")
+
+    def stop(self, grace: float = 15.0) -> list[str]:
+        """Stop every component's process group; returns the groups that were still alive at the end."""
+        groups = {name: process.pid for name, process in self.processes.items()}  # session id == pgid
+        for pgid in groups.values():
+            _signal_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(_group_alive(pgid) for pgid in groups.values()):
+            for process in self.processes.values():
+                process.poll()
+            time.sleep(0.2)
+        for pgid in groups.values():
+            _signal_group(pgid, signal.SIGKILL)
+        for process in self.processes.values():
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_group_alive(pgid) for pgid in groups.values()):
+            time.sleep(0.2)
+        for out in self._outputs:
+            out.close()
+        return [name for name, pgid in groups.items() if _group_alive(pgid)]
+
+    # -- REST API ------------------------------------------------------------------------------------
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        if self._token is None:
+            response = requests.get(f"{self.base_url}/auth/token", timeout=10)
+            response.raise_for_status()
+            self._token = response.json()["access_token"]
+        kwargs.setdefault("timeout", 30)
+        response = requests.request(
+            method, f"{self.base_url}{path}", headers={"Authorization": f"Bearer {self._token}"}, **kwargs
+        )
+        if response.status_code >= 400:
+            raise AssertionError(f"{method} {path} -> {response.status_code}: {response.text[:2000]}")
+        return response.json() if response.content else None
+
+    def wait_for_dags(self, dag_ids: list[str], timeout: float = 90.0) -> None:
+        """Wait until the DAG processor has serialized every DAG (and nothing failed to import)."""
+        deadline = time.monotonic() + timeout
+        missing: set[str] = set(dag_ids)
+        while time.monotonic() < deadline:
+            self.check_alive()
+            errors = self.api("GET", "/api/v2/importErrors")
+            if errors.get("total_entries"):
+                raise AssertionError(f"DAG import errors: {json.dumps(errors['import_errors'], indent=1)}")
+            found = {dag["dag_id"] for dag in self.api("GET", "/api/v2/dags", params={"limit": 100})["dags"]}
+            missing = set(dag_ids) - found
+            if not missing:
+                return
+            time.sleep(1)
+        raise TimeoutError(f"DAGs never parsed: {sorted(missing)}\n{self.diagnostics()}")
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        self.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+        run = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
+        return str(run["dag_run_id"])
+
+    def wait_for_runs(self, runs: dict[str, str], timeout: float) -> dict[str, str]:
+        """``{dag_id: run_id}`` -> ``{dag_id: final state}``; bounded by ``timeout``."""
+        deadline = time.monotonic() + timeout
+        states: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            self.check_alive()
+            for dag_id, run_id in runs.items():
+                states[dag_id] = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
+            if all(state in TERMINAL_RUN_STATES for state in states.values()):
+                return states
+            time.sleep(1)
+        raise TimeoutError(f"runs not finished after {timeout}s: {states}\n{self.diagnostics(runs)}")
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
+        tis = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        return {ti["task_id"]: ti["state"] for ti in tis}
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        entry = self.api(
+            "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
+            params={"deserialize": "true", "stringify": "false"},
+        )
+        value = entry["value"]
+        return json.loads(value) if isinstance(value, str) and value[:1] in "{[" else value
+
+    def task_events(self, dag_id: str, run_id: str) -> list[tuple[str, str]]:
+        """``(event, task_id)`` of the run's event log, oldest first (task state changes among them)."""
+        logs = self.api(
+            "GET", "/api/v2/eventLogs",
+            params={"dag_id": dag_id, "run_id": run_id, "limit": 1000, "order_by": "event_log_id"},
+        )["event_logs"]
+        return [(str(log["event"]), str(log.get("task_id"))) for log in logs]
+
+    def diagnostics(self, runs: dict[str, str] | None = None) -> str:
+        """Component output tails and, for ``runs``, every task log (JSON lines), for failure messages."""
+        parts: list[str] = []
+        for name in COMPONENTS:
+            path = self.home / f"{name}.out"
+            if path.exists():
+                parts.append(f"--- {name} (tail) ---\n" + "\n".join(path.read_text(errors="replace")
+                                                                    .splitlines()[-15:]))
+        for dag_id, run_id in (runs or {}).items():
+            for log in sorted((self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}").rglob("*.log")):
+                parts.append(f"--- {log.relative_to(self.home)} ---\n" + log.read_text(errors="replace")[-6000:])
+        return "\n".join(parts)
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie leader still counts; reap ours
+    try:
+        pid, _ = os.waitpid(pgid, os.WNOHANG)
+        if pid == pgid:
+            return _group_alive(pgid)
+    except ChildProcessError:
+        pass
+    return _has_live_member(pgid)
+
+
+def _has_live_member(pgid: int) -> bool:
+    """True when a process of the group is alive and not a zombie (per /proc)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+@dataclass
+class EndToEnd:
+    stack: AirflowStack
+    emulator: EmulatorProcess
+    results_base: Path
+
+    def emulator_api(self, method: str, path: str, **kwargs: Any) -> Any:
+        kwargs.setdefault("timeout", 30)
+        response = requests.request(method, f"{self.emulator.base_url}{path}", **kwargs)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def records(self, object_name: str, include_deleted: bool = False) -> list[dict[str, Any]]:
+        query = "?includeDeleted=true" if include_deleted else ""
+        return self.emulator_api("GET", f"/__emulator/records/{object_name}{query}")["records"]
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EndToEnd]:
+    """The emulator process (seeded) and the Airflow stack over the example DAGs; all stopped at the end."""
+    root = tmp_path_factory.mktemp("e2e")
+    results = root / "results"
+    with ExitStack() as stack:
+        emulator = stack.enter_context(start_emulator_process(
+            root / "emulator",
+            # Every job takes 10 s, as in a busy org, so the tasks have something to wait for. Shorter jobs hit
+            # an Airflow 3.x scheduler race (apache/airflow#67287, #72716): a trigger that fires before the
+            # scheduler has processed the worker's defer-exit event gets the resumed task marked up_for_retry.
+            extra_args=["--seed-records", "Account=20", "--seed-records", "Opportunity=1200", "--seed", "7",
+                        "--batch-delay", "10", "--query-delay", "10"],
+        ))
+        config = EmulatorConfig()
+        connection = {
+            "conn_type": "salesforce_bulk", "host": emulator.base_url, "login": config.username,
+            "password": config.password,
+            "extra": {"auth_type": "password", "client_id": config.client_id,
+                      "client_secret": config.client_secret, "security_token": config.security_token,
+                      "api_version": "60.0", "timeout": 30},
+        }
+        airflow = AirflowStack(
+            home=root / "airflow-home",
+            dags_folder=EXAMPLES,
+            extra_env={
+                "AIRFLOW_CONN_SALESFORCE_BULK_DEFAULT": json.dumps(connection),
+                "AIRFLOW__SALESFORCE_BULK__RESULTS_BASE_PATH": str(results),
+                "SFBULK_EXAMPLE_POLL_SECONDS": "2",
+            },
+        )
+        leftovers: list[str] = []
+        try:
+            airflow.start()
+            yield EndToEnd(airflow, emulator, results)
+        finally:
+            leftovers = airflow.stop()
+        assert not leftovers, f"processes left running in the groups of: {leftovers}"
