@@ -459,6 +459,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
                     if not _terminal(part):
                         running.append(part)
                 if running:
+                    self._persist_link(context, state)  # every try and resume pushes it again
                     ids = [p["job_id"] for p in running]
                     outcome = self.wait_for_jobs(
                         context,
@@ -530,7 +531,6 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
                 errors = [f.exception() for f in futures if f.exception() is not None]
             if errors:
                 raise errors[0]  # type: ignore[misc]
-        self._persist_link(context, state)
 
     def _submit_part(
         self,
@@ -1033,6 +1033,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
                 f"see {', '.join(final_failed)}"
             )
         self._active_job_ids = []
+        self._persist_link(context, state)
         if problem is not None:
             try:
                 context["ti"].xcom_push(key="return_value", value=result)

@@ -36,6 +36,8 @@ SPEC = json.loads(Path(__file__).with_suffix(".json").read_text())
 class CrashOnFirstTry(SalesforceBulkIngestOperator):
     """Dies after the uploads on its first try, like a worker killed at the worst moment."""
 
+    _crash = False  # execute_complete (after a deferral) runs on a fresh instance
+
     def execute(self, context):
         self._crash = context["ti"].try_number == 1
         return super().execute(context)
@@ -276,17 +278,20 @@ def test_bad_input_fails_the_task_without_jobs(emulator, salesforce_conn, dags, 
     assert _jobs(emulator) == []
 
 
-def test_crash_after_upload_retry_does_not_duplicate(slow_emulator, salesforce_conn, dags):
+def test_crash_after_upload_retry_does_not_duplicate(slow_emulator, salesforce_conn, dags, trigger_runs):
     emulator = slow_emulator
     salesforce_conn(emulator)
     source = dags.file("a.csv", ["Name"], [[f"Row {i}"] for i in range(30)])
     state, values = dags.run("ingest_crash_retry", [
         {"task_id": "load", "crash_first_try": True,
          "kwargs": {"object_name": "Account", "operation": "insert", "source": source, "deferrable": True,
-                    "max_records_per_job": 10, "multipart_max_bytes": 0, "retries": 1, "retry_delay": 0}},
+                    "max_records_per_job": 10, "multipart_max_bytes": 0, "retries": 1, "retry_delay": 0,
+                    "job_concurrency": 1}},  # one job at a time: the retried task defers once per job
     ])
     assert state == "success"
     assert len(_jobs(emulator)) == 3  # the retry reconnected to the three uploaded jobs
+    assert len(trigger_runs) == 3
+    assert all(len(run["job_ids"]) == 1 for run in trigger_runs)
     assert values["load"]["records_successful"] == 30
     assert sorted(r["Name"] for r in emulator.records("Account")) == sorted(f"Row {i}" for i in range(30))
 
