@@ -102,7 +102,8 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
     unprocessed rows are written), or when the counts do not reconcile. Its XCom is pushed in every case.
 
     **Crash safety.** Job ids and upload progress go to the task's checkpoint (Airflow's task state store
-    where available, else a JSON file under the results base) the moment they exist. A retried or resumed
+    where available, 3.3+; else a JSON file under the results base, which must then be storage every
+    worker reaches, e.g. ``s3://``, when retries may run on another machine) the moment they exist. A retried or resumed
     task reconnects instead of loading again: parts without a job get one; a job created but not uploaded
     is uploaded; a job whose upload may or may not have happened (``Open`` after a crash during the
     upload) is aborted and replaced, since Salesforce takes one upload per job and processes nothing
