@@ -827,44 +827,52 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
     def _collect(
         self, context: Any, checkpoint: TaskCheckpoint, state: dict[str, Any], round_: dict[str, Any]
     ) -> None:
+        """Stream every job's three result sets to the results folder (``upload_concurrency`` at once)."""
         folder = self._results_folder(context)
-        for part in round_["parts"]:
-            if part.get("results") is not None:
-                continue
-            results: JobResults = download_job_results(self.hook, part["job_id"], folder)
-            summary = results.to_dict()
-            summary["records_sent"] = part["records"]
-            summary["reconciled"] = results.total == part["records"]
-            if not summary["reconciled"]:
-                self.log.error(
-                    "Job %s does not reconcile: %d successful + %d failed + %d unprocessed != %d sent",
-                    results.job_id,
-                    results.successful,
-                    results.failed,
-                    results.unprocessed,
-                    part["records"],
-                )
-            part["state"] = results.job.state.value
-            part["states"].append(
-                {
-                    "job_id": results.job_id,
-                    "state": "ResultsCollected",
-                    "at": _now_iso(),
-                    "system_modstamp": results.job.system_modstamp,
-                }
-            )
-            self.log.info(
-                "Job %s %s: sent=%d successful=%d failed=%d unprocessed=%d",
+        pending = [part for part in round_["parts"] if part.get("results") is None]
+        if len(pending) > 1 and self.upload_concurrency > 1:
+            with ThreadPoolExecutor(
+                max_workers=min(self.upload_concurrency, len(pending)), thread_name_prefix="sfbulk-results"
+            ) as pool:
+                futures = [pool.submit(self._collect_part, checkpoint, state, part, folder) for part in pending]
+                errors = [f.exception() for f in futures if f.exception() is not None]
+            if errors:
+                raise errors[0]  # type: ignore[misc]
+        else:
+            for part in pending:
+                self._collect_part(checkpoint, state, part, folder)
+        round_["collected"] = True
+        self._save(checkpoint, state)
+
+    def _collect_part(
+        self, checkpoint: TaskCheckpoint, state: dict[str, Any], part: dict[str, Any], folder: Any
+    ) -> None:
+        results: JobResults = download_job_results(self._hook(), part["job_id"], folder)
+        summary = results.to_dict()
+        summary["records_sent"] = part["records"]
+        summary["reconciled"] = results.total == part["records"]
+        if not summary["reconciled"]:
+            self.log.error(
+                "Job %s does not reconcile: %d successful + %d failed + %d unprocessed != %d sent",
                 results.job_id,
-                results.job.state.value,
-                part["records"],
                 results.successful,
                 results.failed,
                 results.unprocessed,
+                part["records"],
             )
-            self._update(checkpoint, state, part, results=summary)
-        round_["collected"] = True
-        self._save(checkpoint, state)
+        self._record(
+            part, results.job_id, "ResultsCollected", system_modstamp=results.job.system_modstamp
+        )
+        self.log.info(
+            "Job %s %s: sent=%d successful=%d failed=%d unprocessed=%d",
+            results.job_id,
+            results.job.state.value,
+            part["records"],
+            results.successful,
+            results.failed,
+            results.unprocessed,
+        )
+        self._update(checkpoint, state, part, results=summary, state=results.job.state.value)
 
     def _retry_codes(self, round_number: int) -> set[str]:
         codes: set[str] = set()
