@@ -27,6 +27,7 @@ POLL_SECONDS = float(os.environ.get("SFBULK_EXAMPLE_POLL_SECONDS", "15"))
 with DAG(
     dag_id="example_sfbulk_delete_by_extract",
     description="Find closed-lost Opportunities with a query job, delete them with an ingest job",
+    doc_md=__doc__,
     schedule="@weekly",
     start_date=datetime(2024, 1, 1),
     catchup=False,

@@ -34,6 +34,7 @@ POLL_SECONDS = float(os.environ.get("SFBULK_EXAMPLE_POLL_SECONDS", "15"))
 with DAG(
     dag_id="example_sfbulk_extract_to_storage",
     description="queryAll Opportunities to object storage, then load the files",
+    doc_md=__doc__,
     schedule="@daily",
     start_date=datetime(2024, 1, 1),
     catchup=False,

@@ -42,6 +42,7 @@ def log_problems(context: Any) -> None:
 with DAG(
     dag_id="example_sfbulk_job_watch",
     description="Report stuck Open/running and recently Failed Bulk API jobs",
+    doc_md=__doc__,
     schedule="@hourly",
     start_date=datetime(2024, 1, 1),
     catchup=False,

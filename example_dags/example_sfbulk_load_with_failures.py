@@ -37,6 +37,7 @@ POLL_SECONDS = float(os.environ.get("SFBULK_EXAMPLE_POLL_SECONDS", "15"))
 with DAG(
     dag_id="example_sfbulk_load_with_failures",
     description="Upsert invoices, report rejected rows, retry only retryable failures",
+    doc_md=__doc__,
     schedule="@daily",
     start_date=datetime(2024, 1, 1),
     catchup=False,

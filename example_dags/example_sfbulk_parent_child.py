@@ -35,6 +35,7 @@ POLL_SECONDS = float(os.environ.get("SFBULK_EXAMPLE_POLL_SECONDS", "15"))
 with DAG(
     dag_id="example_sfbulk_parent_child",
     description="Upsert Accounts, then Contacts that reference them by external id",
+    doc_md=__doc__,
     schedule="0 2 * * *",
     start_date=datetime(2024, 1, 1),
     catchup=False,

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "example_dags"
 BULK_TASKS = {
@@ -75,6 +75,15 @@ def test_example_dags_on_a_real_stack(e2e):
     for row in expected_contacts:
         assert contacts[row["External_Id__c"]]["AccountId"] == accounts[row["Account.External_Id__c"]]["Id"]
         assert contacts[row["External_Id__c"]]["Email"] == row["Email"]
+
+    # the load's own result files: one success row per Account, each with its Salesforce Id
+    run_id = runs["example_sfbulk_parent_child"]
+    accounts_load = stack.xcom("example_sfbulk_parent_child", run_id, "upsert_accounts")
+    assert accounts_load["failed_results"] == []
+    successes = [row for uri in accounts_load["successful_results"] for row in _csv(_local(uri))]
+    assert {row["sf__Id"]: row["External_Id__c"] for row in successes} == {
+        r["Id"]: key for key, r in accounts.items()
+    }
 
     # delete by extract: exactly the closed-lost Opportunities are gone (in the Recycle Bin)
     remaining = {r["Id"] for r in e2e.records("Opportunity")}
