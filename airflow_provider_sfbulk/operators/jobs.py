@@ -19,7 +19,7 @@ from airflow_provider_sfbulk.paths import task_results_path, to_storage_path
 from airflow_provider_sfbulk.protocol.api import JobInfo, job_kind, parse_sf_datetime
 from airflow_provider_sfbulk.protocol.states import JobKind, JobState
 
-__all__ = ["OUTPUT_FORMATS", "PROBLEMS", "SalesforceBulkJobListOperator"]
+__all__ = ["COLUMNS", "OUTPUT_FORMATS", "PROBLEMS", "SalesforceBulkJobListOperator", "Thresholds", "classify"]
 
 #: File formats of the job list.
 OUTPUT_FORMATS = ("jsonl", "csv")
@@ -87,7 +87,9 @@ def _same_user(a: str | None, b: str | None) -> bool:
 
 
 @dataclass(frozen=True)
-class _Thresholds:
+class Thresholds:
+    """Seconds after which a job counts as a problem (see :func:`classify`)."""
+
     stale_open: float
     stale_running: float
     failed_within: float
@@ -118,7 +120,7 @@ class _Entry:
         }
 
 
-def classify(job: JobInfo, now: datetime, thresholds: _Thresholds) -> tuple[float | None, str | None]:
+def classify(job: JobInfo, now: datetime, thresholds: Thresholds) -> tuple[float | None, str | None]:
     """``(age in seconds, problem or None)`` of one job at ``now``.
 
     * ``stale_open``: ``Open`` (data never closed with ``UploadComplete``) and created longer ago than
@@ -257,7 +259,7 @@ class SalesforceBulkJobListOperator(BaseOperator):
             yield from self.hook.list_jobs(kind)
 
     def execute(self, context: Any) -> dict[str, Any]:
-        thresholds = _Thresholds(
+        thresholds = Thresholds(
             stale_open=_seconds(self.stale_open_after, "stale_open_after"),
             stale_running=_seconds(self.stale_running_after, "stale_running_after"),
             failed_within=_seconds(self.failed_within, "failed_within"),

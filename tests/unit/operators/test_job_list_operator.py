@@ -169,3 +169,29 @@ def test_bad_parameters_fail_at_parse_time():
         SalesforceBulkJobListOperator(task_id="x", job_kinds=["bogus"])
     # a template is checked when rendered, not before
     SalesforceBulkJobListOperator(task_id="x", stale_open_after="{{ params.stale }}")
+
+
+def test_classify_thresholds_at_a_fixed_time():
+    from datetime import datetime, timezone
+
+    from airflow_provider_sfbulk.operators.jobs import Thresholds, classify
+    from airflow_provider_sfbulk.protocol.api import parse_job_info
+
+    now = datetime(2024, 5, 2, 12, 0, tzinfo=timezone.utc)
+    limits = Thresholds(stale_open=3600, stale_running=4 * 3600, failed_within=86400)
+
+    def job(state: str, created: str, modstamp: str | None = None) -> Any:
+        document = {"id": "7505fE000000001ABA", "state": state, "operation": "insert", "object": "Account",
+                    "createdDate": created, "systemModstamp": modstamp or created}
+        return parse_job_info(document, None)
+
+    assert classify(job("Open", "2024-05-02T11:00:00.000+0000"), now, limits) == (3600.0, "stale_open")
+    assert classify(job("Open", "2024-05-02T11:00:01.000+0000"), now, limits)[1] is None
+    assert classify(job("InProgress", "2024-05-02T07:59:00.000+0000"), now, limits)[1] == "stale_running"
+    assert classify(job("UploadComplete", "2024-05-02T09:00:00.000+0000"), now, limits)[1] is None
+    # Failed: counted by when it failed (last change), not by when it was created
+    recent = job("Failed", "2024-04-20T00:00:00.000+0000", "2024-05-01T13:00:00.000+0000")
+    assert classify(recent, now, limits)[1] == "failed_recently"
+    old = job("Failed", "2024-04-20T00:00:00.000+0000", "2024-05-01T11:59:59.000+0000")
+    assert classify(old, now, limits)[1] is None
+    assert classify(job("JobComplete", "2020-01-01T00:00:00.000+0000"), now, limits)[1] is None
