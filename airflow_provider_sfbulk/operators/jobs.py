@@ -186,6 +186,8 @@ class SalesforceBulkJobListOperator(BaseOperator):
     :param output_path: folder of the job list (templated; local path or storage URI); default
         ``<results base>/<dag>/<run>/<task>[/map-<i>]/try-<n>``.
     :param output_format: ``jsonl`` (default) or ``csv``.
+    :param ingest_job_type: filter of the ingest list (``V2Ingest``, ``Classic``, ``BigObjectIngest``);
+        default ``None`` lists every type.
     """
 
     template_fields: Sequence[str] = (
@@ -211,6 +213,7 @@ class SalesforceBulkJobListOperator(BaseOperator):
         abort_stale_open: bool | str = False,
         output_path: Any = None,
         output_format: str = "jsonl",
+        ingest_job_type: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -230,6 +233,7 @@ class SalesforceBulkJobListOperator(BaseOperator):
         self.abort_stale_open = abort_stale_open
         self.output_path = output_path
         self.output_format = output_format
+        self.ingest_job_type = ingest_job_type
         # Values that are not templates are checked at parse time.
         for name in ("stale_open_after", "stale_running_after", "failed_within"):
             value = getattr(self, name)
@@ -256,7 +260,10 @@ class SalesforceBulkJobListOperator(BaseOperator):
 
     def _list(self) -> Iterable[JobInfo]:
         for kind in self.job_kinds:
-            yield from self.hook.list_jobs(kind)
+            if kind == JobKind.INGEST.value and self.ingest_job_type:
+                yield from self.hook.list_jobs(kind, job_type=self.ingest_job_type)
+            else:
+                yield from self.hook.list_jobs(kind)
 
     def execute(self, context: Any) -> dict[str, Any]:
         thresholds = Thresholds(

@@ -73,6 +73,10 @@ def test_lists_every_page_of_both_kinds_and_counts(emulator_factory, salesforce_
     assert by_id[ids["open"]]["problem"] is None
     assert by_id[ids["query"]]["kind"] == "query"
     assert by_id[ids["done1"]]["created_by_id"] == USER_ID
+    assert {row["job_type"] for row in rows if row["kind"] == "ingest"} == {"V2Ingest"}
+    # the ingest list filtered by job type: Bulk API 1.0 (Classic) jobs are left out
+    only_classic = SalesforceBulkJobListOperator(task_id="jobs", ingest_job_type="Classic", job_kinds="ingest")
+    assert only_classic.execute({"ti": FakeTI()})["total"] == 0
 
 
 def test_stale_open_fails_the_task_and_is_not_aborted_by_default(emulator, salesforce_conn, tmp_path):
