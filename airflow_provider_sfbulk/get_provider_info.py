@@ -89,4 +89,21 @@ def get_provider_info() -> dict[str, Any]:
         "sensors": _modules("sensors.job"),
         "triggers": _modules("triggers.job"),
         "extra-links": [f"{PACKAGE}.links.job.SalesforceBulkJobLink"],
+        "config": {
+            "salesforce_bulk": {
+                "description": "Options of the Salesforce Bulk API 2.0 provider.",
+                "options": {
+                    "results_base_path": {
+                        "description": "Object storage folder under which operators write result files, "
+                        "manifests and (before Airflow 3.3) task checkpoints when no results_path is given. "
+                        "Empty means file://$AIRFLOW_HOME/sfbulk-results. Use shared storage (s3://, gs://, "
+                        "...) when retries may run on another worker.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "s3://my-bucket/salesforce-bulk",
+                        "default": "",
+                    }
+                },
+            }
+        },
     }
