@@ -161,6 +161,9 @@ def main() -> int:
     from airflow_provider_sfbulk.emulator.config import EmulatorConfig
     from airflow_provider_sfbulk.emulator.testing import password_token, start_emulator_process
 
+    # everything is on 127.0.0.1: keep proxies from the environment out of it (here and in airflow)
+    for name in ("NO_PROXY", "no_proxy"):
+        os.environ[name] = ",".join(filter(None, [os.environ.get(name, ""), "127.0.0.1", "localhost"]))
     demo = Demo(args.home.resolve())
     shutil.rmtree(demo.home, ignore_errors=True)
     demo.logs.mkdir(parents=True)

@@ -44,11 +44,20 @@ def free_port() -> int:
 def clean_environment() -> dict[str, str]:
     """The caller's environment without any Airflow setting (the test run's unit-test mode, its home,
     its connections): the stack gets only what :class:`AirflowStack` sets."""
-    return {
+    env = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("AIRFLOW_", "AIRFLOW__", "SFBULK_", "PYTEST_"))
     }
+    # everything here is on 127.0.0.1: never through a proxy from the environment
+    for name in ("NO_PROXY", "no_proxy"):
+        env[name] = ",".join(filter(None, [env.get(name, ""), "127.0.0.1", "localhost"]))
+    return env
+
+
+#: HTTP client of the tests: loopback only, so proxies from the environment are ignored.
+HTTP = requests.Session()
+HTTP.trust_env = False
 
 
 @dataclass
@@ -115,7 +124,7 @@ class AirflowStack:
         while time.monotonic() < deadline:
             self.check_alive()
             try:
-                response = requests.get(f"{self.base_url}/api/v2/monitor/health", timeout=5)
+                response = HTTP.get(f"{self.base_url}/api/v2/monitor/health", timeout=5)
                 health = response.json()
                 if response.status_code == 200 and all(
                     (health.get(part) or {}).get("status") == "healthy"
@@ -160,11 +169,11 @@ class AirflowStack:
     # -- REST API ------------------------------------------------------------------------------------
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
         if self._token is None:
-            response = requests.get(f"{self.base_url}/auth/token", timeout=10)
+            response = HTTP.get(f"{self.base_url}/auth/token", timeout=10)
             response.raise_for_status()
             self._token = response.json()["access_token"]
         kwargs.setdefault("timeout", 30)
-        response = requests.request(
+        response = HTTP.request(
             method, f"{self.base_url}{path}", headers={"Authorization": f"Bearer {self._token}"}, **kwargs
         )
         if response.status_code >= 400:
@@ -289,7 +298,7 @@ class EndToEnd:
 
     def emulator_api(self, method: str, path: str, **kwargs: Any) -> Any:
         kwargs.setdefault("timeout", 30)
-        response = requests.request(method, f"{self.emulator.base_url}{path}", **kwargs)
+        response = HTTP.request(method, f"{self.emulator.base_url}{path}", **kwargs)
         response.raise_for_status()
         return response.json() if response.content else None
 
