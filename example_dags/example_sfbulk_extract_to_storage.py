@@ -9,8 +9,9 @@ result page from Salesforce straight to object storage (``s3://``, ``gs://``, ``
 
 ``queryAll`` also returns deleted and archived rows (``IsDeleted = true``), which a warehouse needs to
 apply soft deletes. Pages of at most ``max_records_per_page`` rows land as separate CSV files (each with
-its header), so a warehouse ``COPY INTO ... FROM <results_path>`` or an external table reads them in
-parallel; ``manifest.json`` beside them lists each page with its row count and SHA-256.
+its header), so a warehouse ``COPY INTO`` (pattern ``*.csv`` under ``results_path``) or an external
+table reads them in parallel; ``manifest.json`` beside them lists each page with its row count and
+SHA-256.
 
 ``load_to_warehouse`` stands in for that load: it reads the files named in the XCom, counts the rows of
 each with a CSV reader (quoted newlines are one row) and checks the total against the job's count.
