@@ -27,9 +27,18 @@ os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 # Unit-test mode picks LocalExecutor; sensors' reschedule check on Airflow 2.11 then refuses SQLite. dag.test()
 # runs everything in this process, so the check does not apply (Airflow's own tests set the same flag).
 os.environ.setdefault("_AIRFLOW__SKIP_DATABASE_EXECUTOR_COMPATIBILITY_CHECK", "1")
-_DAGS_FOLDER = os.environ.setdefault(
-    "AIRFLOW__CORE__DAGS_FOLDER", tempfile.mkdtemp(prefix="sfbulk-dags-")
-)
+if "airflow" not in sys.modules:
+    os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", tempfile.mkdtemp(prefix="sfbulk-dags-"))
+
+
+def _dags_folder() -> Path:
+    """The dags folder Airflow actually uses. Read from Airflow's configuration, not from the environment:
+    when another test module imported Airflow first, the configuration was loaded before this file ran."""
+    from airflow.configuration import conf
+
+    folder = Path(os.path.expanduser(conf.get("core", "dags_folder")))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +50,7 @@ def airflow_db() -> Path:
         db.initdb()
     else:  # pragma: no cover
         db.resetdb()
-    return Path(_DAGS_FOLDER)
+    return _dags_folder()
 
 
 @pytest.fixture
