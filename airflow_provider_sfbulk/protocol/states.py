@@ -17,6 +17,9 @@ class JobState(str, Enum):
     JOB_COMPLETE = "JobComplete"
     FAILED = "Failed"
     ABORTED = "Aborted"
+    #: Bulk API 1.0 ("Classic") jobs only: no more batches will be added. They show up in the Bulk API 2.0
+    #: job list unless it is filtered by ``jobType``; Bulk API 2.0 jobs never take this state.
+    CLOSED = "Closed"
 
     @property
     def is_terminal(self) -> bool:

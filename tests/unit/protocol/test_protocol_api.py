@@ -233,3 +233,17 @@ def test_job_setup_url_and_absolute_url():
 def test_decode_json_error_names_the_call():
     with pytest.raises(SalesforceBulkProtocolError, match="get job"):
         api.decode_json(b"<html>", "get job")
+
+
+def test_job_list_tolerates_classic_jobs_in_closed_state() -> None:
+    """Bulk API 1.0 jobs appear in the 2.0 job list (unless filtered) and can read ``Closed``."""
+    from airflow_provider_sfbulk.protocol.api import parse_job_info
+    from airflow_provider_sfbulk.protocol.states import JobKind, JobState
+
+    job = parse_job_info(
+        {"id": "7505fE000000001AAA", "operation": "insert", "object": "Account", "state": "Closed",
+         "jobType": "Classic"},
+        JobKind.INGEST,
+    )
+    assert job.state is JobState.CLOSED
+    assert not job.state.is_terminal
