@@ -140,6 +140,7 @@ def wait_for_jobs(
     deadline: float | None = None,
     clock: Callable[[], float] = time.time,
     on_change: Callable[[JobInfo, JobState | None], None] | None = None,
+    initial_delay: float = 0.0,
 ) -> Flow[WaitOutcome]:
     """Poll ``job_ids`` until every one is terminal or ``deadline`` (epoch seconds) has passed.
 
@@ -149,6 +150,8 @@ def wait_for_jobs(
     SalesforceBulkError`. ``JobComplete`` only means processing ended: callers still reconcile the
     result sets.
 
+    :param initial_delay: seconds to wait before the first poll (bounded by the deadline), for callers
+        that have just checked the jobs themselves.
     :param on_change: called with the job and its previous state (``None`` the first time) whenever a
         job's state is seen to change; the default logs one line per change.
     """
@@ -158,6 +161,9 @@ def wait_for_jobs(
     report = on_change or _log_change
     latest: dict[str, JobInfo] = {}
     intervals = schedule.intervals()
+    if initial_delay > 0:
+        pause = initial_delay if deadline is None else max(0.0, min(initial_delay, deadline - clock()))
+        yield Sleep(pause)
     while True:
         for job_id in job_ids:
             previous = latest.get(job_id)

@@ -78,8 +78,15 @@ class SalesforceBulkJobTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
             async with SalesforceBulkAsyncHook(salesforce_conn_id=self.conn_id) as hook:
+                # The operator checked the jobs just before deferring, so wait one interval before the first
+                # poll. This also keeps a quick job from firing the event before the scheduler has recorded
+                # the deferral (a race in Airflow 3.3.2's scheduler: apache/airflow#67287).
                 outcome = await hook.wait_for_jobs(
-                    self.job_ids, self.job_kind, schedule=self.schedule, deadline=self.deadline
+                    self.job_ids,
+                    self.job_kind,
+                    schedule=self.schedule,
+                    deadline=self.deadline,
+                    initial_delay=self.poll_interval,
                 )
         except SalesforceBulkError as err:
             # CancelledError is a BaseException and passes through: the triggerer owns cancellation.

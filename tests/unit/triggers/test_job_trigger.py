@@ -188,3 +188,16 @@ def test_sync_hook_waits_with_the_same_flow(hook: SalesforceBulkHook) -> None:
     outcome = hook.wait_for_jobs([job_id], "ingest", schedule=PollSchedule(0.05, 1.5, 0.2))
     assert outcome.status == "success"
     assert outcome.jobs[0].number_records_processed == 2
+
+
+def test_wait_flow_sleeps_initial_delay_before_first_poll() -> None:
+    """The flow's first effect is the initial sleep (bounded by the deadline), before any request."""
+    from airflow_provider_sfbulk.protocol.client import Sleep
+    from airflow_provider_sfbulk.protocol.waiting import wait_for_jobs
+
+    flow = wait_for_jobs(object(), ["750A"], "ingest", initial_delay=5.0)  # type: ignore[arg-type]
+    assert next(flow) == Sleep(5.0)
+    bounded = wait_for_jobs(
+        object(), ["750A"], "ingest", initial_delay=5.0, deadline=101.0, clock=lambda: 100.0  # type: ignore[arg-type]
+    )
+    assert next(bounded) == Sleep(1.0)
