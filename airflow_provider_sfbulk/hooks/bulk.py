@@ -198,6 +198,7 @@ class _SalesforceBulkHookBase(BaseHook):
     get_result_pages = _ApiMethod(BulkClient.get_result_pages)
     get_limits = _ApiMethod(BulkClient.get_limits)
     wait_for_jobs = _ApiMethod(waiting.wait_for_jobs)
+    get_user_id = _ApiMethod(BulkClient.get_user_id)
 
     @staticmethod
     def _connected_message(instance_url: str, limits: Limits) -> str:

@@ -683,9 +683,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
         self, hook: SalesforceBulkHook, state: dict[str, Any], part: dict[str, Any]
     ) -> JobInfo | None:
         """The job a lost multipart create made: this user's, same object and operation, created since."""
-        hook.get_limits()  # makes sure a token (and so our user id) is known
-        token = hook._get_client().cached_token()
-        user_id = token.user_id if token else None
+        user_id = hook.get_user_id()
         since = datetime.fromtimestamp(part["sent_at"], timezone.utc) - LOST_JOB_SKEW
         known = {
             job_id

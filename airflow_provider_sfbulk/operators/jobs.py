@@ -250,13 +250,7 @@ class SalesforceBulkJobListOperator(BaseOperator):
 
     def connection_user_id(self) -> str | None:
         """The connection's user id: the last segment of the OAuth token's ``id`` URL (None without one)."""
-        hook = self.hook
-        client = hook._get_client()
-        token = client.cached_token()
-        if token is None:
-            hook._run(client.token())
-            token = client.cached_token()
-        return token.user_id if token is not None else None
+        return self.hook.get_user_id()
 
     def _list(self) -> Iterable[JobInfo]:
         for kind in self.job_kinds:

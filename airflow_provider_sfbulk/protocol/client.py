@@ -367,6 +367,14 @@ class BulkClient:
         token = yield from self.token()
         return token.instance_url
 
+    def get_user_id(self) -> Flow[str | None]:
+        """The connection user's id (``005...``, from the token's identity URL; fetches a token on first use).
+
+        ``None`` for an ``access_token`` connection, whose token carries no identity URL.
+        """
+        token = yield from self.token()
+        return token.user_id
+
     def _create(self, what: str, kind: JobKind, build: Callable[[str, TokenInfo], Request]) -> Flow[JobInfo]:
         """A job creation: never repeated once it may have reached the server (``Repeat.UNSAFE``)."""
         return self.execute(Call(what, build, _job_parser(kind), repeat=Repeat.UNSAFE))

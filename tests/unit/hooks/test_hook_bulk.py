@@ -510,3 +510,11 @@ def test_upload_streams_without_holding_the_body(hook, emulator):
     size = (emulator.data_dir / "jobs" / job.id / "upload.csv").stat().st_size
     assert size == len(b"Name,NumberOfEmployees\n") + chunks * len(chunk_rows)
     assert hook.call("abort_job", job.id, "ingest").state is JobState.ABORTED
+
+
+def test_user_id_is_the_connection_users_id(hook):
+    from airflow_provider_sfbulk.emulator.identity import USER_ID
+
+    assert hook.call("get_user_id") == USER_ID
+    job = hook.call("create_ingest_job", "Account", "insert")
+    assert job.created_by_id == USER_ID
