@@ -543,6 +543,8 @@ class EmulatorApp:
             wanted = JobState(target)
         except ValueError:
             raise _enum_error("JobStateEnum", target) from None
+        if wanted is JobState.CLOSED:  # a Bulk API 1.0 state: not a value of the 2.0 enum
+            raise _enum_error("JobStateEnum", target)
         current = job.job_state
         if wanted is JobState.UPLOAD_COMPLETE and job.kind == "ingest":
             if current is not JobState.OPEN:
