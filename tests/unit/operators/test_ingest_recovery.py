@@ -13,12 +13,12 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _threading_compat import operator_thread
 from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 
 from airflow_provider_sfbulk.checkpoint import TaskCheckpoint
@@ -210,7 +210,7 @@ def test_killed_task_aborts_its_jobs(emulator_factory, salesforce_conn, tmp_path
         except BaseException as err:
             failure.append(err)
 
-    thread = threading.Thread(target=work)
+    thread = operator_thread(work)
     thread.start()
     deadline = time.monotonic() + 20
     while not op._active_job_ids or all_jobs(server)[0]["state"] == "Open":

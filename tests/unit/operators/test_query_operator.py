@@ -7,7 +7,6 @@ import csv
 import gzip
 import io
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _threading_compat import operator_thread
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
 
 from airflow_provider_sfbulk.checkpoint import TaskCheckpoint
@@ -208,7 +208,7 @@ def test_failed_job_fails_the_task_with_its_error_message(slow_emulator, salesfo
     context = make_context()
     errors: list[BaseException] = []
     with busy_worker(slow_emulator) as release:
-        thread = threading.Thread(target=lambda: _capture(errors, operator().execute, context))
+        thread = operator_thread(lambda: _capture(errors, operator().execute, context))
         thread.start()
         job = wait_for_query_job(slow_emulator)
         # Salesforce gives up on the query (as after 15 internal retries) while it is still queued.
@@ -237,7 +237,7 @@ def test_kill_aborts_the_running_job(slow_emulator, salesforce_conn, results_bas
     op = operator()
     errors: list[BaseException] = []
     with busy_worker(slow_emulator):
-        thread = threading.Thread(target=lambda: _capture(errors, op.execute, make_context()))
+        thread = operator_thread(lambda: _capture(errors, op.execute, make_context()))
         thread.start()
         job = wait_for_query_job(slow_emulator)
         deadline = time.monotonic() + 10
