@@ -50,6 +50,8 @@ class SalesforceBulkJobResultsOperator(SalesforceBulkBaseOperator):
     :param wait_for_completion: wait for running jobs (default True).
     :param fail_on_job_failure: fail the task, after writing the files, when a job ended ``Failed`` or
         ``Aborted``.
+    :param cancel_on_kill: abort the jobs when this task is killed while waiting for them. Default False:
+        the jobs belong to whoever created them (another task or system), not to this task.
     """
 
     template_fields: Sequence[str] = ("salesforce_conn_id", "job_ids", "results_path")
@@ -63,9 +65,10 @@ class SalesforceBulkJobResultsOperator(SalesforceBulkBaseOperator):
         results_path: Any = None,
         wait_for_completion: bool = True,
         fail_on_job_failure: bool = False,
+        cancel_on_kill: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(cancel_on_kill=cancel_on_kill, **kwargs)
         self.job_ids = job_ids
         self.job_kind = job_kind
         self.results_path = results_path

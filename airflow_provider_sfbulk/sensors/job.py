@@ -43,6 +43,8 @@ class SalesforceBulkJobSensor(BaseSensorOperator):
         ``errorMessage``); False returns the outcome instead.
     :param deferrable: wait in the triggerer; default ``[operators] default_deferrable``.
     :param max_poll_interval: cap of the growing interval while deferred, seconds.
+    :param cancel_on_kill: abort the jobs when this sensor is killed while deferred. Default False: the
+        jobs belong to whoever created them, the sensor only watches.
     """
 
     template_fields: Sequence[str] = ("job_ids", "salesforce_conn_id")
@@ -57,6 +59,7 @@ class SalesforceBulkJobSensor(BaseSensorOperator):
         fail_on_job_failure: bool = True,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         max_poll_interval: float = 60.0,
+        cancel_on_kill: bool = False,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("poke_interval", 5.0)
@@ -67,6 +70,7 @@ class SalesforceBulkJobSensor(BaseSensorOperator):
         self.fail_on_job_failure = fail_on_job_failure
         self.deferrable = deferrable
         self.max_poll_interval = max_poll_interval
+        self.cancel_on_kill = cancel_on_kill
 
     @cached_property
     def hook(self) -> SalesforceBulkHook:
@@ -125,6 +129,7 @@ class SalesforceBulkJobSensor(BaseSensorOperator):
                 poll_interval=float(self.poke_interval),
                 max_poll_interval=max(float(self.max_poll_interval), float(self.poke_interval)),
                 deadline=time.time() + float(self.timeout),
+                abort_on_kill=self.cancel_on_kill,
             ),
             method_name="execute_complete",
         )

@@ -80,3 +80,19 @@ def test_failed_job_written_then_fails_when_asked(emulator_factory, salesforce_c
     pushed = ti.xcom_push.call_args_list[-1].kwargs["value"]
     assert pushed["records_unprocessed"] == 2
     assert (tmp_path / job_id / "unprocessedrecords.csv").read_text().splitlines()[1:] == ['"A"', '"B"']
+
+
+def test_results_operator_does_not_abort_jobs_it_did_not_create_unless_asked(emulator, salesforce_conn, tmp_path):
+    salesforce_conn(emulator)
+    api = ApiSession(emulator)
+    job = api.create_ingest("Account")  # an Open job: the operator would wait for it
+    watcher = SalesforceBulkJobResultsOperator(task_id="results", job_ids=[job["id"]], results_path=str(tmp_path))
+    assert watcher.cancel_on_kill is False
+    watcher._active_job_ids = [job["id"]]  # as while waiting
+    watcher.on_kill()
+    assert api.get(f"/jobs/ingest/{job['id']}").json()["state"] == "Open"
+    owner = SalesforceBulkJobResultsOperator(task_id="results", job_ids=[job["id"]], results_path=str(tmp_path),
+                                             cancel_on_kill=True)
+    owner._active_job_ids = [job["id"]]
+    owner.on_kill()
+    assert api.get(f"/jobs/ingest/{job['id']}").json()["state"] == "Aborted"

@@ -88,3 +88,23 @@ def test_deferrable_timeout_event_raises(emulator, salesforce_conn):
 def test_bad_job_ids(bad):
     with pytest.raises(AirflowException, match="job_ids"):
         SalesforceBulkJobSensor(task_id="s", job_ids=bad).poke(_context())
+
+
+@pytest.mark.parametrize("cancel_on_kill", [False, True])
+def test_killing_a_deferred_sensor_aborts_only_when_asked(emulator_factory, salesforce_conn, cancel_on_kill):
+    """The sensor watches jobs somebody else created: by default its kill leaves them running."""
+    server = emulator_factory(batch_delay=0.5, batch_size=1)
+    salesforce_conn(server)
+    api = ApiSession(server)
+    job = api.create_ingest("Account")
+    api.upload(job["id"], b"Name\nA\nB\nC\nD\n").raise_for_status()
+    api.close(job["id"]).raise_for_status()
+    kwargs = {"cancel_on_kill": True} if cancel_on_kill else {}
+    sensor = SalesforceBulkJobSensor(task_id="s", job_ids=[job["id"]], deferrable=True, **kwargs)
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(_context())
+    assert deferred.value.trigger.abort_on_kill is cancel_on_kill
+    asyncio.run(deferred.value.trigger.on_kill())
+    server.wait_idle()
+    state = api.get(f"/jobs/ingest/{job['id']}").json()["state"]
+    assert state == ("Aborted" if cancel_on_kill else "JobComplete")
