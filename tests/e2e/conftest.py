@@ -113,8 +113,11 @@ class AirflowStack:
         for name in COMPONENTS:
             out = open(self.home / f"{name}.out", "wb")  # noqa: SIM115 - closed in stop()
             self._outputs.append(out)
+            # The log servers of the scheduler and triggerer would listen on 0.0.0.0 at fixed ports; every
+            # component shares this machine's disk, so they are not needed (tests talk to 127.0.0.1 only).
+            args = (name, "--skip-serve-logs") if name in ("scheduler", "triggerer") else (name,)
             self.processes[name] = subprocess.Popen(
-                self._airflow(name), env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                self._airflow(*args), env=self.env, stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
         self._wait_healthy(deadline)
