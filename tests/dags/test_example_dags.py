@@ -38,7 +38,8 @@ class ExampleRun:
 
     def __init__(self, dag_run: Any) -> None:
         self.dag_run = dag_run
-        self.state = str(getattr(dag_run, "state", ""))
+        state = getattr(dag_run, "state", "")
+        self.state = str(getattr(state, "value", state))  # "success", whatever the enum's str()
 
     def xcom(self, task_id: str) -> Any:
         ti = self.dag_run.get_task_instance(task_id)
@@ -99,7 +100,7 @@ def test_every_example_parses_without_import_errors():
 def test_parent_then_child(emulator: EmulatorServer, salesforce_conn, run_example):
     salesforce_conn(emulator)
     run = run_example("example_sfbulk_parent_child")
-    assert "success" in run.state
+    assert run.state == "success"
     accounts = {r["External_Id__c"]: r for r in emulator.records("Account")}
     expected_accounts = _csv_rows(EXAMPLES / "data" / "accounts.csv")
     assert set(accounts) == {row["External_Id__c"] for row in expected_accounts}
@@ -118,7 +119,7 @@ def test_parent_then_child(emulator: EmulatorServer, salesforce_conn, run_exampl
 
     # a second night changes nothing: upserts by external id do not duplicate
     run = run_example("example_sfbulk_parent_child")
-    assert "success" in run.state
+    assert run.state == "success"
     assert len(emulator.records("Account")) == 20
     assert len(emulator.records("Contact")) == 40
 
@@ -148,7 +149,7 @@ def test_load_with_failures_reports_and_retries_only_retryable_rows(
         run = run_example("example_sfbulk_load_with_failures")
     finally:
         emulator.reset_faults()
-    assert "success" in run.state
+    assert run.state == "success"
     load = run.xcom("load_invoices")
     report = run.xcom("report_failed_rows")
     invalid = {"INV-2024-0005", "INV-2024-0011", "INV-2024-0017", "INV-2024-0023"}
@@ -179,7 +180,7 @@ def test_extract_to_storage(emulator: EmulatorServer, salesforce_conn, run_examp
     ApiSession(emulator).run_ingest("Opportunity", "delete", ("Id\n" + "".join(r["Id"] + "\n" for r in doomed))
                                     .encode())
     run = run_example("example_sfbulk_extract_to_storage")
-    assert "success" in run.state
+    assert run.state == "success"
     extract = run.xcom("extract_opportunities")
     loaded = run.xcom("load_to_warehouse")
     assert extract["record_count"] == 1200  # queryAll: deleted rows included
@@ -201,7 +202,7 @@ def test_delete_by_extract(emulator: EmulatorServer, salesforce_conn, run_exampl
     doomed = {r["Id"] for r in before if r["StageName"] == "Closed Lost"}
     assert doomed
     run = run_example("example_sfbulk_delete_by_extract")
-    assert "success" in run.state
+    assert run.state == "success"
     assert run.xcom("delete_closed_lost")["records_successful"] == len(doomed)
     after = emulator.records("Opportunity")
     assert {r["Id"] for r in after} == {r["Id"] for r in before} - doomed
@@ -210,7 +211,7 @@ def test_delete_by_extract(emulator: EmulatorServer, salesforce_conn, run_exampl
 
     # nothing left to delete: the delete is skipped, the run still succeeds
     run = run_example("example_sfbulk_delete_by_extract")
-    assert "success" in run.state
+    assert run.state == "success"
     assert run.task_state("delete_closed_lost") == "skipped"
 
 
@@ -221,7 +222,7 @@ def test_job_watch(emulator: EmulatorServer, salesforce_conn, run_example):
     forgotten = api.create_ingest("Account", "insert")["id"]  # data never closed: stays Open
 
     run = run_example("example_sfbulk_job_watch")  # default thresholds: nothing is an hour old
-    assert "success" in run.state
+    assert run.state == "success"
     summary = run.xcom("list_bulk_jobs")
     assert summary["total"] == 2
     assert summary["problems"] == 0
@@ -234,7 +235,7 @@ def test_job_watch(emulator: EmulatorServer, salesforce_conn, run_example):
     assert api.get(f"/jobs/ingest/{forgotten}").json()["state"] == "Open"
 
     run = run_example("example_sfbulk_job_watch", stale_open_minutes=0)
-    assert "success" in run.state
+    assert run.state == "success"
     summary = run.xcom("list_bulk_jobs")
     assert summary["aborted"] == [forgotten]
     assert summary["problems"] == 0
