@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _fakes import FakeTI
 from airflow.providers.common.compat.sdk import AirflowFailException, ObjectStoragePath, TaskDeferred
 
 from airflow_provider_sfbulk.checkpoint import TaskCheckpoint
@@ -16,29 +17,8 @@ from airflow_provider_sfbulk.operators.ingest import STATE_KEY, SalesforceBulkIn
 from airflow_provider_sfbulk.triggers.job import SalesforceBulkJobTrigger
 
 
-class FakeTI:
-    def __init__(self, try_number: int = 1, run_id: str = "run-1") -> None:
-        self.dag_id = "dag"
-        self.run_id = run_id
-        self.task_id = "load"
-        self.map_index = -1
-        self.try_number = try_number
-        self.xcoms: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        json.dumps(value)  # XCom values must be JSON
-        self.xcoms[key] = value
-
-
 def make_context(try_number: int = 1) -> dict[str, Any]:
     return {"ti": FakeTI(try_number)}
-
-
-@pytest.fixture
-def results_base(tmp_path, monkeypatch) -> Path:
-    base = tmp_path / "results"
-    monkeypatch.setenv("AIRFLOW__SALESFORCE_BULK__RESULTS_BASE_PATH", str(base))
-    return base
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:

@@ -10,27 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _fakes import FakeTI
 from airflow.providers.common.compat.sdk import AirflowFailException, ObjectStoragePath
 
 from airflow_provider_sfbulk.emulator.testing import ApiSession
 from airflow_provider_sfbulk.operators import ingest as ingest_module
 from airflow_provider_sfbulk.operators.ingest import SalesforceBulkIngestOperator
 
-
-class FakeTI:
-    def __init__(self, try_number: int = 1) -> None:
-        self.dag_id, self.run_id, self.task_id, self.map_index = "dag", "run", "load", -1
-        self.try_number = try_number
-        self.xcoms: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcoms[key] = json.loads(json.dumps(value))
-
-
-@pytest.fixture(autouse=True)
-def results_base(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("AIRFLOW__SALESFORCE_BULK__RESULTS_BASE_PATH", str(tmp_path / "results"))
-    return tmp_path / "results"
+pytestmark = pytest.mark.usefixtures("results_base")
 
 
 def write(path: Path, header: list[str], rows: list[list[Any]], terminator: str = "\n") -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _fakes import FakeTI
 from _threading_compat import operator_thread
 from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 
@@ -33,20 +34,7 @@ class Crash(BaseException):
     """Stands for the worker dying: not an Exception, so nothing in the task catches it."""
 
 
-class FakeTI:
-    def __init__(self, try_number: int = 1) -> None:
-        self.dag_id, self.run_id, self.task_id, self.map_index = "dag", "run", "load", -1
-        self.try_number = try_number
-        self.xcoms: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcoms[key] = json.loads(json.dumps(value))
-
-
-@pytest.fixture(autouse=True)
-def results_base(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("AIRFLOW__SALESFORCE_BULK__RESULTS_BASE_PATH", str(tmp_path / "results"))
-    return tmp_path / "results"
+pytestmark = pytest.mark.usefixtures("results_base")
 
 
 def source(tmp_path: Path, count: int = 30) -> str:
@@ -179,7 +167,7 @@ def test_process_killed_with_os_exit_then_retried(emulator, salesforce_conn, tmp
             os._exit(17)
 
         SalesforceBulkIngestOperator._close = die
-        ti = SimpleNamespace(dag_id="dag", run_id="run", task_id="load", map_index=-1, try_number=1,
+        ti = SimpleNamespace(dag_id="dag", run_id="run-1", task_id="load", map_index=-1, try_number=1,
                              xcom_push=lambda **kw: None)
         op = SalesforceBulkIngestOperator(task_id="load", source={src!r}, object_name="Account",
                                           operation="insert", max_records_per_job=10,

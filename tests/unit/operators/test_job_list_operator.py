@@ -6,32 +6,15 @@ import csv
 import io
 import json
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
+from _fakes import FakeTI
 from airflow.providers.common.compat.sdk import AirflowFailException, ObjectStoragePath
 
 from airflow_provider_sfbulk.emulator.identity import USER_ID
 from airflow_provider_sfbulk.emulator.testing import ApiSession
 from airflow_provider_sfbulk.operators.jobs import COLUMNS, SalesforceBulkJobListOperator
-
-
-class FakeTI:
-    def __init__(self) -> None:
-        self.dag_id, self.run_id, self.task_id, self.map_index, self.try_number = "watch", "run-1", "jobs", -1, 1
-        self.xcoms: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        json.dumps(value)  # XCom values must be JSON
-        self.xcoms[key] = value
-
-
-@pytest.fixture
-def results_base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    base = tmp_path / "results"
-    monkeypatch.setenv("AIRFLOW__SALESFORCE_BULK__RESULTS_BASE_PATH", str(base))
-    return base
 
 
 def _lines(uri: str) -> list[dict[str, Any]]:
@@ -51,7 +34,7 @@ def test_lists_every_page_of_both_kinds_and_counts(emulator_factory, salesforce_
     server = emulator_factory(list_page_size=2)  # 3 ingest jobs -> two pages: nextRecordsUrl is followed
     salesforce_conn(server)
     ids = _org_with_jobs(ApiSession(server))
-    ti = FakeTI()
+    ti = FakeTI(dag_id="watch", task_id="jobs")
     op = SalesforceBulkJobListOperator(task_id="jobs", fail_on_problems=False)
     result = op.execute({"ti": ti})
     assert result["total"] == 4
@@ -76,13 +59,13 @@ def test_lists_every_page_of_both_kinds_and_counts(emulator_factory, salesforce_
     assert {row["job_type"] for row in rows if row["kind"] == "ingest"} == {"V2Ingest"}
     # the ingest list filtered by job type: Bulk API 1.0 (Classic) jobs are left out
     only_classic = SalesforceBulkJobListOperator(task_id="jobs", ingest_job_type="Classic", job_kinds="ingest")
-    assert only_classic.execute({"ti": FakeTI()})["total"] == 0
+    assert only_classic.execute({"ti": FakeTI(dag_id="watch", task_id="jobs")})["total"] == 0
 
 
 def test_stale_open_fails_the_task_and_is_not_aborted_by_default(emulator, salesforce_conn, tmp_path):
     salesforce_conn(emulator)
     ids = _org_with_jobs(ApiSession(emulator))
-    ti = FakeTI()
+    ti = FakeTI(dag_id="watch", task_id="jobs")
     op = SalesforceBulkJobListOperator(task_id="jobs", stale_open_after=0, output_path=str(tmp_path / "out"),
                                        output_format="csv")
     with pytest.raises(AirflowFailException, match="1 Bulk API job problem"):
@@ -102,7 +85,7 @@ def test_abort_stale_open_of_own_user_resolves_the_problem(emulator, salesforce_
     salesforce_conn(emulator)
     api = ApiSession(emulator)
     ids = _org_with_jobs(api)
-    ti = FakeTI()
+    ti = FakeTI(dag_id="watch", task_id="jobs")
     op = SalesforceBulkJobListOperator(task_id="jobs", stale_open_after="0", abort_stale_open="True")
     result = op.execute({"ti": ti})  # templated values arrive as text
     assert result["aborted"] == [ids["open"]]
@@ -120,7 +103,7 @@ def test_other_users_open_jobs_are_never_aborted(emulator, salesforce_conn, resu
     ids = _org_with_jobs(api)
     op = SalesforceBulkJobListOperator(task_id="jobs", stale_open_after=0, abort_stale_open=True)
     monkeypatch.setattr(op, "connection_user_id", lambda: "005000000000001AAA")
-    ti = FakeTI()
+    ti = FakeTI(dag_id="watch", task_id="jobs")
     with pytest.raises(AirflowFailException):
         op.execute({"ti": ti})
     assert ti.xcoms["return_value"]["aborted"] == []
@@ -134,7 +117,7 @@ def test_failed_recently_and_stale_running(emulator, salesforce_conn, results_ba
     failed = api.run_ingest("Account", "insert", b"Name\nX\n")
     emulator.reset_faults()
     assert failed["state"] == "Failed"
-    ti = FakeTI()
+    ti = FakeTI(dag_id="watch", task_id="jobs")
     op = SalesforceBulkJobListOperator(task_id="jobs", job_kinds="ingest")
     with pytest.raises(AirflowFailException, match="1 Failed within 86400s"):
         op.execute({"ti": ti})
@@ -142,7 +125,7 @@ def test_failed_recently_and_stale_running(emulator, salesforce_conn, results_ba
     assert ti.xcoms["return_value"]["problem_job_ids"] == [failed["id"]]
     # outside the window it is history, not a problem
     quiet = SalesforceBulkJobListOperator(task_id="jobs", job_kinds=["ingest"], failed_within=0)
-    assert quiet.execute({"ti": FakeTI()})["problems"] == 0
+    assert quiet.execute({"ti": FakeTI(dag_id="watch", task_id="jobs")})["problems"] == 0
 
 
 
@@ -154,8 +137,8 @@ def test_stale_running(emulator_factory, salesforce_conn, results_base):
     api.upload(job, b"Name\nY\n").raise_for_status()
     api.close(job).raise_for_status()
     fresh = SalesforceBulkJobListOperator(task_id="jobs")
-    assert fresh.execute({"ti": FakeTI()})["problems"] == 0
-    ti = FakeTI()
+    assert fresh.execute({"ti": FakeTI(dag_id="watch", task_id="jobs")})["problems"] == 0
+    ti = FakeTI(dag_id="watch", task_id="jobs")
     old = SalesforceBulkJobListOperator(task_id="jobs", stale_running_after=timedelta(0))
     with pytest.raises(AirflowFailException, match="1 stale UploadComplete/InProgress"):
         old.execute({"ti": ti})

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _fakes import FakeTI
 from _threading_compat import operator_thread
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
 
@@ -26,29 +27,8 @@ from airflow_provider_sfbulk.protocol.retry import RetryPolicy
 from airflow_provider_sfbulk.triggers.job import SalesforceBulkJobTrigger
 
 
-class FakeTI:
-    def __init__(self, try_number: int = 1) -> None:
-        self.dag_id = "dag"
-        self.run_id = "run-1"
-        self.task_id = "extract"
-        self.map_index = -1
-        self.try_number = try_number
-        self.xcoms: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        json.dumps(value)  # XCom values must be JSON
-        self.xcoms[key] = value
-
-
 def make_context(try_number: int = 1) -> dict[str, Any]:
-    return {"ti": FakeTI(try_number)}
-
-
-@pytest.fixture
-def results_base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    base = tmp_path / "results"
-    monkeypatch.setenv("AIRFLOW__SALESFORCE_BULK__RESULTS_BASE_PATH", str(base))
-    return base
+    return {"ti": FakeTI(try_number, task_id="extract")}
 
 
 @pytest.fixture(autouse=True)
