@@ -44,16 +44,9 @@ class Demo:
 
     # -- environment -------------------------------------------------------------------------------
     def env(self) -> dict[str, str]:
-        from airflow_provider_sfbulk.emulator.config import EmulatorConfig
+        from airflow_provider_sfbulk.emulator.testing import connection_dict
 
-        config = EmulatorConfig()
-        connection = {
-            "conn_type": "salesforce_bulk", "host": self.emulator.base_url, "login": config.username,
-            "password": config.password,
-            "extra": {"auth_type": "password", "client_id": config.client_id,
-                      "client_secret": config.client_secret, "security_token": config.security_token,
-                      "api_version": "60.0", "timeout": 30},
-        }
+        connection = connection_dict(self.emulator)
         base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__"))}
         return {
             **base,

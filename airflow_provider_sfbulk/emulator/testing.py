@@ -257,10 +257,14 @@ def _wait_until_answers(base_url: str, ca_path: Path | None, *, deadline: float)
 AUTH_TYPES = ("password", "client_credentials", "jwt_bearer", "refresh_token", "access_token")
 
 
-def connection_dict(server: EmulatorServer, auth_type: str = "password", *,
+def connection_dict(server: EmulatorServer | EmulatorProcess | str, auth_type: str = "password", *,
                     private_key_file: Path | None = None, api_version: str = "60.0",
                     **extra: Any) -> dict[str, Any]:
     """An Airflow connection (JSON form) for ``salesforce_bulk`` pointing at ``server``.
+
+    ``server`` is an in-process :class:`EmulatorServer`, an :class:`EmulatorProcess` or a base URL; the
+    last two are assumed to run with the default credentials of :class:`EmulatorConfig`. The
+    ``refresh_token`` and ``access_token`` flows need an in-process server (it mints the token).
 
     Layout: host = login URL (the emulator base URL), login = username, password = password,
     extra = auth_type, client_id, client_secret, security_token, private_key_file, refresh_token,
@@ -268,7 +272,9 @@ def connection_dict(server: EmulatorServer, auth_type: str = "password", *,
     """
     if auth_type not in AUTH_TYPES:
         raise ValueError(f"auth_type must be one of {AUTH_TYPES}")
-    config = server.config
+    base_url = server if isinstance(server, str) else server.base_url
+    ca_path = None if isinstance(server, str) else server.ca_path
+    config = server.config if isinstance(server, EmulatorServer) else EmulatorConfig()
     fields: dict[str, Any] = {"auth_type": auth_type, "api_version": api_version, "timeout": 30}
     if auth_type in ("password", "client_credentials", "refresh_token"):
         fields["client_id"] = config.client_id
@@ -280,15 +286,19 @@ def connection_dict(server: EmulatorServer, auth_type: str = "password", *,
         if private_key_file is None:
             raise ValueError("the jwt_bearer connection needs private_key_file")
         fields["private_key_file"] = str(private_key_file)
+    if auth_type in ("refresh_token", "access_token") and not isinstance(server, EmulatorServer):
+        raise ValueError(f"a {auth_type} connection needs an in-process EmulatorServer to mint its token")
     if auth_type == "refresh_token":
+        assert isinstance(server, EmulatorServer)
         fields["refresh_token"] = server.mint_refresh_token()
     if auth_type == "access_token":
+        assert isinstance(server, EmulatorServer)
         fields["access_token"] = server.get_token()
-        fields["instance_url"] = server.base_url
-    if server.ca_path is not None:
-        fields["ca_bundle"] = str(server.ca_path)
+        fields["instance_url"] = base_url
+    if ca_path is not None:
+        fields["ca_bundle"] = str(ca_path)
     fields.update(extra)
-    conn: dict[str, Any] = {"conn_type": "salesforce_bulk", "host": server.base_url, "extra": fields}
+    conn: dict[str, Any] = {"conn_type": "salesforce_bulk", "host": base_url, "extra": fields}
     if auth_type in ("password", "jwt_bearer"):
         conn["login"] = config.username
     if auth_type == "password":
@@ -296,7 +306,7 @@ def connection_dict(server: EmulatorServer, auth_type: str = "password", *,
     return conn
 
 
-def connection_json(server: EmulatorServer, auth_type: str = "password", **kwargs: Any) -> str:
+def connection_json(server: EmulatorServer | EmulatorProcess | str, auth_type: str = "password", **kwargs: Any) -> str:
     """:func:`connection_dict` as the JSON string ``AIRFLOW_CONN_<ID>`` accepts."""
     return json.dumps(connection_dict(server, auth_type, **kwargs))
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_sfbulk.emulator import config as emulator_config
-from airflow_provider_sfbulk.emulator.testing import EmulatorProcess, start_emulator_process
+from airflow_provider_sfbulk.emulator.testing import EmulatorProcess, connection_json, start_emulator_process
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
 from airflow_provider_sfbulk.protocol.api import JobInfo
 from airflow_provider_sfbulk.protocol.states import JobState
@@ -186,30 +186,14 @@ def _report(phase: Phase, rate: str) -> None:
 # --- servers -----------------------------------------------------------------------------------------------
 
 
-def _connection(base_url: str) -> str:
-    return json.dumps({
-        "conn_type": "salesforce_bulk",
-        "host": base_url,
-        "login": emulator_config.DEFAULT_USERNAME,
-        "password": emulator_config.DEFAULT_PASSWORD,
-        "extra": {
-            "auth_type": "password",
-            "client_id": emulator_config.DEFAULT_CLIENT_ID,
-            "client_secret": emulator_config.DEFAULT_CLIENT_SECRET,
-            "security_token": emulator_config.DEFAULT_SECURITY_TOKEN,
-            "api_version": API_VERSION,
-            "timeout": 600,
-        },
-    })
-
-
 @pytest.fixture
 def make_hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, str], SalesforceBulkHook]]:
     """``make_hook(conn_id, base_url)``: a sync hook on a password connection to ``base_url``."""
     hooks: list[SalesforceBulkHook] = []
 
     def make(conn_id: str, base_url: str) -> SalesforceBulkHook:
-        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", _connection(base_url))
+        connection = connection_json(base_url, api_version=API_VERSION, timeout=600)
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", connection)
         hook = SalesforceBulkHook(conn_id)
         hooks.append(hook)
         return hook

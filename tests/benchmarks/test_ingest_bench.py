@@ -23,8 +23,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_sfbulk.emulator import config as emulator_config
-from airflow_provider_sfbulk.emulator.testing import EmulatorProcess, start_emulator_process
+from airflow_provider_sfbulk.emulator.testing import EmulatorProcess, connection_json, start_emulator_process
 from airflow_provider_sfbulk.operators.ingest import SalesforceBulkIngestOperator
 
 pytestmark = pytest.mark.benchmark
@@ -55,17 +54,6 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _connection(base_url: str) -> str:
-    return json.dumps({
-        "conn_type": "salesforce_bulk", "host": base_url,
-        "login": emulator_config.DEFAULT_USERNAME, "password": emulator_config.DEFAULT_PASSWORD,
-        "extra": {"auth_type": "password", "client_id": emulator_config.DEFAULT_CLIENT_ID,
-                  "client_secret": emulator_config.DEFAULT_CLIENT_SECRET,
-                  "security_token": emulator_config.DEFAULT_SECURITY_TOKEN, "api_version": "60.0",
-                  "timeout": 600},
-    })
-
-
 def _write_source(path: Path, rows: int, prefix: str) -> int:
     with path.open("w", encoding="utf-8", newline="") as out:
         out.write("Name,External_Id__c,NumberOfEmployees,BillingCity,Description\n")
@@ -86,7 +74,7 @@ def emulator_process(tmp_path: Path) -> Iterator[EmulatorProcess]:
 @pytest.mark.timeout(3600)
 def test_ingest_operator_speed_and_memory(emulator_process: EmulatorProcess, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", _connection(emulator_process.base_url))
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(emulator_process, timeout=600))
     monkeypatch.setenv("AIRFLOW__SALESFORCE_BULK__RESULTS_BASE_PATH", str(tmp_path / "results"))
     common = {"salesforce_conn_id": CONN_ID, "object_name": "Account", "operation": "insert",
               "deferrable": False, "poll_interval": 0.2, "max_poll_interval": 1.0}

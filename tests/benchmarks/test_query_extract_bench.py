@@ -24,8 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_sfbulk.emulator import config as emulator_config
-from airflow_provider_sfbulk.emulator.testing import EmulatorProcess, start_emulator_process
+from airflow_provider_sfbulk.emulator.testing import EmulatorProcess, connection_json, start_emulator_process
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
 from airflow_provider_sfbulk.protocol.states import JobState
 from airflow_provider_sfbulk.query_download import ExtractOptions, extract_query_results
@@ -77,23 +76,6 @@ def emulator_process(tmp_path: Path) -> Iterator[EmulatorProcess]:
         yield proc
 
 
-def _connection(base_url: str) -> str:
-    return json.dumps({
-        "conn_type": "salesforce_bulk",
-        "host": base_url,
-        "login": emulator_config.DEFAULT_USERNAME,
-        "password": emulator_config.DEFAULT_PASSWORD,
-        "extra": {
-            "auth_type": "password",
-            "client_id": emulator_config.DEFAULT_CLIENT_ID,
-            "client_secret": emulator_config.DEFAULT_CLIENT_SECRET,
-            "security_token": emulator_config.DEFAULT_SECURITY_TOKEN,
-            "api_version": "60.0",
-            "timeout": 600,
-        },
-    })
-
-
 def _seed(base_url: str, count: int) -> None:
     request = urllib.request.Request(
         f"{base_url}/__emulator/seed", data=json.dumps({"object": "Account", "count": count}).encode(),
@@ -105,7 +87,7 @@ def _seed(base_url: str, count: int) -> None:
 @pytest.mark.timeout(3600)
 def test_query_extract_speed_and_memory(emulator_process: EmulatorProcess, tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", _connection(emulator_process.base_url))
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(emulator_process, timeout=600))
     started = time.perf_counter()
     _seed(emulator_process.base_url, ROWS)
     print(f"\n[query extract bench] seeded {ROWS:,} Accounts in {time.perf_counter() - started:.1f} s", flush=True)

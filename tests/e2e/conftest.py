@@ -26,8 +26,7 @@ from typing import IO, Any
 import pytest
 import requests
 
-from airflow_provider_sfbulk.emulator.config import EmulatorConfig
-from airflow_provider_sfbulk.emulator.testing import EmulatorProcess, start_emulator_process
+from airflow_provider_sfbulk.emulator.testing import EmulatorProcess, connection_dict, start_emulator_process
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "example_dags"
@@ -324,14 +323,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EndToEnd]:
             extra_args=["--seed-records", "Account=20", "--seed-records", "Opportunity=1200", "--seed", "7",
                         "--batch-delay", "10", "--query-delay", "10"],
         ))
-        config = EmulatorConfig()
-        connection = {
-            "conn_type": "salesforce_bulk", "host": emulator.base_url, "login": config.username,
-            "password": config.password,
-            "extra": {"auth_type": "password", "client_id": config.client_id,
-                      "client_secret": config.client_secret, "security_token": config.security_token,
-                      "api_version": "60.0", "timeout": 30},
-        }
+        connection = connection_dict(emulator)
         airflow = AirflowStack(
             home=root / "airflow-home",
             dags_folder=EXAMPLES,

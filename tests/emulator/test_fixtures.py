@@ -79,3 +79,18 @@ def test_custom_schema_file(emulator_factory, tmp_path):
     assert info["numberRecordsFailed"] == 0
     assert server.records("Widget__c")[0]["Id"].startswith("a07")
     assert api.post("/jobs/ingest", json={"object": "Account", "operation": "insert"}).status_code == 400
+
+
+def test_connection_for_a_url_or_process_uses_the_default_credentials() -> None:
+    from airflow_provider_sfbulk.emulator.config import EmulatorConfig
+    from airflow_provider_sfbulk.emulator.testing import connection_dict
+
+    defaults = EmulatorConfig()
+    conn = connection_dict("http://127.0.0.1:9", timeout=600)
+    assert conn["host"] == "http://127.0.0.1:9"
+    assert (conn["login"], conn["password"]) == (defaults.username, defaults.password)
+    assert conn["extra"]["security_token"] == defaults.security_token
+    assert conn["extra"]["timeout"] == 600
+    assert "ca_bundle" not in conn["extra"]
+    with pytest.raises(ValueError, match="in-process EmulatorServer"):
+        connection_dict("http://127.0.0.1:9", "refresh_token")
