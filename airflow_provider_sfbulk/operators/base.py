@@ -4,7 +4,7 @@ The wait follows the model providers (dbt Cloud, BigQuery): check the jobs once;
 terminal, carry on in the worker; otherwise either defer to :class:`~airflow_provider_sfbulk.triggers.
 job.SalesforceBulkJobTrigger` (``deferrable=True``) or poll in the worker with the very same flow
 (:func:`airflow_provider_sfbulk.protocol.waiting.wait_for_jobs`). The ``timeout`` becomes an absolute
-deadline the first time a task waits, stored in the task's :class:`~airflow_provider_sfbulk.checkpoint.
+deadline the first time a task waits, stored in the task's :class:`~airflow_provider_sfbulk.common.checkpoint.
 TaskCheckpoint`, so neither a deferral, a triggerer restart nor a retry of the task extends it.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowException, BaseOperator, conf
 
-from airflow_provider_sfbulk.checkpoint import TaskCheckpoint
+from airflow_provider_sfbulk.common.checkpoint import TaskCheckpoint
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
 from airflow_provider_sfbulk.protocol.api import JobInfo, job_kind
 from airflow_provider_sfbulk.protocol.states import JobState

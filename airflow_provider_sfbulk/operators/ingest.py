@@ -14,9 +14,10 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, Stats
 
-from airflow_provider_sfbulk.checkpoint import TaskCheckpoint
-from airflow_provider_sfbulk.csv_results import DEFAULT_RETRYABLE_ERROR_CODES
-from airflow_provider_sfbulk.csv_split import (
+from airflow_provider_sfbulk.common.checkpoint import TaskCheckpoint
+from airflow_provider_sfbulk.common.paths import storage_conn_id, task_results_path, to_storage_path
+from airflow_provider_sfbulk.csvio.failed_rows import DEFAULT_RETRYABLE_ERROR_CODES
+from airflow_provider_sfbulk.csvio.split import (
     DEFAULT_MAX_BYTES,
     CsvPart,
     CsvValidationError,
@@ -31,7 +32,7 @@ from airflow_provider_sfbulk.exceptions import (
     SalesforceBulkOutcomeUnknownError,
 )
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
-from airflow_provider_sfbulk.ingest_results import (
+from airflow_provider_sfbulk.ingest.results import (
     JobResults,
     download_job_results,
     write_failed_rows,
@@ -39,7 +40,6 @@ from airflow_provider_sfbulk.ingest_results import (
 )
 from airflow_provider_sfbulk.links.job import SalesforceBulkJobLink
 from airflow_provider_sfbulk.operators.base import DEADLINE_KEY, SalesforceBulkBaseOperator
-from airflow_provider_sfbulk.paths import storage_conn_id, task_results_path, to_storage_path
 from airflow_provider_sfbulk.protocol.api import MULTIPART_MAX_BYTES, JobInfo
 from airflow_provider_sfbulk.protocol.states import IngestOperation, JobKind, JobState
 from airflow_provider_sfbulk.protocol.waiting import WaitOutcome

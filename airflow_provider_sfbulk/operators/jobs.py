@@ -14,8 +14,8 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
+from airflow_provider_sfbulk.common.paths import task_results_path, to_storage_path
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
-from airflow_provider_sfbulk.paths import task_results_path, to_storage_path
 from airflow_provider_sfbulk.protocol.api import JobInfo, job_kind, parse_sf_datetime
 from airflow_provider_sfbulk.protocol.states import JobKind, JobState
 

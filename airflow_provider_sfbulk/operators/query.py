@@ -7,12 +7,12 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, Stats
 
-from airflow_provider_sfbulk.checkpoint import TaskCheckpoint
+from airflow_provider_sfbulk.common.checkpoint import TaskCheckpoint
+from airflow_provider_sfbulk.common.paths import task_results_path, to_storage_path
 from airflow_provider_sfbulk.exceptions import SalesforceBulkBadRequestError, SalesforceBulkNotFoundError
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
 from airflow_provider_sfbulk.links.job import SalesforceBulkJobLink
 from airflow_provider_sfbulk.operators.base import DEADLINE_KEY, SalesforceBulkBaseOperator
-from airflow_provider_sfbulk.paths import task_results_path, to_storage_path
 from airflow_provider_sfbulk.protocol.api import JobInfo
 from airflow_provider_sfbulk.protocol.states import (
     COLUMN_DELIMITERS,
@@ -22,7 +22,7 @@ from airflow_provider_sfbulk.protocol.states import (
     QueryOperation,
 )
 from airflow_provider_sfbulk.protocol.waiting import WaitOutcome
-from airflow_provider_sfbulk.query_download import (
+from airflow_provider_sfbulk.query.extract import (
     COMPRESSIONS,
     OUTPUT_MODES,
     ExtractOptions,
@@ -44,7 +44,7 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
     goes to the task's checkpoint and the extra link, and the task waits until the job is terminal:
     deferred to the triggerer (``deferrable=True``) or polling in the worker. ``Failed`` or ``Aborted``
     fail the task with Salesforce's ``errorMessage``. On ``JobComplete`` the result pages are downloaded
-    into ``results_path`` (see :mod:`airflow_provider_sfbulk.query_download`): in parallel from
+    into ``results_path`` (see :mod:`airflow_provider_sfbulk.query.extract`): in parallel from
     ``resultPages`` (API 58.0+) or one after the other along ``Sforce-Locator``; each page streams from
     the socket to storage; record counts are checked per page against ``Sforce-NumberOfRecords`` and in
     total against the job's ``numberRecordsProcessed``; ``manifest.json`` lists every page (locator,

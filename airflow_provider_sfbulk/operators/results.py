@@ -8,15 +8,15 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowException
 
-from airflow_provider_sfbulk.ingest_results import (
+from airflow_provider_sfbulk.common.job_ids import parse_job_ids
+from airflow_provider_sfbulk.common.paths import task_results_path, to_storage_path
+from airflow_provider_sfbulk.ingest.results import (
     download_job_results,
     download_query_results,
     write_manifest,
 )
-from airflow_provider_sfbulk.job_ids import parse_job_ids
 from airflow_provider_sfbulk.links.job import SalesforceBulkJobLink
 from airflow_provider_sfbulk.operators.base import SalesforceBulkBaseOperator
-from airflow_provider_sfbulk.paths import task_results_path, to_storage_path
 from airflow_provider_sfbulk.protocol.api import job_kind
 from airflow_provider_sfbulk.protocol.states import RESULT_SETS, JobKind, JobState
 from airflow_provider_sfbulk.protocol.waiting import WaitOutcome

@@ -16,8 +16,8 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
+from airflow_provider_sfbulk.common.job_ids import parse_job_ids
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
-from airflow_provider_sfbulk.job_ids import parse_job_ids
 from airflow_provider_sfbulk.links.job import SalesforceBulkJobLink
 from airflow_provider_sfbulk.protocol.api import job_kind
 from airflow_provider_sfbulk.protocol.waiting import WaitOutcome, outcome_for

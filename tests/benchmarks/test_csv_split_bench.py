@@ -60,7 +60,7 @@ def _generate(path: Path, kind: str) -> int:
 
 _RUNNER = r"""
 import json, sys, time
-from airflow_provider_sfbulk import csv_split
+from airflow_provider_sfbulk.csvio import split as csv_split
 
 
 def status(key):

@@ -5,7 +5,7 @@ Run explicitly: ``.venv/bin/pytest -m benchmark tests/benchmarks/test_query_extr
 ``maxRecords`` per page (default 100,000).
 
 The emulator runs as a separate process, so it does not share the GIL with the extract (which runs here,
-in the pytest process, through :func:`~airflow_provider_sfbulk.query_download.extract_query_results`).
+in the pytest process, through :func:`~airflow_provider_sfbulk.query.extract.extract_query_results`).
 Each configuration prints one line: CSV megabytes received per wall-clock second, the CPU seconds of the
 client and of the server, and the client's memory: resident set before the extract and its peak during
 it (``VmHWM``, reset through ``/proc/self/clear_refs`` just before). Only correctness (row counts, manifest
@@ -27,7 +27,7 @@ import pytest
 from airflow_provider_sfbulk.emulator.testing import EmulatorProcess, connection_json, start_emulator_process
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
 from airflow_provider_sfbulk.protocol.states import JobState
-from airflow_provider_sfbulk.query_download import ExtractOptions, extract_query_results
+from airflow_provider_sfbulk.query.extract import ExtractOptions, extract_query_results
 
 pytestmark = pytest.mark.benchmark
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_sfbulk.checkpoint import CHECKPOINT_FILE, TaskCheckpoint
-from airflow_provider_sfbulk.paths import to_storage_path
+from airflow_provider_sfbulk.common.checkpoint import CHECKPOINT_FILE, TaskCheckpoint
+from airflow_provider_sfbulk.common.paths import to_storage_path
 
 
 class FakeStore:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 from airflow.providers.common.compat.sdk import ObjectStoragePath
 
-from airflow_provider_sfbulk.paths import (
+from airflow_provider_sfbulk.common.paths import (
     results_base,
     safe_name,
     task_results_path,
@@ -75,7 +75,7 @@ def test_safe_names_do_not_collide():
 
 
 def test_uri_with_connection():
-    from airflow_provider_sfbulk.paths import storage_conn_id
+    from airflow_provider_sfbulk.common.paths import storage_conn_id
 
     path = to_storage_path("s3://bucket/key.csv", conn_id="aws_results")
     assert storage_conn_id(path) == "aws_results"

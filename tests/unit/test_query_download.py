@@ -21,7 +21,7 @@ from airflow_provider_sfbulk.exceptions import SalesforceBulkTransientError
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
 from airflow_provider_sfbulk.protocol.retry import RetryPolicy
 from airflow_provider_sfbulk.protocol.waiting import PollSchedule
-from airflow_provider_sfbulk.query_download import (
+from airflow_provider_sfbulk.query.extract import (
     MANIFEST_NAME,
     ExtractOptions,
     QueryExtractError,

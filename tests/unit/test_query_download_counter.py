@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_sfbulk.csv_split import count_records
-from airflow_provider_sfbulk.query_download import CsvRecordCounter, parse_header
+from airflow_provider_sfbulk.csvio.split import count_records
+from airflow_provider_sfbulk.query.extract import CsvRecordCounter, parse_header
 
 
 def _count(data: bytes, cuts: list[int] | None = None) -> CsvRecordCounter:

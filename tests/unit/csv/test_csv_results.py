@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_sfbulk.csv_results import (
+from airflow_provider_sfbulk.csvio.failed_rows import (
     DEFAULT_RETRYABLE_ERROR_CODES,
     FailedRow,
     RetryFileBuilder,
@@ -21,7 +21,7 @@ from airflow_provider_sfbulk.csv_results import (
     summarize_errors,
     write_retry_file,
 )
-from airflow_provider_sfbulk.csv_split import CsvValidationError, inspect_csv, split_csv
+from airflow_provider_sfbulk.csvio.split import CsvValidationError, inspect_csv, split_csv
 from airflow_provider_sfbulk.protocol.states import COLUMN_DELIMITERS, LINE_ENDINGS
 
 # Shaped like Salesforce's examples: sf__ names and every value quoted, uploaded names as uploaded.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_sfbulk.csv_split import (
+from airflow_provider_sfbulk.csvio.split import (
     CsvValidationError,
     count_records,
     inspect_csv,

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_sfbulk.csv_split import (
+from airflow_provider_sfbulk.csvio.split import (
     CsvValidationError,
     count_records,
     inspect_csv,

@@ -12,7 +12,7 @@ import pytest
 from _fakes import FakeTI
 from airflow.providers.common.compat.sdk import AirflowFailException, ObjectStoragePath, TaskDeferred
 
-from airflow_provider_sfbulk.checkpoint import TaskCheckpoint
+from airflow_provider_sfbulk.common.checkpoint import TaskCheckpoint
 from airflow_provider_sfbulk.operators.ingest import STATE_KEY, SalesforceBulkIngestOperator
 from airflow_provider_sfbulk.triggers.job import SalesforceBulkJobTrigger
 

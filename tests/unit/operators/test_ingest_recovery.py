@@ -22,7 +22,7 @@ from _fakes import FakeTI
 from _threading_compat import operator_thread
 from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 
-from airflow_provider_sfbulk.checkpoint import TaskCheckpoint
+from airflow_provider_sfbulk.common.checkpoint import TaskCheckpoint
 from airflow_provider_sfbulk.emulator.testing import ApiSession
 from airflow_provider_sfbulk.exceptions import SalesforceBulkOutcomeUnknownError
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook

@@ -12,11 +12,11 @@ from airflow.providers.common.compat.sdk import AirflowException, TaskDeferred
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_sfbulk.checkpoint import TaskCheckpoint
+from airflow_provider_sfbulk.common.checkpoint import TaskCheckpoint
+from airflow_provider_sfbulk.common.paths import to_storage_path
 from airflow_provider_sfbulk.emulator.testing import ApiSession
-from airflow_provider_sfbulk.ingest_results import CountingWriter, write_failed_rows
+from airflow_provider_sfbulk.ingest.results import CountingWriter, write_failed_rows
 from airflow_provider_sfbulk.operators.base import DEADLINE_KEY, SalesforceBulkBaseOperator
-from airflow_provider_sfbulk.paths import to_storage_path
 from airflow_provider_sfbulk.triggers.job import SalesforceBulkJobTrigger
 
 

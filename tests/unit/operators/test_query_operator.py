@@ -18,7 +18,7 @@ from _fakes import FakeTI
 from _threading_compat import operator_thread
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
 
-from airflow_provider_sfbulk.checkpoint import TaskCheckpoint
+from airflow_provider_sfbulk.common.checkpoint import TaskCheckpoint
 from airflow_provider_sfbulk.emulator.testing import ApiSession, EmulatorServer
 from airflow_provider_sfbulk.hooks import bulk as bulk_hooks
 from airflow_provider_sfbulk.links.job import LINK_XCOM_KEY

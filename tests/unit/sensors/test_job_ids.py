@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_sfbulk.job_ids import parse_job_ids
+from airflow_provider_sfbulk.common.job_ids import parse_job_ids
 
 A, B = "750000000000001AAA", "750000000000002AAA"
 

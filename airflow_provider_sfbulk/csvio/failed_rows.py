@@ -15,7 +15,7 @@ the first ``:``. Files can be gigabytes, so every function streams: rows are rea
 :class:`RetryFileBuilder` (and the :func:`write_retry_file` / :func:`copy_unprocessed` shortcuts) builds
 the CSV for a follow-up job from several jobs' result files: only the rows worth retrying, the ``sf__``
 columns dropped, the uploaded columns in their original order under one header, values re-quoted so
-that the output passes :func:`airflow_provider_sfbulk.csv_split.split_csv` with the same dialect.
+that the output passes :func:`airflow_provider_sfbulk.csvio.split.split_csv` with the same dialect.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from typing import IO, NamedTuple
 
-from airflow_provider_sfbulk.csv_split import (
+from airflow_provider_sfbulk.csvio.split import (
     CsvSource,
     CsvValidationError,
     resolve_delimiter,
     resolve_line_ending,
 )
-from airflow_provider_sfbulk.csv_split import count_records as _count_records
+from airflow_provider_sfbulk.csvio.split import count_records as _count_records
 from airflow_provider_sfbulk.protocol.states import LINE_ENDINGS
 
 __all__ = [
@@ -111,7 +111,7 @@ def _name(stream: object) -> str:
 
 def count_records(stream: CsvSource, delimiter: str = "COMMA", line_ending: str | None = None) -> int:
     """Rows of a result file (header excluded); an empty body counts 0. See
-    :func:`airflow_provider_sfbulk.csv_split.count_records`."""
+    :func:`airflow_provider_sfbulk.csvio.split.count_records`."""
     return _count_records(stream, delimiter, line_ending)
 
 

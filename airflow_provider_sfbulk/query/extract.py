@@ -55,8 +55,8 @@ from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_sfbulk.common.paths import to_storage_path
 from airflow_provider_sfbulk.exceptions import SalesforceBulkError, SalesforceBulkTransientError
-from airflow_provider_sfbulk.paths import to_storage_path
 from airflow_provider_sfbulk.protocol.api import JobInfo
 from airflow_provider_sfbulk.protocol.states import COLUMN_DELIMITERS, JobKind, JobState
 

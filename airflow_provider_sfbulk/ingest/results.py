@@ -25,8 +25,8 @@ from typing import IO, Any
 
 from airflow.providers.common.compat.sdk import ObjectStoragePath
 
-from airflow_provider_sfbulk.csv_results import RESULT_COLUMNS, error_code
-from airflow_provider_sfbulk.csv_split import resolve_delimiter, resolve_line_ending
+from airflow_provider_sfbulk.csvio.failed_rows import RESULT_COLUMNS, error_code
+from airflow_provider_sfbulk.csvio.split import resolve_delimiter, resolve_line_ending
 from airflow_provider_sfbulk.protocol.api import JobInfo
 from airflow_provider_sfbulk.protocol.states import LINE_ENDINGS, RESULT_SETS, JobKind
 

@@ -2,7 +2,7 @@
 
 Where the running Airflow offers it (3.3+: ``context["task_state_store"]``), values go to Airflow's task
 state store, which keeps them for the task instance across tries. Elsewhere (Airflow 2.11, 3.0-3.2) they
-go to one JSON document under :func:`~airflow_provider_sfbulk.paths.task_state_path` (or a folder the
+go to one JSON document under :func:`~airflow_provider_sfbulk.common.paths.task_state_path` (or a folder the
 caller names), next to the result files. Either way:
 
 - values are JSON (str, int, float, bool, list, dict);
@@ -22,7 +22,7 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import ObjectStoragePath
 
-from airflow_provider_sfbulk.paths import task_state_path
+from airflow_provider_sfbulk.common.paths import task_state_path
 
 __all__ = ["CHECKPOINT_FILE", "TaskCheckpoint"]
 
