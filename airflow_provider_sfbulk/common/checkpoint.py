@@ -15,13 +15,12 @@ caller names), next to the result files. Either way:
 from __future__ import annotations
 
 import json
-import os
 import threading
-import uuid
 from typing import Any
 
 from airflow.providers.common.compat.sdk import ObjectStoragePath
 
+from airflow_provider_sfbulk.common.json_files import read_json, write_json_atomic
 from airflow_provider_sfbulk.common.paths import task_state_path
 
 __all__ = ["CHECKPOINT_FILE", "TaskCheckpoint"]
@@ -122,53 +121,14 @@ class TaskCheckpoint:
 
     def _load(self) -> dict[str, Any]:
         if self._cache is None:
-            path = self._file()
-            try:
-                with path.open("rb") as handle:
-                    raw = handle.read()
-            except FileNotFoundError:
-                raw = b""
-            self._cache = json.loads(raw) if raw.strip() else {}
-            if not isinstance(self._cache, dict):
-                raise ValueError(f"the checkpoint {path} does not hold a JSON object")
+            document = read_json(self._file())
+            if document is None:
+                document = {}
+            if not isinstance(document, dict):
+                raise ValueError(f"the checkpoint {self._file()} does not hold a JSON object")
+            self._cache = document
         return self._cache
 
     def _save(self, data: dict[str, Any]) -> None:
-        payload = json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
-        path = self._file()
-        local = _local_path(path)
-        if local is not None:
-            os.makedirs(os.path.dirname(local), exist_ok=True)
-            temp = f"{local}.{uuid.uuid4().hex}.tmp"
-            with open(temp, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, local)
-            _fsync_dir(os.path.dirname(local))
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("wb") as handle:  # one object PUT: atomic on object stores
-                handle.write(payload)
+        write_json_atomic(self._file(), data, compact=True)
         self._cache = data
-
-
-def _local_path(path: ObjectStoragePath) -> str | None:
-    """The OS path of a ``file://`` storage path, ``None`` for other schemes."""
-    protocol = getattr(path, "protocol", "") or ""
-    if protocol in ("file", "local", ""):
-        return str(getattr(path, "path", None) or path)
-    return None
-
-
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
