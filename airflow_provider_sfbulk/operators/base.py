@@ -21,7 +21,7 @@ from airflow_provider_sfbulk.common.checkpoint import TaskCheckpoint
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
 from airflow_provider_sfbulk.protocol.api import JobInfo, job_kind
 from airflow_provider_sfbulk.protocol.states import JobState
-from airflow_provider_sfbulk.protocol.waiting import PollSchedule, WaitOutcome, outcome_for
+from airflow_provider_sfbulk.protocol.waiting import PollSchedule, WaitOutcome, settled
 from airflow_provider_sfbulk.triggers.job import SalesforceBulkJobTrigger
 
 __all__ = ["DEADLINE_KEY", "SalesforceBulkBaseOperator"]
@@ -108,9 +108,11 @@ class SalesforceBulkBaseOperator(BaseOperator):
         kwargs: dict[str, Any] | None = None,
         checkpoint: TaskCheckpoint | None = None,
         on_change: Callable[[JobInfo, JobState | None], None] | None = None,
+        return_when: str = "all",
     ) -> WaitOutcome:
         """Wait until every job is terminal; returns the outcome (``success``/``failed``/``aborted``/
-        ``timeout``).
+        ``timeout``). With ``return_when="any"``, return as soon as one job is terminal (``progress``
+        while others run).
 
         Checks once first: jobs that are already terminal never go to the triggerer. When deferrable,
         defers (raises ``TaskDeferred``) and Airflow later calls ``method_name(context, event,
@@ -126,12 +128,18 @@ class SalesforceBulkBaseOperator(BaseOperator):
         deadline = self.deadline(context, checkpoint)
         if self.deferrable:
             jobs = [self.hook.get_job(job_id, the_kind) for job_id in job_ids]
-            if all(job.state.is_terminal for job in jobs):
-                self.log.info("Every job is already terminal; not deferring")
-                return outcome_for(jobs, the_kind)
+            done = settled(jobs, the_kind, return_when)
+            if done is not None:
+                self.log.info("%s; not deferring", done.message)
+                return done
             if deadline is not None and time.time() >= deadline:
                 return self.hook.wait_for_jobs(
-                    job_ids, the_kind, schedule=self.poll_schedule, deadline=deadline, on_change=on_change
+                    job_ids,
+                    the_kind,
+                    schedule=self.poll_schedule,
+                    deadline=deadline,
+                    on_change=on_change,
+                    return_when=return_when,
                 )
             self.log.info(
                 "Deferring until %d %s job(s) finish: %s", len(job_ids), the_kind.value, ", ".join(job_ids)
@@ -146,12 +154,18 @@ class SalesforceBulkBaseOperator(BaseOperator):
                     backoff_factor=BACKOFF_FACTOR,
                     deadline=deadline,
                     abort_on_kill=self.cancel_on_kill,
+                    return_when=return_when,
                 ),
                 method_name=method_name,
                 kwargs=kwargs,
             )
         return self.hook.wait_for_jobs(
-            job_ids, the_kind, schedule=self.poll_schedule, deadline=deadline, on_change=on_change
+            job_ids,
+            the_kind,
+            schedule=self.poll_schedule,
+            deadline=deadline,
+            on_change=on_change,
+            return_when=return_when,
         )
 
     def outcome_from_event(self, event: dict[str, Any] | None) -> WaitOutcome:
@@ -168,11 +182,16 @@ class SalesforceBulkBaseOperator(BaseOperator):
         self._active_job_kind = outcome.job_kind.value
         return outcome
 
+    def jobs_to_abort(self) -> list[str]:
+        """The jobs :meth:`on_kill` aborts: those this task is waiting for."""
+        return list(self._active_job_ids)
+
     def on_kill(self) -> None:
         """Abort the jobs this task is waiting for (when ``cancel_on_kill``)."""
-        if not self.cancel_on_kill or not self._active_job_ids:
+        jobs = self.jobs_to_abort()
+        if not self.cancel_on_kill or not jobs:
             return
-        for job_id in list(self._active_job_ids):
+        for job_id in jobs:
             try:
                 self.hook.abort_job(job_id, self._active_job_kind)
                 self.log.info("Salesforce Bulk job %s aborted on kill", job_id)

@@ -1,81 +1,43 @@
-"""Load a CSV of any size into Salesforce with Bulk API 2.0 ingest jobs: no row lost, none loaded twice."""
+"""Load a CSV of any size into Salesforce with Bulk API 2.0 ingest jobs: no row lost, none loaded twice.
+
+The operator is wiring: parameters, templating, deferral and resumption, XCom, the job link and metrics.
+The load itself (split, jobs, recovery, results, retry rounds, manifest) is
+:class:`~airflow_provider_sfbulk.ingest.load.IngestLoad`.
+"""
 
 from __future__ import annotations
 
-import math
-import shutil
-import tempfile
-import threading
 import time
-from collections.abc import Callable, Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
-from typing import Any
+from collections.abc import Collection, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, Stats
 
-from airflow_provider_sfbulk.common.checkpoint import TaskCheckpoint
 from airflow_provider_sfbulk.common.paths import storage_conn_id, task_results_path, to_storage_path
 from airflow_provider_sfbulk.csvio.failed_rows import DEFAULT_RETRYABLE_ERROR_CODES
-from airflow_provider_sfbulk.csvio.split import (
-    DEFAULT_MAX_BYTES,
-    CsvPart,
-    CsvValidationError,
-    required_columns_for,
-    resolve_delimiter,
-    resolve_line_ending,
-    split_csv,
-)
-from airflow_provider_sfbulk.exceptions import (
-    SalesforceBulkError,
-    SalesforceBulkInvalidStateError,
-    SalesforceBulkOutcomeUnknownError,
-)
+from airflow_provider_sfbulk.csvio.split import DEFAULT_MAX_BYTES
+from airflow_provider_sfbulk.exceptions import SalesforceBulkError
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
-from airflow_provider_sfbulk.ingest.results import (
-    JobResults,
-    download_job_results,
-    write_failed_rows,
-    write_manifest,
-)
+from airflow_provider_sfbulk.ingest.collect import LoadSummary
+from airflow_provider_sfbulk.ingest.errors import IngestInputError
+from airflow_provider_sfbulk.ingest.journal import STATE_KEY
+from airflow_provider_sfbulk.ingest.load import IngestLoad, WaitFor
+from airflow_provider_sfbulk.ingest.spec import LoadSpec
 from airflow_provider_sfbulk.links.job import SalesforceBulkJobLink
 from airflow_provider_sfbulk.operators.base import DEADLINE_KEY, SalesforceBulkBaseOperator
-from airflow_provider_sfbulk.protocol.api import MULTIPART_MAX_BYTES, JobInfo
-from airflow_provider_sfbulk.protocol.states import IngestOperation, JobKind, JobState
-from airflow_provider_sfbulk.protocol.waiting import WaitOutcome
+from airflow_provider_sfbulk.protocol.api import MULTIPART_MAX_BYTES
+from airflow_provider_sfbulk.protocol.states import JobKind
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context, ObjectStoragePath
 
 __all__ = ["STATE_KEY", "SalesforceBulkIngestOperator"]
-
-#: Checkpoint key of the ingest progress.
-STATE_KEY = "ingest"
-
-#: Records per internal Salesforce batch; each counts against ``DailyBulkApiBatches``.
-RECORDS_PER_BATCH = 10_000
 
 #: Largest CSV sent with the one-request multipart create. The current Bulk API 2.0 guide ("Process for
 #: Creating Bulk API 2.0 Requests", multipart walkthrough) allows 100,000 characters (an older guide said
 #: 20,000); bytes >= characters, so a byte cap is safe.
 DEFAULT_MULTIPART_MAX_BYTES = MULTIPART_MAX_BYTES
-
-#: How far before the checkpointed send time a lost multipart job may have been created (clock skew).
-LOST_JOB_SKEW = timedelta(minutes=2)
-
-_LOCK_CODE = "UNABLE_TO_LOCK_ROW"
-_BROKEN = (JobState.FAILED.value, JobState.ABORTED.value)
-
-# Phases of one part (one job) in the checkpoint.
-NEW, CREATING, CREATED, UPLOADING, UPLOADED, CLOSED = (
-    "new",
-    "creating",
-    "created",
-    "uploading",
-    "uploaded",
-    "closed",
-)
-
-
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
@@ -211,848 +173,136 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
         self.lock_retry = lock_retry
         self.limits_check = limits_check
         self.allow_hard_delete = allow_hard_delete
-        for name in ("job_concurrency", "upload_concurrency"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        for name in ("max_failed_records", "retry_failed_records", "multipart_max_bytes"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative")
-        if limits_check not in ("fail", "warn", "off"):
-            raise ValueError("limits_check must be 'fail', 'warn' or 'off'")
-        self._lock = threading.RLock()
-        self._split_lock = threading.Lock()
-        self._local = threading.local()
-        self._spool_dir: str | None = None
-        self._context: Any = None
-        self._parts: dict[tuple[int, int], CsvPart] = {}
+        self._spec().check_numbers()
+        self._load: IngestLoad | None = None
 
-    # --- parameters -----------------------------------------------------------------------------------
+    # --- wiring ---------------------------------------------------------------------------------
 
-    def _check_parameters(self) -> None:
-        """Checks of the rendered parameters, before anything is read or created."""
-        try:
-            operation = IngestOperation(self.operation)
-        except ValueError:
-            allowed = ", ".join(op.value for op in IngestOperation)
-            raise AirflowFailException(
-                f"operation must be one of {allowed}, not {self.operation!r}"
-            ) from None
-        self.operation = operation.value
-        if operation is IngestOperation.HARD_DELETE and not self.allow_hard_delete:
-            raise AirflowFailException(
-                "hardDelete bypasses the Recycle Bin (deleted rows cannot be restored); pass "
-                "allow_hard_delete=True to run it"
-            )
-        if operation is IngestOperation.UPSERT and not self.external_id_field:
-            raise AirflowFailException("upsert needs external_id_field")
-        if not self.object_name:
-            raise AirflowFailException("object_name is required")
-        try:
-            self.column_delimiter = resolve_delimiter(self.column_delimiter)[0]
-            self.line_ending = resolve_line_ending(self.line_ending)
-        except ValueError as err:
-            raise AirflowFailException(str(err)) from err
-
-    def _fingerprint(self) -> dict[str, Any]:
-        return {
-            "object": self.object_name,
-            "operation": self.operation,
-            "source": str(to_storage_path(self.source)),
-            "external_id_field": self.external_id_field,
-            "column_delimiter": self.column_delimiter,
-            "line_ending": self.line_ending,
-            "max_bytes_per_job": self.max_bytes_per_job,
-            "max_records_per_job": self.max_records_per_job,
-        }
-
-    # --- entry points -----------------------------------------------------------------------------------
-
-    def execute(self, context: Any) -> dict[str, Any]:
-        self._context = context
-        self._check_parameters()
-        checkpoint = self.checkpoint(context)
-        state = checkpoint.get(STATE_KEY)
-        if state is None:
-            state = self._start(context, checkpoint)
-        else:
-            if state.get("fingerprint") != self._fingerprint():
-                raise AirflowFailException(
-                    "this task instance already started a load with other parameters; refusing to load "
-                    f"again. Delete the checkpoint ({checkpoint.location}) to start over."
-                )
-            self.log.info("Resuming the load recorded in the checkpoint (%s)", checkpoint.backend)
-        try:
-            return self._advance(context, checkpoint, state)
-        finally:
-            self._cleanup_spool()
-
-    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Resume after the trigger fired: apply the outcome and carry on (may defer again)."""
-        self._context = context
-        self._check_parameters()
-        outcome = self.outcome_from_event(event)
-        checkpoint = self.checkpoint(context)
-        state = checkpoint.get(STATE_KEY)
-        if state is None:
-            raise AirflowException("the checkpoint of this load is missing; cannot resume")
-        self._apply_outcome(checkpoint, state, outcome)
-        try:
-            return self._advance(context, checkpoint, state)
-        finally:
-            self._cleanup_spool()
-
-    # --- start: validate, split, preflight ---------------------------------------------------------------
-
-    def _start(self, context: Any, checkpoint: TaskCheckpoint) -> dict[str, Any]:
-        source = to_storage_path(self.source)
-        split = self._split(source, 0)
-        if not split:
-            raise AirflowFailException(f"{source}: no records to load")
-        self._preflight(split)
-        state: dict[str, Any] = {
-            "version": 1,
-            "fingerprint": self._fingerprint(),
-            "started_at": time.time(),
-            "records_sent": sum(part.record_count for part in split),
-            "rounds": [self._new_round(0, str(source), split, self.job_concurrency, ())],
-        }
-        self._save(checkpoint, state)
-        self.log.info(
-            "Validated %s: %d record(s) in %d part(s); checkpoint: %s",
-            source,
-            state["records_sent"],
-            len(split),
-            checkpoint.backend,
-        )
-        return state
-
-    def _new_round(
-        self, number: int, source: str, parts: list[CsvPart], concurrency: int, codes: Collection[str]
-    ) -> dict[str, Any]:
-        return {
-            "number": number,
-            "source": source,
-            "concurrency": concurrency,
-            "retried_codes": sorted(codes),
-            "records": sum(part.record_count for part in parts),
-            "collected": False,
-            "parts": [
-                {
-                    "index": part.index,
-                    "bytes": part.byte_count,
-                    "records": part.record_count,
-                    "first_record": part.first_record_number,
-                    "sha256": part.sha256,
-                    "phase": NEW,
-                    "job_id": None,
-                    "abandoned_job_ids": [],
-                    "states": [],
-                }
-                for part in parts
-            ],
-        }
-
-    def _split(self, source: Any, round_number: int) -> list[CsvPart]:
-        """Validate and split ``source`` into spooled parts (remembered for this round)."""
-        required, allowed = required_columns_for(self.operation, self.external_id_field)
-        if self._spool_dir is None:
-            self._spool_dir = tempfile.mkdtemp(prefix="sfbulk-ingest-")
-        path = to_storage_path(source)
-        try:
-            with path.open("rb") as stream:
-                result = split_csv(
-                    stream,
-                    self.max_bytes_per_job,
-                    max_records=self.max_records_per_job,
-                    column_delimiter=self.column_delimiter,
-                    line_ending=self.line_ending,
-                    required_columns=required,
-                    allowed_columns=allowed,
-                    spool_dir=self._spool_dir,
-                    source_name=str(path),
-                )
-        except FileNotFoundError as err:
-            raise AirflowFailException(f"the source file does not exist: {path}") from err
-        except CsvValidationError as err:
-            raise AirflowFailException(f"the CSV cannot be loaded: {err}") from err
-        for part in result.parts:
-            self._parts[(round_number, part.index)] = part
-        return result.parts
-
-    def _preflight(self, parts: list[CsvPart]) -> None:
-        if self.limits_check == "off":
-            return
-        needed = sum(math.ceil(part.record_count / RECORDS_PER_BATCH) for part in parts)
-        remaining = self.hook.get_limits().remaining("DailyBulkApiBatches")
-        if remaining is None or needed <= remaining:
-            self.log.info("Preflight: %d batch(es) needed, %s left today", needed, remaining)
-            return
-        message = (
-            f"the load needs about {needed} Bulk API batch(es) of {RECORDS_PER_BATCH} rows but the org has "
-            f"{remaining} of its DailyBulkApiBatches left"
-        )
-        if self.limits_check == "fail":
-            raise AirflowFailException(message + " (limits_check='warn' only warns)")
-        self.log.warning("Preflight: %s; loading anyway (limits_check='warn')", message)
-
-    def _part_file(self, round_: dict[str, Any], part: dict[str, Any]) -> CsvPart:
-        """The spooled data of a part, split again from the round's source when this process lacks it."""
-        key = (round_["number"], part["index"])
-        with self._split_lock:  # upload threads may all find their part missing after a restart
-            return self._part_file_locked(round_, part, key)
-
-    def _part_file_locked(self, round_: dict[str, Any], part: dict[str, Any], key: tuple[int, int]) -> CsvPart:
-        spooled = self._parts.get(key)
-        if spooled is None or not spooled.path.exists():
-            self.log.info("Splitting %s again to upload part %d", round_["source"], part["index"])
-            source = self.source if round_["number"] == 0 else self._stored(self._context, round_["source"])
-            for found in self._split(source, round_["number"]):
-                stored = round_["parts"][found.index] if found.index < len(round_["parts"]) else None
-                if stored is None or stored["sha256"] != found.sha256:
-                    raise AirflowFailException(
-                        f"{round_['source']} changed since the load started (part {found.index} differs); "
-                        "refusing to load it"
-                    )
-            spooled = self._parts[key]
-        return spooled
-
-    def _cleanup_spool(self) -> None:
-        if self._spool_dir is not None:
-            shutil.rmtree(self._spool_dir, ignore_errors=True)
-            self._spool_dir = None
-            self._parts.clear()
-
-    # --- the state machine --------------------------------------------------------------------------------
-
-    def _save(self, checkpoint: TaskCheckpoint, state: dict[str, Any]) -> None:
-        with self._lock:
-            checkpoint.set(STATE_KEY, state)
-
-    def _update(
-        self, checkpoint: TaskCheckpoint, doc: dict[str, Any], part: dict[str, Any], **changes: Any
-    ) -> None:
-        with self._lock:
-            part.update(changes)
-            checkpoint.set(STATE_KEY, doc)
-
-    def _record(self, part: dict[str, Any], job_id: str, job_state: str, **extra: Any) -> None:
-        """Append a state transition to the part's audit trail (thread-safe)."""
-        with self._lock:
-            part["states"].append({"job_id": job_id, "state": job_state, "at": _now_iso(), **extra})
-
-    def _advance(self, context: Any, checkpoint: TaskCheckpoint, state: dict[str, Any]) -> dict[str, Any]:
-        while True:
-            round_ = state["rounds"][-1]
-            if not round_["collected"]:
-                self._submit(context, checkpoint, state, round_)
-                running = [p for p in round_["parts"] if p["phase"] == CLOSED and not _terminal(p)]
-                waiting = [p for p in round_["parts"] if p["phase"] == UPLOADED]
-                if waiting and any(p.get("state") in _BROKEN for p in round_["parts"]):
-                    # The task fails anyway: start no more jobs. An Open job has processed nothing, so
-                    # aborting it loses nothing; its rows come back as unprocessed records.
-                    for part in waiting:
-                        self._abort_unstarted(checkpoint, state, part)
-                    continue
-                for part in waiting:
-                    if len(running) >= round_["concurrency"]:
-                        break
-                    self._close(checkpoint, state, part)
-                    if not _terminal(part):
-                        running.append(part)
-                if running:
-                    self._persist_link(context, state)  # every try and resume pushes it again
-                    ids = [p["job_id"] for p in running]
-                    outcome = self.wait_for_jobs(
-                        context,
-                        ids,
-                        JobKind.INGEST.value,
-                        method_name="execute_complete",
-                        checkpoint=checkpoint,
-                        on_change=self._state_seen(running),
-                    )
-                    self._apply_outcome(checkpoint, state, outcome)
-                    continue
-                self._collect(context, checkpoint, state, round_)
-                if self._plan_retry(context, checkpoint, state, round_):
-                    continue
-            return self._finish(context, checkpoint, state)
-
-    def _state_seen(self, parts: list[dict[str, Any]]) -> Callable[[JobInfo, JobState | None], None]:
-        """Record (and log, one line with the job id) each state change seen while polling."""
-        by_id = {part["job_id"]: part for part in parts}
-
-        def seen(job: JobInfo, previous: JobState | None) -> None:
-            self.log.info(
-                "Job %s: %s -> %s (processed=%s failed=%s)%s",
-                job.id,
-                previous.value if previous else "-",
-                job.state.value,
-                job.number_records_processed,
-                job.number_records_failed,
-                f" errorMessage={job.error_message!r}" if job.error_message else "",
-            )
-            part = by_id.get(job.id)
-            if part is not None and (not part["states"] or part["states"][-1]["state"] != job.state.value):
-                self._record(part, job.id, job.state.value)
-
-        return seen
-
-    def _hook(self) -> SalesforceBulkHook:
-        """One hook per thread (a ``requests.Session`` is not shared between threads)."""
-        if threading.current_thread() is threading.main_thread():
-            return self.hook
-        hook = getattr(self._local, "hook", None)
-        if hook is None:
-            hook = SalesforceBulkHook(salesforce_conn_id=self.salesforce_conn_id)
-            self._local.hook = hook
-        return hook
-
-    def _submit(
-        self, context: Any, checkpoint: TaskCheckpoint, state: dict[str, Any], round_: dict[str, Any]
-    ) -> None:
-        """Make sure every part of the round has a job holding its data."""
-        todo = [p for p in round_["parts"] if p["phase"] in (NEW, CREATING, CREATED, UPLOADING)]
-        if not todo:
-            return
-        multipart = (
-            len(round_["parts"]) == 1
-            and round_["parts"][0]["bytes"] <= min(self.multipart_max_bytes, MULTIPART_MAX_BYTES)
-            and round_["parts"][0].get("mode") in (None, "multipart")
-        )
-        if len(todo) == 1 or self.upload_concurrency == 1:
-            for part in todo:
-                self._submit_part(checkpoint, state, round_, part, multipart)
-        else:
-            with ThreadPoolExecutor(
-                max_workers=self.upload_concurrency, thread_name_prefix="sfbulk-upload"
-            ) as pool:
-                futures = [
-                    pool.submit(self._submit_part, checkpoint, state, round_, part, False) for part in todo
-                ]
-                errors = [f.exception() for f in futures if f.exception() is not None]
-            if errors:
-                raise errors[0]  # type: ignore[misc]
-
-    def _submit_part(
-        self,
-        checkpoint: TaskCheckpoint,
-        state: dict[str, Any],
-        round_: dict[str, Any],
-        part: dict[str, Any],
-        multipart: bool,
-    ) -> None:
-        hook = self._hook()
-        for _attempt in range(3):
-            phase = part["phase"]
-            if phase == CREATING:
-                self._recover_creating(hook, checkpoint, state, part)
-            elif phase == UPLOADING:
-                self._recover_uploading(hook, checkpoint, state, part)
-            elif phase == CREATED:
-                job = hook.get_job(part["job_id"], JobKind.INGEST)
-                if job.state is JobState.OPEN:
-                    self._upload(hook, checkpoint, state, round_, part)
-                else:
-                    self._abandon(checkpoint, state, part, f"found {job.state.value} before its upload")
-            elif phase == NEW:
-                if multipart:
-                    self._create_multipart(hook, checkpoint, state, round_, part)
-                else:
-                    self._create(hook, checkpoint, state, round_, part)
-            if part["phase"] in (UPLOADED, CLOSED):
-                return
-        raise AirflowException(f"part {part['index']}: could not get its data into a job after 3 attempts")
-
-    def _job_args(self) -> dict[str, Any]:
-        return {
-            "external_id_field": self.external_id_field,
-            "column_delimiter": self.column_delimiter,
-            "line_ending": self.line_ending,
-            "assignment_rule_id": self.assignment_rule_id,
-        }
-
-    def _note_job(self, part: dict[str, Any], job: JobInfo, state: str | None = None) -> None:
-        self._record(part, job.id, state or job.state.value)
-        with self._lock:
-            if job.id not in self._active_job_ids:
-                self._active_job_ids.append(job.id)
-
-    def _create(
-        self,
-        hook: SalesforceBulkHook,
-        checkpoint: TaskCheckpoint,
-        state: dict[str, Any],
-        round_: dict[str, Any],
-        part: dict[str, Any],
-    ) -> None:
-        data = self._part_file(round_, part)
-        self._update(checkpoint, state, part, phase=CREATING, mode="classic", sent_at=time.time())
-        try:
-            job = hook.create_ingest_job(self.object_name, self.operation, **self._job_args())
-        except SalesforceBulkOutcomeUnknownError as err:
-            # At most an empty Open job was left behind: Salesforce never processes it.
-            self.log.warning(
-                "Part %d: job creation outcome unknown (%s); creating another", part["index"], err
-            )
-            self._update(checkpoint, state, part, phase=NEW)
-            return
-        self._note_job(part, job)
-        self._update(checkpoint, state, part, phase=CREATED, job_id=job.id)
-        self.log.info("Part %d: job %s created (%s)", part["index"], job.id, job.state.value)
-        self._upload(hook, checkpoint, state, round_, part, data)
-
-    def _upload(
-        self,
-        hook: SalesforceBulkHook,
-        checkpoint: TaskCheckpoint,
-        state: dict[str, Any],
-        round_: dict[str, Any],
-        part: dict[str, Any],
-        data: CsvPart | None = None,
-    ) -> None:
-        data = data or self._part_file(round_, part)
-        job_id = part["job_id"]
-        self._update(checkpoint, state, part, phase=UPLOADING)
-        try:
-            with open(data.path, "rb") as stream:
-                hook.upload_job_data(job_id, stream)
-        except SalesforceBulkOutcomeUnknownError as err:
-            self.log.warning("Part %d: upload to job %s may be incomplete (%s)", part["index"], job_id, err)
-            self._recover_uploading(hook, checkpoint, state, part)
-            return
-        self._record(part, job_id, "Uploaded")
-        self._update(checkpoint, state, part, phase=UPLOADED)
-        data.path.unlink(missing_ok=True)
-        self.log.info(
-            "Part %d: %d record(s), %d bytes uploaded to job %s",
-            part["index"],
-            part["records"],
-            part["bytes"],
-            job_id,
+    def _spec(self) -> LoadSpec:
+        return LoadSpec(
+            object_name=self.object_name,
+            operation=self.operation,
+            external_id_field=self.external_id_field,
+            column_delimiter=self.column_delimiter,
+            line_ending=self.line_ending,
+            assignment_rule_id=self.assignment_rule_id,
+            max_bytes_per_job=self.max_bytes_per_job,
+            max_records_per_job=self.max_records_per_job,
+            multipart_max_bytes=self.multipart_max_bytes,
+            job_concurrency=self.job_concurrency,
+            upload_concurrency=self.upload_concurrency,
+            max_failed_records=self.max_failed_records,
+            retry_failed_records=self.retry_failed_records,
+            retryable_error_codes=self.retryable_error_codes,
+            lock_retry=self.lock_retry,
+            limits_check=self.limits_check,
+            allow_hard_delete=self.allow_hard_delete,
         )
 
-    def _create_multipart(
-        self,
-        hook: SalesforceBulkHook,
-        checkpoint: TaskCheckpoint,
-        state: dict[str, Any],
-        round_: dict[str, Any],
-        part: dict[str, Any],
-    ) -> None:
-        data = self._part_file(round_, part)
-        self._update(checkpoint, state, part, phase=CREATING, mode="multipart", sent_at=time.time())
-        try:
-            job = hook.create_ingest_job_with_data(
-                self.object_name, self.operation, data.read_bytes(), **self._job_args()
-            )
-        except SalesforceBulkOutcomeUnknownError as err:
-            self.log.warning("Part %d: multipart create outcome unknown (%s)", part["index"], err)
-            self._recover_creating(hook, checkpoint, state, part)
-            return
-        self._note_job(part, job)
-        self._update(checkpoint, state, part, phase=CLOSED, job_id=job.id, state=job.state.value)
-        data.path.unlink(missing_ok=True)
-        self.log.info(
-            "Part %d: job %s created with its data in one request (%s)",
-            part["index"],
-            job.id,
-            job.state.value,
-        )
-
-    def _recover_creating(
-        self,
-        hook: SalesforceBulkHook,
-        checkpoint: TaskCheckpoint,
-        state: dict[str, Any],
-        part: dict[str, Any],
-    ) -> None:
-        if part.get("mode") != "multipart":
-            # A lost JSON create leaves at most an empty Open job, which Salesforce never processes.
-            self._update(checkpoint, state, part, phase=NEW)
-            return
-        job = self._find_lost_job(hook, state, part)
-        if job is None:
-            self.log.info("Part %d: the multipart job was never created; sending it again", part["index"])
-            self._update(checkpoint, state, part, phase=NEW)
-            return
-        self.log.info("Part %d: found the job %s of the lost multipart request", part["index"], job.id)
-        self._note_job(part, job, "Adopted")
-        self._update(checkpoint, state, part, phase=CLOSED, job_id=job.id, state=job.state.value)
-
-    def _find_lost_job(
-        self, hook: SalesforceBulkHook, state: dict[str, Any], part: dict[str, Any]
-    ) -> JobInfo | None:
-        """The job a lost multipart create made: this user's, same object and operation, created since."""
-        user_id = hook.get_user_id()
-        since = datetime.fromtimestamp(part["sent_at"], timezone.utc) - LOST_JOB_SKEW
-        known = {
-            job_id
-            for r in state["rounds"]
-            for p in r["parts"]
-            for job_id in [p.get("job_id"), *p.get("abandoned_job_ids", [])]
-            if job_id
-        }
-        candidates = []
-        for job in hook.list_jobs(JobKind.INGEST, job_type="V2Ingest"):
-            created = job.created_at
-            if (
-                job.id not in known
-                and job.object == self.object_name
-                and job.operation == self.operation
-                and (user_id is None or job.created_by_id is None or job.created_by_id[:15] == user_id[:15])
-                and created is not None
-                and created >= since
-            ):
-                candidates.append(job)
-        if len(candidates) > 1:
-            ids = ", ".join(job.id for job in candidates)
-            raise AirflowFailException(
-                f"part {part['index']}: the answer to a multipart job creation was lost and {len(candidates)} "
-                f"jobs could be it ({ids}); not guessing. Check them in Setup, then clear this task's checkpoint."
-            )
-        if not candidates:
-            return None
-        return hook.get_job(candidates[0].id, JobKind.INGEST)
-
-    def _recover_uploading(
-        self,
-        hook: SalesforceBulkHook,
-        checkpoint: TaskCheckpoint,
-        state: dict[str, Any],
-        part: dict[str, Any],
-    ) -> None:
-        job = hook.get_job(part["job_id"], JobKind.INGEST)
-        if job.state is JobState.OPEN:
-            # The upload may or may not have reached Salesforce, and a job takes one upload only: abort it
-            # (an Open job has processed nothing) and load the part into a new job.
-            self._abandon(checkpoint, state, part, "upload outcome unknown", hook=hook)
-        else:
-            self._update(checkpoint, state, part, phase=CLOSED, state=job.state.value)
-
-    def _abandon(
-        self,
-        checkpoint: TaskCheckpoint,
-        state: dict[str, Any],
-        part: dict[str, Any],
-        why: str,
-        hook: SalesforceBulkHook | None = None,
-    ) -> None:
-        job_id = part["job_id"]
-        if hook is not None:
-            try:
-                hook.abort_job(job_id, JobKind.INGEST)
-            except SalesforceBulkError as err:
-                self.log.warning("Job %s could not be aborted: %s", job_id, err)
-        self.log.warning(
-            "Part %d: job %s abandoned (%s); a new job will carry the part", part["index"], job_id, why
-        )
-        with self._lock:
-            part["abandoned_job_ids"].append(job_id)
-        self._record(part, job_id, "Abandoned")
-        with self._lock:
-            if job_id in self._active_job_ids:
-                self._active_job_ids.remove(job_id)
-        self._update(checkpoint, state, part, phase=NEW, job_id=None)
-
-    def _abort_unstarted(
-        self, checkpoint: TaskCheckpoint, state: dict[str, Any], part: dict[str, Any]
-    ) -> None:
-        job_id = part["job_id"]
-        try:
-            job = self.hook.abort_job(job_id, JobKind.INGEST)
-        except SalesforceBulkInvalidStateError:
-            job = self.hook.get_job(job_id, JobKind.INGEST)
-        self.log.warning(
-            "Job %s not started because another job of this load failed: %s", job_id, job.state.value
-        )
-        self._record(part, job_id, job.state.value)
-        self._update(checkpoint, state, part, phase=CLOSED, state=job.state.value)
-
-    def _close(self, checkpoint: TaskCheckpoint, state: dict[str, Any], part: dict[str, Any]) -> None:
-        job_id = part["job_id"]
-        try:
-            job = self.hook.close_job(job_id)
-        except SalesforceBulkInvalidStateError:
-            job = self.hook.get_job(job_id, JobKind.INGEST)
-            if job.state is JobState.OPEN:
-                raise
-        self._record(part, job_id, "UploadComplete")
-        self._update(checkpoint, state, part, phase=CLOSED, state=job.state.value)
-        self.log.info("Job %s: UploadComplete sent (%s)", job_id, job.state.value)
-
-    def _apply_outcome(self, checkpoint: TaskCheckpoint, state: dict[str, Any], outcome: WaitOutcome) -> None:
-        by_id = {job.id: job for job in outcome.jobs}
-        for round_ in state["rounds"]:
-            for part in round_["parts"]:
-                summary = by_id.get(part.get("job_id") or "")
-                if summary is not None and summary.state != part.get("state"):
-                    part["state"] = summary.state
-                    if part["states"] and part["states"][-1]["state"] == summary.state:
-                        continue  # already recorded (and logged) while polling
-                    self._record(part, summary.id, summary.state)
-                    self.log.info(
-                        "Job %s: %s (processed=%s failed=%s)%s",
-                        summary.id,
-                        summary.state,
-                        summary.number_records_processed,
-                        summary.number_records_failed,
-                        f" errorMessage={summary.error_message!r}" if summary.error_message else "",
-                    )
-        self._save(checkpoint, state)
-        if outcome.status == "timeout":
-            for job in outcome.jobs:
-                if not JobState(job.state).is_terminal:
-                    try:
-                        self.hook.abort_job(job.id, JobKind.INGEST)
-                    except SalesforceBulkError as err:
-                        self.log.warning("Job %s could not be aborted: %s", job.id, err)
-            raise AirflowException(
-                f"timeout ({self.timeout}s) reached: {outcome.message}; the unfinished jobs were aborted. A retry "
-                "collects their results."
-            )
-
-    # --- results -----------------------------------------------------------------------------------------
-
-    def _results_folder(self, context: Any) -> Any:
+    def _results_folder(self, context: Context) -> ObjectStoragePath:
         if self.results_path:
             return to_storage_path(self.results_path)
         return task_results_path(context)
 
-    def _stored(self, context: Any, uri: str) -> Any:
-        """A result or retry file by URI, with the object-store connection of the results folder."""
-        return to_storage_path(uri, conn_id=storage_conn_id(self._results_folder(context)))
-
-    def _collect(
-        self, context: Any, checkpoint: TaskCheckpoint, state: dict[str, Any], round_: dict[str, Any]
-    ) -> None:
-        """Stream every job's three result sets to the results folder (``upload_concurrency`` at once)."""
+    def _new_load(self, context: Context) -> IngestLoad:
+        spec = self._spec()
+        try:
+            spec.validate()
+        except IngestInputError as err:
+            raise AirflowFailException(str(err)) from err
         folder = self._results_folder(context)
-        pending = [part for part in round_["parts"] if part.get("results") is None]
-        if len(pending) > 1 and self.upload_concurrency > 1:
-            with ThreadPoolExecutor(
-                max_workers=min(self.upload_concurrency, len(pending)), thread_name_prefix="sfbulk-results"
-            ) as pool:
-                futures = [pool.submit(self._collect_part, checkpoint, state, part, folder) for part in pending]
-                errors = [f.exception() for f in futures if f.exception() is not None]
-            if errors:
-                raise errors[0]  # type: ignore[misc]
-        else:
-            for part in pending:
-                self._collect_part(checkpoint, state, part, folder)
-        round_["collected"] = True
-        self._save(checkpoint, state)
-
-    def _collect_part(
-        self, checkpoint: TaskCheckpoint, state: dict[str, Any], part: dict[str, Any], folder: Any
-    ) -> None:
-        results: JobResults = download_job_results(self._hook(), part["job_id"], folder)
-        summary = results.to_dict()
-        summary["records_sent"] = part["records"]
-        summary["reconciled"] = results.total == part["records"]
-        if not summary["reconciled"]:
-            self.log.error(
-                "Job %s does not reconcile: %d successful + %d failed + %d unprocessed != %d sent",
-                results.job_id,
-                results.successful,
-                results.failed,
-                results.unprocessed,
-                part["records"],
-            )
-        self._record(
-            part, results.job_id, "ResultsCollected", system_modstamp=results.job.system_modstamp
+        conn_id = self.salesforce_conn_id
+        self._load = IngestLoad(
+            spec,
+            to_storage_path(self.source),
+            self.checkpoint(context),
+            folder,
+            self.hook,
+            lambda: SalesforceBulkHook(salesforce_conn_id=conn_id),
+            lambda uri: to_storage_path(uri, conn_id=storage_conn_id(folder)),
+            self.log,
         )
-        self.log.info(
-            "Job %s %s: sent=%d successful=%d failed=%d unprocessed=%d",
-            results.job_id,
-            results.job.state.value,
-            part["records"],
-            results.successful,
-            results.failed,
-            results.unprocessed,
-        )
-        self._update(checkpoint, state, part, results=summary, state=results.job.state.value)
+        return self._load
 
-    def _retry_codes(self, round_number: int) -> set[str]:
-        codes: set[str] = set()
-        if round_number < self.retry_failed_records:
-            codes.update(self.retryable_error_codes)
-        if self.lock_retry and round_number < max(1, self.retry_failed_records):
-            codes.add(_LOCK_CODE)
-        return codes
+    # --- entry points ---------------------------------------------------------------------------
 
-    def _plan_retry(
-        self, context: Any, checkpoint: TaskCheckpoint, state: dict[str, Any], round_: dict[str, Any]
-    ) -> bool:
-        """After a round: start a round of the retryable failed rows, if the policy says so."""
-        if "retry" in round_:
-            return False
-        codes = self._retry_codes(round_["number"])
-        broken = [p for p in round_["parts"] if p["results"]["state"] != JobState.JOB_COMPLETE.value]
-        failed_files = [
-            p["results"]["files"]["failedResults"]["uri"]
-            for p in round_["parts"]
-            if p["results"]["records_failed"]
-        ]
-        if not codes or broken or not failed_files:
-            round_["retry"] = {"codes": sorted(codes), "rows": 0}
-            self._save(checkpoint, state)
-            return False
-        folder = self._results_folder(context) / "retries"
-        folder.mkdir(parents=True, exist_ok=True)
-        retry_file = folder / f"round-{round_['number'] + 1}.csv"
-        with retry_file.open("wb") as out:
-            split = write_failed_rows(
-                [(self._stored(context, uri), codes) for uri in failed_files],
-                kept_out=None,
-                retry_out=out,
-                delimiter=self.column_delimiter,
-                line_ending=self.line_ending,
-            )
-        round_["retry"] = {
-            "codes": sorted(codes),
-            "rows": split.retried,
-            "file": str(retry_file),
-            "by_code": dict(split.retried_codes),
-        }
-        if not split.retried:
-            self._save(checkpoint, state)
-            return False
-        serial = self.lock_retry and _LOCK_CODE in split.retried_codes
-        concurrency = 1 if serial else self.job_concurrency
-        self.log.info(
-            "Retrying %d failed row(s) (%s) in round %d%s",
-            split.retried,
-            ", ".join(f"{code}={n}" for code, n in split.retried_codes.items()),
-            round_["number"] + 1,
-            ", one job at a time" if serial else "",
-        )
-        parts = self._split(retry_file, round_["number"] + 1)
-        state["rounds"].append(
-            self._new_round(round_["number"] + 1, str(retry_file), parts, concurrency, codes)
-        )
-        self._save(checkpoint, state)
-        return True
-
-    def _finish(self, context: Any, checkpoint: TaskCheckpoint, state: dict[str, Any]) -> dict[str, Any]:
-        folder = self._results_folder(context)
-        rounds = state["rounds"]
-        parts = [p for r in rounds for p in r["parts"]]
-        job_ids = [p["job_id"] for p in parts]
-        successful = sum(p["results"]["records_successful"] for p in parts)
-        unprocessed = sum(p["results"]["records_unprocessed"] for p in parts)
-
-        def files(result_set: str) -> list[str]:
-            return [
-                p["results"]["files"][result_set]["uri"]
-                for p in parts
-                if p["results"]["files"][result_set]["records"]
-            ]
-
-        failed_files = files("failedResults")
-        if len(rounds) > 1 and failed_files:
-            merged = folder / "failedResults-final.csv"
-            folder.mkdir(parents=True, exist_ok=True)
-            sources: list[tuple[Any, list[str]]] = []
-            for r in rounds:
-                codes = r.get("retry", {}).get("codes", []) if r.get("retry", {}).get("rows") else []
-                sources.extend(
-                    (self._stored(context, p["results"]["files"]["failedResults"]["uri"]), codes)
-                    for p in r["parts"]
-                    if p["results"]["records_failed"]
-                )
-            with merged.open("wb") as out:
-                split = write_failed_rows(
-                    sources,
-                    kept_out=out,
-                    retry_out=None,
-                    delimiter=self.column_delimiter,
-                    line_ending=self.line_ending,
-                )
-            failed = split.kept
-            final_failed = [str(merged)] if failed else []
-        else:
-            failed = sum(p["results"]["records_failed"] for p in parts)
-            final_failed = failed_files
-        sent = state["records_sent"]
-        reconciled = successful + failed + unprocessed == sent and all(
-            p["results"]["reconciled"] for p in parts
-        )
-        broken = [p["results"] for p in parts if p["results"]["state"] != JobState.JOB_COMPLETE.value]
-        manifest = {
-            "object": self.object_name,
-            "operation": self.operation,
-            "source": state["fingerprint"]["source"],
-            "started_at": datetime.fromtimestamp(state["started_at"], timezone.utc).isoformat(),
-            "finished_at": _now_iso(),
-            "checkpoint": checkpoint.backend,
-            "records_sent": sent,
-            "records_successful": successful,
-            "records_failed": failed,
-            "records_unprocessed": unprocessed,
-            "reconciled": reconciled,
-            "rounds": rounds,
-        }
-        result = {
-            "job_ids": job_ids,
-            "object": self.object_name,
-            "operation": self.operation,
-            "records_sent": sent,
-            "records_successful": successful,
-            "records_failed": failed,
-            "records_unprocessed": unprocessed,
-            "successful_results": files("successfulResults"),
-            "failed_results": final_failed,
-            "unprocessed_records": files("unprocessedrecords"),
-            "retry_rounds": len(rounds) - 1,
-            "manifest": write_manifest(folder, manifest),
-            "results_path": str(folder),
-        }
-        self.log.info(
-            "Load of %s into %s (%s) finished: sent=%d successful=%d failed=%d unprocessed=%d jobs=%d; manifest %s",
-            state["fingerprint"]["source"],
-            self.object_name,
-            self.operation,
-            sent,
-            successful,
-            failed,
-            unprocessed,
-            len(job_ids),
-            result["manifest"],
-        )
-        if not state.get("stats_sent"):
-            self._stats(state, result)
-            state["stats_sent"] = True
-            self._save(checkpoint, state)
-        problem = None
-        if broken:
-            details = "; ".join(
-                f"{b['id']} {b['state']}: {b['error_message'] or 'no errorMessage'}" for b in broken
-            )
-            problem = f"{len(broken)} job(s) did not complete: {details}"
-        elif not reconciled:
-            problem = (
-                f"the results do not reconcile: {successful} successful + {failed} failed + {unprocessed} "
-                f"unprocessed != {sent} sent"
-            )
-        elif failed > self.max_failed_records:
-            problem = (
-                f"{failed} row(s) failed (max_failed_records={self.max_failed_records}); "
-                f"see {', '.join(final_failed)}"
-            )
-        self._active_job_ids = []
-        self._persist_link(context, state)
-        if problem is not None:
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Start or resume the load; wait (or defer) while its jobs run."""
+        load = self._new_load(context)
+        try:
             try:
-                context["ti"].xcom_push(key="return_value", value=result)
+                load.open()
+            except IngestInputError as err:
+                raise AirflowFailException(str(err)) from err
+            return self._drive(context, load)
+        finally:
+            load.close()
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the trigger fired: apply the outcome and carry on (may defer again)."""
+        load = self._new_load(context)
+        try:
+            outcome = self.outcome_from_event(event)
+            load.resume()
+            self._apply(load, outcome)
+            return self._drive(context, load)
+        finally:
+            load.close()
+
+    def _drive(self, context: Context, load: IngestLoad) -> dict[str, Any]:
+        while True:
+            try:
+                step = load.advance()
+            except IngestInputError as err:
+                raise AirflowFailException(str(err)) from err
+            if isinstance(step, LoadSummary):
+                return self._finish(context, load, step)
+            self._wait(context, load, step)
+
+    def _wait(self, context: Context, load: IngestLoad, step: WaitFor) -> None:
+        self._persist_link(context, load)  # every try and resume pushes it again
+        outcome = self.wait_for_jobs(
+            context,
+            step.job_ids,
+            JobKind.INGEST.value,
+            method_name="execute_complete",
+            checkpoint=load.checkpoint,
+            on_change=load.state_seen(step.job_ids),
+            return_when=step.return_when,
+        )
+        self._apply(load, outcome)
+
+    def _apply(self, load: IngestLoad, outcome: Any) -> None:
+        try:
+            load.apply_outcome(outcome)
+        except SalesforceBulkError as err:
+            raise AirflowException(f"timeout ({self.timeout}s) reached: {err}") from err
+
+    def _finish(self, context: Context, load: IngestLoad, summary: LoadSummary) -> dict[str, Any]:
+        state = load.state
+        if not state.stats_sent:
+            self._stats(state.started_at, summary.result)
+            state.stats_sent = True
+            load.journal.save()
+        self._active_job_ids = []
+        self._persist_link(context, load)
+        if summary.problem is not None:
+            try:
+                context["ti"].xcom_push(key="return_value", value=summary.result)
             except Exception as err:  # the failure itself matters more than its XCom
                 self.log.warning("Could not push the result XCom: %s", err)
-            raise AirflowFailException(problem)
-        checkpoint.delete(STATE_KEY)
-        checkpoint.delete(DEADLINE_KEY)
-        return result
+            raise AirflowFailException(summary.problem)
+        load.journal.delete()
+        load.checkpoint.delete(DEADLINE_KEY)
+        return summary.result
 
-    def _persist_link(self, context: Any, state: dict[str, Any]) -> None:
-        job_ids = [p["job_id"] for r in state["rounds"] for p in r["parts"] if p.get("job_id")]
+    def jobs_to_abort(self) -> list[str]:
+        """The jobs being waited for and those this process created that may still run."""
+        in_flight = self._load.jobs_in_flight() if self._load is not None else []
+        return list(dict.fromkeys([*super().jobs_to_abort(), *in_flight]))
+
+    def _persist_link(self, context: Context, load: IngestLoad) -> None:
+        job_ids = load.state.job_ids()
         if not job_ids:
             return
         try:
@@ -1060,19 +310,12 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
         except Exception as err:  # the link is a convenience
             self.log.debug("Could not store the job link: %s", err)
 
-    def _stats(self, state: dict[str, Any], result: dict[str, Any]) -> None:
+    def _stats(self, started_at: float, result: dict[str, Any]) -> None:
         tags = {"object": self.object_name, "operation": self.operation}
         try:
             for name in ("records_sent", "records_successful", "records_failed", "records_unprocessed"):
                 Stats.incr(f"sfbulk.ingest.{name}", result[name], tags=tags)
             Stats.incr("sfbulk.ingest.jobs", len(result["job_ids"]), tags=tags)
-            Stats.timing(
-                "sfbulk.ingest.duration", timedelta(seconds=time.time() - state["started_at"]), tags=tags
-            )
+            Stats.timing("sfbulk.ingest.duration", timedelta(seconds=time.time() - started_at), tags=tags)
         except Exception as err:  # metrics never fail a load
             self.log.debug("Could not send metrics: %s", err)
-
-
-def _terminal(part: dict[str, Any]) -> bool:
-    value = part.get("state")
-    return value is not None and JobState(value).is_terminal

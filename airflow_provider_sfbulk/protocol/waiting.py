@@ -2,7 +2,8 @@
 operators' non-deferrable path.
 
 The flow polls every job that is not yet terminal, sleeps with a growing interval up to a cap, and stops
-when every job is terminal or the absolute deadline has passed. Because the deadline is absolute and the
+when every job is terminal (or, with ``return_when="any"``, as soon as one is: a caller with more jobs to
+start then starts the next one at once) or the absolute deadline has passed. Because the deadline is absolute and the
 flow keeps no other state, a trigger rebuilt from its kwargs after a triggerer restart carries on where
 the old one stopped.
 """
@@ -21,8 +22,12 @@ from airflow_provider_sfbulk.protocol.states import JobKind, JobState
 
 _log = logging.getLogger(__name__)
 
-#: Trigger event statuses, a closed set.
-EVENT_STATUSES = ("success", "failed", "aborted", "timeout", "error")
+#: Trigger event statuses, a closed set. ``progress``: some jobs are terminal, others still run (only with
+#: ``return_when="any"``).
+EVENT_STATUSES = ("success", "failed", "aborted", "timeout", "error", "progress")
+
+#: When a wait returns: once every job is terminal, or once any one is.
+RETURN_WHEN = ("all", "any")
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,28 @@ def outcome_for(jobs: Sequence[JobInfo], kind: JobKind) -> WaitOutcome:
     return WaitOutcome("success", kind, summaries, f"{len(jobs)} job(s) reached JobComplete")
 
 
+def settled(jobs: Sequence[JobInfo], kind: JobKind, return_when: str = "all") -> WaitOutcome | None:
+    """The outcome when ``jobs`` satisfy ``return_when``, else ``None`` (the wait goes on).
+
+    ``all``: every job is terminal (:func:`outcome_for`). ``any``: at least one is; while others still
+    run, the outcome's status is ``progress``.
+    """
+    if return_when not in RETURN_WHEN:
+        raise ValueError(f"return_when must be one of {RETURN_WHEN}, not {return_when!r}")
+    finished = [job for job in jobs if job.state.is_terminal]
+    if len(finished) == len(jobs):
+        return outcome_for(jobs, kind)
+    if return_when == "any" and finished:
+        ids = ", ".join(job.id for job in finished)
+        return WaitOutcome(
+            "progress",
+            kind,
+            tuple(JobSummary.from_job(job) for job in jobs),
+            f"{len(finished)} of {len(jobs)} job(s) finished: {ids}",
+        )
+    return None
+
+
 def wait_for_jobs(
     client: BulkClient,
     job_ids: Sequence[str],
@@ -141,6 +168,7 @@ def wait_for_jobs(
     clock: Callable[[], float] = time.time,
     on_change: Callable[[JobInfo, JobState | None], None] | None = None,
     initial_delay: float = 0.0,
+    return_when: str = "all",
 ) -> Flow[WaitOutcome]:
     """Poll ``job_ids`` until every one is terminal or ``deadline`` (epoch seconds) has passed.
 
@@ -154,9 +182,12 @@ def wait_for_jobs(
         that have just checked the jobs themselves.
     :param on_change: called with the job and its previous state (``None`` the first time) whenever a
         job's state is seen to change; the default logs one line per change.
+    :param return_when: ``"any"`` returns (status ``progress``) as soon as one job is terminal.
     """
     if not job_ids:
         raise ValueError("wait_for_jobs needs at least one job id")
+    if return_when not in RETURN_WHEN:
+        raise ValueError(f"return_when must be one of {RETURN_WHEN}, not {return_when!r}")
     the_kind = job_kind(kind)
     report = on_change or _log_change
     latest: dict[str, JobInfo] = {}
@@ -174,8 +205,9 @@ def wait_for_jobs(
             if previous is None or previous.state is not job.state:
                 report(job, previous.state if previous else None)
         jobs = [latest[job_id] for job_id in job_ids]
-        if all(job.state.is_terminal for job in jobs):
-            return outcome_for(jobs, the_kind)
+        done = settled(jobs, the_kind, return_when)
+        if done is not None:
+            return done
         now = clock()
         if deadline is not None and now >= deadline:
             pending = ", ".join(f"{job.id} ({job.state.value})" for job in jobs if not job.state.is_terminal)

@@ -11,7 +11,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_sfbulk.exceptions import SalesforceBulkError
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkAsyncHook
 from airflow_provider_sfbulk.protocol.api import job_kind
-from airflow_provider_sfbulk.protocol.waiting import PollSchedule, WaitOutcome
+from airflow_provider_sfbulk.protocol.waiting import RETURN_WHEN, PollSchedule, WaitOutcome
 
 
 class SalesforceBulkJobTrigger(BaseTrigger):
@@ -33,6 +33,8 @@ class SalesforceBulkJobTrigger(BaseTrigger):
     :param backoff_factor: growth of the interval after each poll.
     :param deadline: epoch seconds after which a ``timeout`` event fires; ``None`` waits forever.
     :param abort_on_kill: abort the jobs still running when a user kills the task (Airflow 3.3+).
+    :param return_when: ``"all"`` fires once every job is terminal; ``"any"`` as soon as one is (event
+        status ``progress`` while others run), so the task can start its next job.
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class SalesforceBulkJobTrigger(BaseTrigger):
         backoff_factor: float = 1.5,
         deadline: float | None = None,
         abort_on_kill: bool = True,
+        return_when: str = "all",
     ) -> None:
         super().__init__()
         if not job_ids:
@@ -58,6 +61,9 @@ class SalesforceBulkJobTrigger(BaseTrigger):
         self.backoff_factor = float(backoff_factor)
         self.deadline = deadline
         self.abort_on_kill = abort_on_kill
+        if return_when not in RETURN_WHEN:
+            raise ValueError(f"return_when must be one of {RETURN_WHEN}, not {return_when!r}")
+        self.return_when = return_when
         self.schedule = PollSchedule(self.poll_interval, self.backoff_factor, self.max_poll_interval)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -72,6 +78,7 @@ class SalesforceBulkJobTrigger(BaseTrigger):
                 "backoff_factor": self.backoff_factor,
                 "deadline": self.deadline,
                 "abort_on_kill": self.abort_on_kill,
+                "return_when": self.return_when,
             },
         )
 
@@ -87,6 +94,7 @@ class SalesforceBulkJobTrigger(BaseTrigger):
                     schedule=self.schedule,
                     deadline=self.deadline,
                     initial_delay=self.poll_interval,
+                    return_when=self.return_when,
                 )
         except SalesforceBulkError as err:
             # CancelledError is a BaseException and passes through: the triggerer owns cancellation.

@@ -28,6 +28,7 @@ try:
 except ImportError:
     from airflow.operators.python import PythonOperator
 
+from airflow_provider_sfbulk.ingest.loader import PartLoader
 from airflow_provider_sfbulk.operators.ingest import SalesforceBulkIngestOperator
 
 SPEC = json.loads(Path(__file__).with_suffix(".json").read_text())
@@ -36,16 +37,19 @@ SPEC = json.loads(Path(__file__).with_suffix(".json").read_text())
 class CrashOnFirstTry(SalesforceBulkIngestOperator):
     """Dies after the uploads on its first try, like a worker killed at the worst moment."""
 
-    _crash = False  # execute_complete (after a deferral) runs on a fresh instance
-
     def execute(self, context):
-        self._crash = context["ti"].try_number == 1
-        return super().execute(context)
+        if context["ti"].try_number != 1:
+            return super().execute(context)
+        real_close = PartLoader.close
 
-    def _close(self, *args):
-        if self._crash:
+        def crash(loader, part):
             raise RuntimeError("simulated worker crash after the uploads")
-        return super()._close(*args)
+
+        PartLoader.close = crash  # dag.test() runs every try in this process: put it back after
+        try:
+            return super().execute(context)
+        finally:
+            PartLoader.close = real_close
 
 
 def record(ti, task_ids, out):
@@ -223,17 +227,17 @@ def test_upsert_with_parent_reference_and_hard_delete(slow_emulator, salesforce_
 
 
 def test_failed_rows_are_retried_alone(emulator, salesforce_conn, dags, monkeypatch):
-    from airflow_provider_sfbulk.operators import ingest as ingest_module
+    from airflow_provider_sfbulk.ingest import collect as collect_module
 
     salesforce_conn(emulator)
     emulator.set_faults(lock_row_rate=0.5, seed=11)
-    real = ingest_module.write_failed_rows
+    real = collect_module.write_failed_rows
 
     def clear_then_write(*args: Any, **kwargs: Any) -> Any:
         emulator.set_faults(lock_row_rate=0.0)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ingest_module, "write_failed_rows", clear_then_write)
+    monkeypatch.setattr(collect_module, "write_failed_rows", clear_then_write)
     source = dags.file("a.csv", ["Name"], [[f"Row {i}"] for i in range(20)])
     state, values = dags.run("ingest_retry_rows", [
         {"task_id": "load", "kwargs": {"object_name": "Account", "operation": "insert", "source": source,

@@ -26,6 +26,7 @@ from airflow_provider_sfbulk.common.checkpoint import TaskCheckpoint
 from airflow_provider_sfbulk.emulator.testing import ApiSession
 from airflow_provider_sfbulk.exceptions import SalesforceBulkOutcomeUnknownError
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
+from airflow_provider_sfbulk.ingest.loader import PartLoader
 from airflow_provider_sfbulk.operators.ingest import STATE_KEY, SalesforceBulkIngestOperator
 from airflow_provider_sfbulk.triggers.job import SalesforceBulkJobTrigger
 
@@ -68,19 +69,19 @@ def assert_loaded_once(server, count: int) -> None:
 def test_crash_after_upload_then_retry_reconnects(emulator, salesforce_conn, tmp_path, monkeypatch):
     salesforce_conn(emulator)
     src = source(tmp_path)
-    real_close = SalesforceBulkIngestOperator._close
+    real_close = PartLoader.close
 
     def crash(self: Any, *args: Any) -> None:
         raise Crash("worker died after the uploads")
 
-    monkeypatch.setattr(SalesforceBulkIngestOperator, "_close", crash)
+    monkeypatch.setattr(PartLoader, "close", crash)
     with pytest.raises(Crash):
         operator(src).execute({"ti": FakeTI(1)})
     created = {job["id"] for job in all_jobs(emulator)}
     assert len(created) == 3
     assert {job["state"] for job in all_jobs(emulator)} == {"Open"}
 
-    monkeypatch.setattr(SalesforceBulkIngestOperator, "_close", real_close)
+    monkeypatch.setattr(PartLoader, "close", real_close)
     result = operator(src).execute({"ti": FakeTI(2)})
     assert set(result["job_ids"]) == created  # the same jobs, no new upload
     assert len(all_jobs(emulator)) == 3
@@ -161,12 +162,13 @@ def test_process_killed_with_os_exit_then_retried(emulator, salesforce_conn, tmp
         f"""
         import os, sys
         from types import SimpleNamespace
+        from airflow_provider_sfbulk.ingest.loader import PartLoader
         from airflow_provider_sfbulk.operators.ingest import SalesforceBulkIngestOperator
 
         def die(self, *args):
             os._exit(17)
 
-        SalesforceBulkIngestOperator._close = die
+        PartLoader.close = die
         ti = SimpleNamespace(dag_id="dag", run_id="run-1", task_id="load", map_index=-1, try_number=1,
                              xcom_push=lambda **kw: None)
         op = SalesforceBulkIngestOperator(task_id="load", source={src!r}, object_name="Account",
@@ -295,17 +297,17 @@ def test_crash_after_create_before_upload_resplits_and_uploads_to_the_same_jobs(
 ):
     salesforce_conn(emulator)
     src = source(tmp_path)
-    real_upload = SalesforceBulkIngestOperator._upload
+    real_upload = PartLoader.upload
 
     def die(self: Any, *args: Any, **kwargs: Any) -> None:
         raise Crash("worker died between create and upload")
 
-    monkeypatch.setattr(SalesforceBulkIngestOperator, "_upload", die)
+    monkeypatch.setattr(PartLoader, "upload", die)
     with pytest.raises(Crash):
         operator(src, upload_concurrency=3).execute({"ti": FakeTI(1)})
     created = {job["id"] for job in all_jobs(emulator)}
     assert len(created) == 3
-    monkeypatch.setattr(SalesforceBulkIngestOperator, "_upload", real_upload)
+    monkeypatch.setattr(PartLoader, "upload", real_upload)
     result = operator(src, upload_concurrency=3).execute({"ti": FakeTI(2)})  # a new process: no spool left
     assert set(result["job_ids"]) == created
     assert len(all_jobs(emulator)) == 3
@@ -319,11 +321,11 @@ def test_changed_source_is_not_loaded_on_resume(emulator, salesforce_conn, tmp_p
     def die(self: Any, *args: Any, **kwargs: Any) -> None:
         raise Crash("worker died between create and upload")
 
-    real_upload = SalesforceBulkIngestOperator._upload
-    monkeypatch.setattr(SalesforceBulkIngestOperator, "_upload", die)
+    real_upload = PartLoader.upload
+    monkeypatch.setattr(PartLoader, "upload", die)
     with pytest.raises(Crash):
         operator(src, upload_concurrency=1).execute({"ti": FakeTI(1)})
-    monkeypatch.setattr(SalesforceBulkIngestOperator, "_upload", real_upload)
+    monkeypatch.setattr(PartLoader, "upload", real_upload)
     Path(src).write_text(Path(src).read_text().replace("Acme 3,", "Changed 3,"))
     with pytest.raises(AirflowFailException, match="changed since the load started"):
         operator(src, upload_concurrency=1).execute({"ti": FakeTI(2)})

@@ -51,6 +51,7 @@ def test_serialize_carries_only_ids_and_timing() -> None:
         "backoff_factor": 1.5,
         "deadline": 123.0,
         "abort_on_kill": True,
+        "return_when": "all",
     }
     # A trigger rebuilt from its kwargs (triggerer restart) serializes identically.
     assert SalesforceBulkJobTrigger(**kwargs).serialize() == (classpath, kwargs)

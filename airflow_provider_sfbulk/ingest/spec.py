@@ -1,0 +1,119 @@
+"""What a load is asked to do: the object, the operation, the CSV dialect, the limits and the failure
+policy, checked before anything is read or created."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_provider_sfbulk.csvio.failed_rows import DEFAULT_RETRYABLE_ERROR_CODES
+from airflow_provider_sfbulk.csvio.split import DEFAULT_MAX_BYTES, resolve_delimiter, resolve_line_ending
+from airflow_provider_sfbulk.ingest.errors import IngestInputError
+from airflow_provider_sfbulk.protocol.api import MULTIPART_MAX_BYTES
+from airflow_provider_sfbulk.protocol.states import IngestOperation
+
+__all__ = ["LIMITS_CHECKS", "LOCK_ERROR_CODE", "LoadSpec"]
+
+#: The row error that lock retries deal with.
+LOCK_ERROR_CODE = "UNABLE_TO_LOCK_ROW"
+
+#: Values of ``limits_check``.
+LIMITS_CHECKS = ("fail", "warn", "off")
+
+
+@dataclass
+class LoadSpec:
+    """The parameters of one load, as rendered (see the ingest operator for their meaning).
+
+    Build it, then call :meth:`validate` once the values are final: it normalises the operation,
+    delimiter and line ending and raises :class:`~airflow_provider_sfbulk.ingest.errors.IngestInputError`
+    naming the first problem.
+    """
+
+    object_name: str
+    operation: str
+    external_id_field: str | None = None
+    column_delimiter: str = "COMMA"
+    line_ending: str = "LF"
+    assignment_rule_id: str | None = None
+    max_bytes_per_job: int = DEFAULT_MAX_BYTES
+    max_records_per_job: int | None = None
+    multipart_max_bytes: int = MULTIPART_MAX_BYTES
+    job_concurrency: int = 5
+    upload_concurrency: int = 4
+    max_failed_records: int = 0
+    retry_failed_records: int = 0
+    retryable_error_codes: Collection[str] = field(default_factory=lambda: sorted(DEFAULT_RETRYABLE_ERROR_CODES))
+    lock_retry: bool = False
+    limits_check: str = "fail"
+    allow_hard_delete: bool = False
+
+    def check_numbers(self) -> None:
+        """Checks that do not depend on templates (the operator runs them when the DAG is parsed)."""
+        for name in ("job_concurrency", "upload_concurrency"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for name in ("max_failed_records", "retry_failed_records", "multipart_max_bytes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        if self.limits_check not in LIMITS_CHECKS:
+            raise ValueError("limits_check must be 'fail', 'warn' or 'off'")
+
+    def validate(self) -> None:
+        """Check and normalise the rendered values; raise ``IngestInputError`` naming the problem."""
+        try:
+            operation = IngestOperation(self.operation)
+        except ValueError:
+            allowed = ", ".join(op.value for op in IngestOperation)
+            raise IngestInputError(f"operation must be one of {allowed}, not {self.operation!r}") from None
+        self.operation = operation.value
+        if operation is IngestOperation.HARD_DELETE and not self.allow_hard_delete:
+            raise IngestInputError(
+                "hardDelete bypasses the Recycle Bin (deleted rows cannot be restored); pass "
+                "allow_hard_delete=True to run it"
+            )
+        if operation is IngestOperation.UPSERT and not self.external_id_field:
+            raise IngestInputError("upsert needs external_id_field")
+        if not self.object_name:
+            raise IngestInputError("object_name is required")
+        try:
+            self.column_delimiter = resolve_delimiter(self.column_delimiter)[0]
+            self.line_ending = resolve_line_ending(self.line_ending)
+        except ValueError as err:
+            raise IngestInputError(str(err)) from err
+
+    def fingerprint(self, source: str) -> dict[str, Any]:
+        """The values a resumed load must share with the one in the checkpoint."""
+        return {
+            "object": self.object_name,
+            "operation": self.operation,
+            "source": source,
+            "external_id_field": self.external_id_field,
+            "column_delimiter": self.column_delimiter,
+            "line_ending": self.line_ending,
+            "max_bytes_per_job": self.max_bytes_per_job,
+            "max_records_per_job": self.max_records_per_job,
+        }
+
+    def job_args(self) -> dict[str, Any]:
+        """Keyword arguments of the hook's job creation calls."""
+        return {
+            "external_id_field": self.external_id_field,
+            "column_delimiter": self.column_delimiter,
+            "line_ending": self.line_ending,
+            "assignment_rule_id": self.assignment_rule_id,
+        }
+
+    def multipart_limit(self) -> int:
+        """Largest single part sent with the one-request multipart create."""
+        return min(self.multipart_max_bytes, MULTIPART_MAX_BYTES)
+
+    def retry_codes(self, round_number: int) -> set[str]:
+        """Error codes whose rows are sent again after round ``round_number``."""
+        codes: set[str] = set()
+        if round_number < self.retry_failed_records:
+            codes.update(self.retryable_error_codes)
+        if self.lock_retry and round_number < max(1, self.retry_failed_records):
+            codes.add(LOCK_ERROR_CODE)
+        return codes
