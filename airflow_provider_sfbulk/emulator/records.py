@@ -105,6 +105,8 @@ class IngestFaults:
     lock_row_rate: float = 0.0
     failing_batch: int | None = None
     seed: int = 0
+    #: Successful rows left out of ``successfulResults`` (the first ones; they still count as processed).
+    drop_result_rows: int = 0
 
 
 @dataclass(frozen=True)
@@ -740,8 +742,9 @@ class _Batch:
 class _ResultWriter:
     """The three result files, written row by row."""
 
-    def __init__(self, results_dir: Path, spec: IngestSpec) -> None:
+    def __init__(self, results_dir: Path, spec: IngestSpec, *, drop_successes: int = 0) -> None:
         results_dir.mkdir(parents=True, exist_ok=True)
+        self._drop_successes = drop_successes
         self.delimiter = COLUMN_DELIMITERS[spec.column_delimiter]
         self.terminator = LINE_ENDINGS[spec.line_ending]
         self._files = {
@@ -765,9 +768,12 @@ class _ResultWriter:
 
     def result(self, row: _Row) -> None:
         if row.error is None:
+            self.successes += 1
+            if self._drop_successes > 0:  # injected fault: the row was processed but its line goes missing
+                self._drop_successes -= 1
+                return
             self._writers["successfulResults"].writerow(
                 [row.result_id, "true" if row.created else "false", *row.values])
-            self.successes += 1
         else:
             self._writers["failedResults"].writerow([row.result_id, row.error, *row.values])
             self.failures += 1
@@ -871,7 +877,7 @@ def process_ingest(
     """
     started = time.monotonic()
     delimiter = COLUMN_DELIMITERS[spec.column_delimiter]
-    writer = _ResultWriter(results_dir, spec)
+    writer = _ResultWriter(results_dir, spec, drop_successes=faults.drop_result_rows)
     retries = 0
     state = JobState.JOB_COMPLETE
     error_message: str | None = None

@@ -12,7 +12,6 @@ Admin endpoints live under ``/__emulator/`` on the same server (loopback clients
 from __future__ import annotations
 
 import asyncio
-import base64
 import codecs
 import contextlib
 import functools
@@ -33,11 +32,12 @@ from urllib.parse import parse_qsl
 
 from aiohttp import BodyPartReader, web
 
-from airflow_provider_sfbulk.emulator import identity
+from airflow_provider_sfbulk.emulator import identity, result_pages
 from airflow_provider_sfbulk.emulator.config import MAX_API_VERSION, MIN_API_VERSION, EmulatorConfig
 from airflow_provider_sfbulk.emulator.faults import FaultRule, FaultSet
 from airflow_provider_sfbulk.emulator.oauth import OAuthError, OAuthService, Principal
 from airflow_provider_sfbulk.emulator.schema import Schema, format_value, load_schema
+from airflow_provider_sfbulk.emulator.settings import RuntimeSettings
 from airflow_provider_sfbulk.emulator.store import JobRecord, Store
 from airflow_provider_sfbulk.emulator.tls import TlsFiles, ensure_certificates
 from airflow_provider_sfbulk.emulator.worker import QUERY_DIR, UPLOAD_FILE, IngestFaultSettings, JobWorker
@@ -62,7 +62,6 @@ INVALID_SESSION_BODY = b'[{"message":"Session expired or invalid","errorCode":"I
 NOT_FOUND_MESSAGE = "The requested resource does not exist"
 QUERY_MIN_VERSION = 47
 RESULT_PAGES_MIN_VERSION = 58
-RESULT_PAGES_PER_CALL = 5
 ADMIN_PREFIX = "/__emulator"
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 LIMIT_HEADER_KEY = web.RequestKey("sfbulk_limit_header", dict)
@@ -134,8 +133,11 @@ class EmulatorApp:
         self.schema: Schema = load_schema(config.schema_path)
         self.store = Store(self.data_dir)
         self.faults = FaultSet(config.faults, seed=config.seed)
-        self.ingest_faults = IngestFaultSettings(config.lock_row_rate, config.failing_batch, config.seed)
-        self.worker = JobWorker(config, self.store, self.schema, lambda: self.ingest_faults)
+        self.ingest_faults = IngestFaultSettings(config.lock_row_rate, config.failing_batch, config.seed,
+                                                 config.drop_result_rows, config.drop_result_jobs)
+        self.settings = RuntimeSettings(config.result_pages_shape, config.query_timeout_records,
+                                        config.query_timeout_style)
+        self.worker = JobWorker(config, self.store, self.schema, lambda: self.ingest_faults, self.settings)
         self.tls: TlsFiles | None = None
         self.base_url = ""
         self.oauth: OAuthService | None = None
@@ -257,8 +259,10 @@ class EmulatorApp:
         ]
 
     def set_faults(self, rules: list[FaultRule] | None = None, *, lock_row_rate: float | None = None,
-                   failing_batch: int | None | str = "keep", seed: int | None = None) -> None:
+                   failing_batch: int | None | str = "keep", seed: int | None = None,
+                   drop_result_rows: int | None = None, drop_result_jobs: int | None | str = "keep") -> None:
         """Replace HTTP fault rules (when given) and/or row-level ingest faults."""
+        self._set_drop_result_rows(drop_result_rows, drop_result_jobs)
         if rules is not None or seed is not None:
             self.faults.replace(rules if rules is not None else self.faults.rules, seed=seed)
         if lock_row_rate is not None:
@@ -272,10 +276,23 @@ class EmulatorApp:
         if seed is not None:
             self.ingest_faults.seed = seed
 
+    def _set_drop_result_rows(self, rows: int | None, jobs: int | None | str) -> None:
+        if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 0):
+            raise ValueError("drop_result_rows must be a non-negative integer")
+        if jobs != "keep" and jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int)
+                                                   or jobs < 0):
+            raise ValueError("drop_result_jobs must be a non-negative integer or null")
+        with self.ingest_faults._lock:
+            if rows is not None:
+                self.ingest_faults.drop_result_rows = rows
+            if jobs != "keep":
+                self.ingest_faults.drop_result_jobs = jobs  # type: ignore[assignment]
+
     def reset_faults(self) -> None:
         self.faults.reset()
         self.ingest_faults.lock_row_rate = 0.0
         self.ingest_faults.failing_batch = None
+        self._set_drop_result_rows(0, None)
 
     # -- HTTP entry point --------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -839,32 +856,22 @@ class EmulatorApp:
     async def _result_pages(self, request: web.Request, job: JobRecord, version: str) -> web.Response:
         from airflow_provider_sfbulk.emulator import query_results
 
+        shape = self.settings.result_pages_shape
+        if shape == result_pages.SHAPE_MISSING:
+            raise _not_found()
         self._check_results_ready(job, version)
         max_records = _max_records(request.query.get("maxRecords")) or self.config.default_page_records
         cursor = request.query.get("locator")
-        start = 0
-        if cursor:
-            try:
-                start = int(base64.urlsafe_b64decode(cursor.encode() + b"==").decode().removeprefix("rp"))
-            except (ValueError, UnicodeDecodeError):
-                raise ApiError(400, "INVALID_LOCATOR", f"Invalid locator: {cursor}") from None
         out_dir = self.store.job_dir(job.id) / QUERY_DIR
         locators = await self._db(query_results.page_locators, out_dir, max_records)
+        try:
+            start = result_pages.decode_cursor(cursor) if cursor else 0
+        except result_pages.CursorError:
+            start = -1
         if start < 0 or start > len(locators):
             raise ApiError(400, "INVALID_LOCATOR", f"Invalid locator: {cursor}")
-        base = f"/services/data/v{version}/jobs/query/{job.id}"
-        chosen = locators[start:start + RESULT_PAGES_PER_CALL]
-        pages = []
-        for locator in chosen:
-            query = f"maxRecords={max_records}" if locator is None else f"locator={locator}&maxRecords={max_records}"
-            pages.append({"resultUrl": f"{base}/results?{query}"})
-        end = start + len(chosen)
-        done = end >= len(locators)
-        next_url = None
-        if not done:
-            token = base64.urlsafe_b64encode(f"rp{end}".encode()).decode().rstrip("=")
-            next_url = f"{base}/resultPages?locator={token}&maxRecords={max_records}"
-        return self._json(request, {"resultPages": pages, "nextRecordsUrl": next_url, "done": done})
+        return self._json(request, result_pages.build_answer(
+            shape, version=version, job_id=job.id, locators=locators, start=start, max_records=max_records))
 
     # -- streaming ---------------------------------------------------------------------------------
     async def _stream(self, request: web.Request, path: Path, start: int, end: int, header: bytes,
@@ -958,11 +965,17 @@ class EmulatorApp:
                         kwargs["failing_batch"] = body["failing_batch"]
                     if "seed" in body:
                         kwargs["seed"] = int(body["seed"])
+                    if "drop_result_rows" in body:
+                        kwargs["drop_result_rows"] = body["drop_result_rows"]
+                    if "drop_result_jobs" in body:
+                        kwargs["drop_result_jobs"] = body["drop_result_jobs"]
                     self.set_faults(rules, **kwargs)
                 except (TypeError, ValueError) as err:
                     raise ApiError(400, "INVALID_FAULT", str(err)) from None
                 return self._json(request, self._faults_view())
             raise ApiError(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed")
+        if sub == "/settings":
+            return await self._admin_settings(request)
         if sub == "/expire-tokens" and method == "POST":
             count = await self._db(self.store.expire_access_tokens)
             return self._json(request, {"expired": count})
@@ -993,8 +1006,28 @@ class EmulatorApp:
         raise _not_found()
 
     def _faults_view(self) -> dict[str, Any]:
-        return {"rules": self.faults.status(), "lock_row_rate": self.ingest_faults.lock_row_rate,
-                "failing_batch": self.ingest_faults.failing_batch, "seed": self.ingest_faults.seed}
+        faults = self.ingest_faults
+        return {"rules": self.faults.status(), "lock_row_rate": faults.lock_row_rate,
+                "failing_batch": faults.failing_batch, "seed": faults.seed,
+                "drop_result_rows": faults.drop_result_rows, "drop_result_jobs": faults.drop_result_jobs}
+
+    async def _admin_settings(self, request: web.Request) -> web.Response:
+        """``GET`` shows, ``PUT``/``PATCH`` change (every key optional), ``DELETE`` restores the config's."""
+        method = request.method
+        if method in ("PUT", "PATCH"):
+            body = await self._read_json(request)
+            try:
+                self.settings.update(**body)
+            except ValueError as err:
+                raise ApiError(400, "INVALID_SETTING", str(err)) from None
+        elif method == "DELETE":
+            config = self.config
+            self.settings.update(result_pages_shape=config.result_pages_shape,
+                                 query_timeout_records=config.query_timeout_records,
+                                 query_timeout_style=config.query_timeout_style)
+        elif method != "GET":
+            raise ApiError(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed")
+        return self._json(request, self.settings.to_dict())
 
 
 # -- module helpers --------------------------------------------------------------------------------
