@@ -221,6 +221,7 @@ class EmulatorApp:
         for job_id in expired:
             self.store.delete_job(job_id)
         self.store.purge_tokens(now - 86400)
+        self.store.purge_usage(now=now)
         return expired
 
     # -- admin helpers (also used by testing.EmulatorServer) ----------------------------------------
