@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import email.utils
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -32,7 +34,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import BodyPartReader, web
 
-from airflow_provider_sfbulk.emulator import identity, result_pages
+from airflow_provider_sfbulk.emulator import describe, identity, result_pages
 from airflow_provider_sfbulk.emulator.config import MAX_API_VERSION, MIN_API_VERSION, EmulatorConfig
 from airflow_provider_sfbulk.emulator.faults import FaultRule, FaultSet
 from airflow_provider_sfbulk.emulator.oauth import OAuthError, OAuthService, Principal
@@ -140,6 +142,8 @@ class EmulatorApp:
         self.worker = JobWorker(config, self.store, self.schema, lambda: self.ingest_faults, self.settings)
         self.tls: TlsFiles | None = None
         self.base_url = ""
+        #: When the schema was loaded (the ``Last-Modified`` of describe answers).
+        self._started_at = float(int(time.time()))
         self.oauth: OAuthService | None = None
         self._db_pool: ThreadPoolExecutor | None = None
         self._runner: web.AppRunner | None = None
@@ -375,6 +379,9 @@ class EmulatorApp:
         if rest == "/limits":
             _allow(request, "GET", "HEAD")
             return self._json(request, await self._db(self._limits))
+        if rest == "/sobjects" or rest.startswith("/sobjects/"):
+            _allow(request, "GET", "HEAD")
+            return self._sobjects(request, rest, version)
         job_match = _JOB_RE.match(rest)
         if job_match is None:
             raise _not_found()
@@ -414,6 +421,26 @@ class EmulatorApp:
             _allow(request, "GET")
             return await self._result_pages(request, job, version)
         raise _not_found()
+
+    def _sobjects(self, request: web.Request, rest: str, version: str) -> web.Response:
+        """``/sobjects`` (describeGlobal), ``/sobjects/X`` and ``/sobjects/X/describe`` from the schema."""
+        parts = rest.split("/")[2:]  # "", "sobjects", ...
+        if not parts:
+            return self._json(request, describe.describe_global(self.schema, version))
+        obj = self.schema.get_object(parts[0])
+        if obj is None or len(parts) > 2 or (len(parts) == 2 and parts[1] != "describe"):
+            raise _not_found()
+        if len(parts) == 1:
+            return self._json(request, {"objectDescribe": describe.object_summary(obj, version),
+                                        "recentItems": []})
+        payload = describe.describe_object(self.schema, obj, version)
+        etag = '"' + hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32] + '"'
+        headers = {"ETag": etag, "Last-Modified": email.utils.formatdate(self._started_at, usegmt=True)}
+        if _not_modified(request, etag, self._started_at):
+            return web.Response(status=304, headers=headers)
+        response = self._json(request, payload)
+        response.headers.update(headers)
+        return response
 
     # -- responses ---------------------------------------------------------------------------------
     def _json(self, request: web.Request, payload: Any, status: int = 200) -> web.Response:
@@ -1035,6 +1062,18 @@ class EmulatorApp:
 def _error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
     body = json.dumps([{"errorCode": code, "message": message}], separators=(",", ":")).encode()
     return web.Response(status=status, body=body, headers={"Content-Type": JSON_TYPE, **(headers or {})})
+
+
+def _not_modified(request: web.Request, etag: str, last_modified: float) -> bool:
+    """True when the request's ``If-None-Match`` / ``If-Modified-Since`` says the client's copy is current."""
+    match = request.headers.get("If-None-Match")
+    if match is not None:
+        return etag in [tag.strip() for tag in match.split(",")] or match.strip() == "*"
+    since = request.headers.get("If-Modified-Since")
+    if since:
+        with contextlib.suppress(TypeError, ValueError):
+            return email.utils.parsedate_to_datetime(since).timestamp() >= int(last_modified)
+    return False
 
 
 def _allow(request: web.Request, *methods: str) -> str:
