@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from airflow_provider_sfbulk.emulator import identity
-from airflow_provider_sfbulk.emulator.schema import FieldDef, ObjectDef, Schema
+from airflow_provider_sfbulk.emulator.schema import ASCII_LOWER, FieldDef, ObjectDef, Schema
 from airflow_provider_sfbulk.emulator.seed import seed_records
 from airflow_provider_sfbulk.emulator.values import NULL_MARKER, RowError, format_datetime, make_parser
 from airflow_provider_sfbulk.protocol.ids import is_valid_id, to_18
@@ -423,17 +423,34 @@ def _chunks(items: Sequence[Any], size: int = _SQL_CHUNK) -> Iterator[Sequence[A
 
 
 def _lookup(conn: sqlite3.Connection, obj: ObjectDef, column: str, keys: Iterable[Any],
-            extra: str = "") -> list[tuple[Any, ...]]:
-    """Rows ``(column value, Id, IsDeleted)`` of ``obj`` whose ``column`` is one of ``keys``."""
+            extra: str = "", *, fold: bool = False) -> list[tuple[Any, ...]]:
+    """Rows ``(column value, Id, IsDeleted)`` of ``obj`` whose ``column`` is one of ``keys``.
+
+    ``fold``: compare ASCII letters case-insensitively (SQLite's NOCASE, served by the ``_nocase`` index
+    of :func:`schema.create_tables`); the values returned are the stored ones.
+    """
     wanted = list(dict.fromkeys(keys))
     found: list[tuple[Any, ...]] = []
+    collate = " COLLATE NOCASE" if fold else ""
     for chunk in _chunks(wanted):
         marks = ",".join("?" * len(chunk))
         found.extend(conn.execute(
-            f'SELECT "{column}", "Id", "IsDeleted" FROM {obj.table} WHERE "{column}" IN ({marks}){extra}',
+            f'SELECT "{column}", "Id", "IsDeleted" FROM {obj.table} WHERE "{column}"{collate} IN ({marks}){extra}',
             tuple(chunk),
         ))
     return found
+
+
+def _match_key(fdef: FieldDef, value: Any) -> Any:
+    """The form in which ``value`` is compared: ASCII-lowercased text unless the field is case-sensitive.
+
+    Salesforce matches unique, external id and idLookup text case-insensitively unless the field says
+    "Treat ABC and abc as different values" (``caseSensitive``). Only ASCII letters fold, like SQLite's
+    NOCASE; other letters compare exactly (a limitation of the emulator).
+    """
+    if fdef.folds_case and isinstance(value, str):
+        return value.translate(ASCII_LOWER)
+    return value
 
 
 def _lock_hit(faults: IngestFaults, job_id: str, row_number: int) -> bool:
@@ -521,15 +538,15 @@ class _Batch:
                 except RowError as err:
                     row.error = err.render()
             keyed = [row for row in keyed if row.error is None]
-            for key_value, rec_id, _ in _lookup(self.conn, self.obj, key_field.name,
-                                                [row.key for row in keyed], ' AND "IsDeleted" = 0'):
-                by_key[key_value].append(rec_id)
+            for key_value, rec_id, _ in _lookup(self.conn, self.obj, key_field.name, [row.key for row in keyed],
+                                                ' AND "IsDeleted" = 0', fold=key_field.folds_case):
+                by_key[_match_key(key_field, key_value)].append(rec_id)
             counts: dict[Any, int] = defaultdict(int)
             for row in keyed:
-                counts[row.key] += 1
+                counts[_match_key(key_field, row.key)] += 1
             for row in keyed:
-                matches = by_key.get(row.key or "", [])
-                if counts[row.key] > 1:
+                matches = by_key.get(_match_key(key_field, row.key), [])
+                if counts[_match_key(key_field, row.key)] > 1:
                     row.error = RowError("DUPLICATE_VALUE", f"Duplicate external id specified: {row.key}",
                                          [key_field.name]).render()
                 elif len(matches) > 1:
@@ -600,9 +617,10 @@ class _Batch:
                     continue
             found: dict[Any, list[str]] = defaultdict(list)
             for value, rec_id, _ in _lookup(self.conn, parent, parent_field.name, converted.values(),
-                                            ' AND "IsDeleted" = 0'):
-                found[value].append(rec_id)
-            ext_found[group] = {key: found.get(value, []) for key, value in converted.items()}
+                                            ' AND "IsDeleted" = 0', fold=parent_field.folds_case):
+                found[_match_key(parent_field, value)].append(rec_id)
+            ext_found[group] = {key: found.get(_match_key(parent_field, value), [])
+                                for key, value in converted.items()}
         for row in live:
             for _, ref_id in row.id_refs:
                 state = id_state.get(ref_id)
@@ -656,15 +674,16 @@ class _Batch:
             rows = [row for row in self.rows if row.error is None and row.sets.get(fdef.name) is not None]
             if not rows:
                 continue
-            holders: dict[Any, str] = {}
+            holders: dict[Any, list[str]] = defaultdict(list)
             for value, rec_id, _ in _lookup(self.conn, self.obj, fdef.name, [r.sets[fdef.name] for r in rows],
-                                            ' AND "IsDeleted" = 0'):
-                holders[value] = rec_id
+                                            ' AND "IsDeleted" = 0', fold=fdef.folds_case):
+                holders[_match_key(fdef, value)].append(rec_id)
             claimed: set[Any] = set()
             for row in rows:
-                value = row.sets[fdef.name]
-                holder = holders.get(value)
-                if holder is not None and holder != row.target_id:
+                value = _match_key(fdef, row.sets[fdef.name])
+                others = [rec_id for rec_id in holders.get(value, []) if rec_id != row.target_id]
+                holder = others[0] if others else None
+                if holder is not None:
                     row.error = _duplicate_error(fdef, holder)
                 elif value in claimed:
                     row.error = _duplicate_error(fdef, None)
@@ -870,7 +889,9 @@ def process_ingest(
     * values are parsed per field type (:mod:`.values`); unique fields fail ``DUPLICATE_VALUE`` against
       live records and against earlier rows of the same batch; lookups given as ids must exist and not be
       deleted, lookups given as ``Rel.ExtField`` must match exactly one live parent
-      (``INVALID_FIELD:Foreign key external ID: X not found for field F in entity O``).
+      (``INVALID_FIELD:Foreign key external ID: X not found for field F in entity O``);
+    * text values of upsert keys, unique fields and ``Rel.ExtField`` parents match case-insensitively
+      (ASCII letters) unless the schema field is ``caseSensitive``;
 
     Each internal batch of ``batch_size`` rows is one transaction, committed before its result lines are
     written; ``should_abort`` is checked before every batch and during ``batch_delay``.
