@@ -52,7 +52,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from airflow_provider_sfbulk.emulator import identity
+from airflow_provider_sfbulk.emulator import cascade, identity
 from airflow_provider_sfbulk.emulator.schema import ASCII_LOWER, FieldDef, ObjectDef, Schema
 from airflow_provider_sfbulk.emulator.seed import seed_records
 from airflow_provider_sfbulk.emulator.values import NULL_MARKER, RowError, format_datetime, make_parser
@@ -482,6 +482,7 @@ class _Batch:
         self.rows = rows
         self.timestamp = timestamp
         self.obj = plan.obj
+        self.delete_plan: cascade.DeletePlan | None = None
 
     # -- resolution --------------------------------------------------------------------------------
 
@@ -690,6 +691,17 @@ class _Batch:
                 else:
                     claimed.add(value)
 
+    def _plan_deletes(self) -> None:
+        """Relationship effects of a delete (:mod:`.cascade`); rows a ``Restrict`` blocks fail here."""
+        if self.plan.operation not in ("delete", "hardDelete") or not self.schema.children_of(self.obj.name):
+            return
+        targets = [row.target_id for row in self.rows if row.error is None and row.target_id]
+        self.delete_plan = cascade.plan_deletes(self.conn, self.schema, self.obj, targets,
+                                                hard=self.plan.operation == "hardDelete")
+        for row in self.rows:
+            if row.error is None and row.target_id in self.delete_plan.errors:
+                row.error = self.delete_plan.errors[row.target_id]
+
     def _apply_lock_faults(self) -> None:
         for row in self.rows:
             if row.error is None and _lock_hit(self.faults, self.spec.job_id, row.number):
@@ -714,6 +726,9 @@ class _Batch:
                     f'"LastModifiedById" = ? WHERE "Id" = ?', [(ts, ts, user, rec_id) for (rec_id,) in ids])
             else:
                 conn.executemany(f'DELETE FROM {obj.table} WHERE "Id" = ?', ids)
+            if self.delete_plan is not None:
+                cascade.apply_plan(conn, self.schema, self.delete_plan, hard=operation == "hardDelete",
+                                   timestamp=ts, user=user, roots_done=[rec_id for (rec_id,) in ids if rec_id])
             for row in good:
                 row.result_id = row.target_id or ""
             return
@@ -752,6 +767,7 @@ class _Batch:
         self._check_required()
         self._check_unique()
         self._apply_lock_faults()
+        self._plan_deletes()
         self._write()
 
 
@@ -885,7 +901,8 @@ def process_ingest(
       ``REQUIRED_FIELD_MISSING``); the ``Id`` must be well formed (``MALFORMED_ID``), exist
       (``INVALID_CROSS_REFERENCE_KEY``) and not be deleted (``ENTITY_IS_DELETED``);
     * delete sets ``IsDeleted`` (still visible to queryAll); hardDelete removes the row (also from the
-      recycle bin);
+      recycle bin); records pointing at a deleted one are deleted too, cleared or make the delete fail
+      ``DELETE_FAILED`` as their field's ``deleteConstraint`` says (:mod:`.cascade`);
     * values are parsed per field type (:mod:`.values`); unique fields fail ``DUPLICATE_VALUE`` against
       live records and against earlier rows of the same batch; lookups given as ids must exist and not be
       deleted, lookups given as ``Rel.ExtField`` must match exactly one live parent
