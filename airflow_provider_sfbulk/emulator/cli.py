@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--token-ttl", type=float, default=defaults.token_ttl, help="access token lifetime in seconds")
     add("--batch-delay", type=float, default=defaults.batch_delay,
         help="seconds each internal ingest batch takes at least")
+    add("--batch-seconds", type=float, default=defaults.batch_seconds, metavar="S",
+        help="speed profile: each internal ingest batch takes at least S seconds in all (default off)")
+    add("--download-bandwidth", type=int, default=None, metavar="BYTES_PER_S",
+        help="speed profile: cap each result download at this many bytes per second (default off)")
     add("--query-delay", type=float, default=defaults.query_delay,
         help="seconds each query job takes at least")
     add("--batch-size", type=int, default=defaults.batch_size, help="records per internal ingest batch")
@@ -98,6 +102,7 @@ def config_from_args(args: argparse.Namespace) -> cfg.EmulatorConfig:
         token_ttl=args.token_ttl, batch_delay=args.batch_delay, query_delay=args.query_delay, batch_size=args.batch_size, seed=args.seed,
         retention=args.retention, tls=args.tls, seed_records=dict(args.seed_records),
         faults=list(args.fault), lock_row_rate=args.lock_row_rate, failing_batch=args.failing_batch,
+        batch_seconds=args.batch_seconds, download_bandwidth=args.download_bandwidth,
         drop_result_rows=args.drop_result_rows, drop_result_jobs=args.drop_result_jobs,
         result_pages_shape=args.result_pages_shape, query_timeout_records=args.query_timeout_records,
         query_timeout_style=args.query_timeout_style,

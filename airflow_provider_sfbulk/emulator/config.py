@@ -45,6 +45,10 @@ class EmulatorConfig:
     jwt_max_exp_ahead: float = 300.0
     #: Seconds each internal ingest batch takes at least (simulates a busy org).
     batch_delay: float = 0.0
+    #: Speed profile: each internal ingest batch takes at least this long in all (0 = off).
+    batch_seconds: float = 0.0
+    #: Speed profile: bytes per second of each result download (None = as fast as possible).
+    download_bandwidth: int | None = None
     #: Seconds each query job takes at least (so that waiting clients see it running); 0 = as fast as it can.
     query_delay: float = 0.0
     #: Records per internal ingest batch (Salesforce: 10,000).
@@ -112,6 +116,10 @@ class EmulatorConfig:
             raise ValueError("workers must be at least 1")
         if self.query_delay < 0:
             raise ValueError("query_delay must not be negative")
+        if self.batch_seconds < 0:
+            raise ValueError("batch_seconds must not be negative")
+        if self.download_bandwidth is not None and self.download_bandwidth < 1:
+            raise ValueError("download_bandwidth must be at least 1 byte per second")
         if self.drop_result_rows < 0:
             raise ValueError("drop_result_rows must not be negative")
         if self.drop_result_jobs is not None and self.drop_result_jobs < 0:

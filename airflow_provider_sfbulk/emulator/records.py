@@ -883,6 +883,7 @@ def process_ingest(
     *,
     batch_size: int = 10_000,
     batch_delay: float = 0.0,
+    batch_seconds: float = 0.0,
     faults: IngestFaults = IngestFaults(),
     should_abort: Callable[[], bool] = lambda: False,
     on_progress: Callable[[int, int], None] = lambda processed, failed: None,
@@ -911,7 +912,9 @@ def process_ingest(
       (ASCII letters) unless the schema field is ``caseSensitive``;
 
     Each internal batch of ``batch_size`` rows is one transaction, committed before its result lines are
-    written; ``should_abort`` is checked before every batch and during ``batch_delay``.
+    written; ``should_abort`` is checked before every batch and during ``batch_delay``. ``batch_seconds``
+    pads every internal batch to at least that wall time (a "Salesforce-like" speed profile);
+    ``batch_delay`` is added after every batch.
     """
     started = time.monotonic()
     delimiter = COLUMN_DELIMITERS[spec.column_delimiter]
@@ -944,6 +947,7 @@ def process_ingest(
             else:
                 state, error_message, retries = _run_batches(
                     conn, schema, spec, plan, reader, writer, batch_size=batch_size, batch_delay=batch_delay,
+                    batch_seconds=batch_seconds,
                     faults=faults, should_abort=should_abort, on_progress=on_progress, now=now,
                 )
     finally:
@@ -973,7 +977,7 @@ def _drain(reader: _UploadReader | Iterator[list[str]], writer: _ResultWriter,
 
 def _run_batches(
     conn: sqlite3.Connection, schema: Schema, spec: IngestSpec, plan: _Plan, reader: _UploadReader,
-    writer: _ResultWriter, *, batch_size: int, batch_delay: float, faults: IngestFaults,
+    writer: _ResultWriter, *, batch_size: int, batch_delay: float, faults: IngestFaults, batch_seconds: float,
     should_abort: Callable[[], bool], on_progress: Callable[[int, int], None], now: Callable[[], datetime],
 ) -> tuple[JobState, str | None, int]:
     batches = _batches(reader, max(1, batch_size))
@@ -987,6 +991,7 @@ def _run_batches(
             message = (f"InternalServerError : Failed to process batch {batch_no} after {BATCH_RETRIES} "
                        f"retries")
             return JobState.FAILED, message, BATCH_RETRIES
+        batch_started = time.monotonic()
         rows = []
         for values in raw_rows:
             row_number += 1
@@ -1001,6 +1006,8 @@ def _run_batches(
         for row in rows:
             writer.result(row)
         on_progress(writer.successes + writer.failures, writer.failures)
+        if batch_seconds > 0:
+            _sleep(batch_seconds - (time.monotonic() - batch_started), should_abort)
         if batch_delay > 0:
             _sleep(batch_delay, should_abort)
     return JobState.JOB_COMPLETE, None, 0

@@ -916,22 +916,26 @@ class EmulatorApp:
         # Level 1: about 3x the speed of the default level for ~25% more bytes, so the emulator's own
         # compression does not become the bottleneck of the gzip downloads it serves (docs/performance.md).
         compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31) if use_gzip else None
+        pace = _Pacer(self.config.download_bandwidth)
         handle = await self._db(path.open, "rb")
         try:
             await self._db(handle.seek, start)
             pending: bytes | None = header
             position = start
             while True:
-                size = min(CHUNK, end - position)
+                size = min(pace.chunk_size(CHUNK), end - position)
                 if pending is None and size <= 0:
                     break
                 chunk = await self._db(_read_and_compress, handle, max(size, 0), pending or b"", compressor)
                 pending = None
                 position += max(size, 0)
                 if chunk:
+                    await pace.wait(len(chunk))
                     await response.write(chunk)
             if compressor is not None:
-                await response.write(compressor.flush())
+                tail = compressor.flush()
+                await pace.wait(len(tail))
+                await response.write(tail)
         finally:
             await self._db(handle.close)
         await response.write_eof()
@@ -1121,6 +1125,30 @@ def _max_records(value: str | None) -> int | None:
     if number < 1:
         raise ApiError(400, "INVALIDPARAMETER", f"maxRecords must be a positive integer, not {value}")
     return number
+
+
+class _Pacer:
+    """Caps a download at ``bandwidth`` bytes per second (None: no cap) by sleeping between writes."""
+
+    def __init__(self, bandwidth: int | None) -> None:
+        self.bandwidth = bandwidth
+        self.started = time.monotonic()
+        self.total = 0
+
+    def chunk_size(self, default: int) -> int:
+        """Read size: about a tenth of a second of data when capped, so the pace stays smooth."""
+        if self.bandwidth is None:
+            return default
+        return max(4096, min(default, self.bandwidth // 10))
+
+    async def wait(self, size: int) -> None:
+        """Sleep until ``size`` more bytes fit the cap (bytes on the wire, so gzip bodies count compressed)."""
+        if self.bandwidth is None:
+            return
+        self.total += size
+        ahead = self.total / self.bandwidth - (time.monotonic() - self.started)
+        if ahead > 0:
+            await asyncio.sleep(ahead)
 
 
 def _read_and_compress(handle: Any, size: int, prefix: bytes, compressor: Any) -> bytes:

@@ -194,6 +194,7 @@ class JobWorker:
             outcome = records.process_ingest(
                 conn, self.schema, spec, job_dir / UPLOAD_FILE, job_dir,
                 batch_size=self.config.batch_size, batch_delay=self.config.batch_delay,
+                batch_seconds=self.config.batch_seconds,
                 faults=records.IngestFaults(lock_row_rate=faults.lock_row_rate,
                                             failing_batch=faults.failing_batch, seed=faults.seed,
                                             drop_result_rows=faults.take_drop_result_rows()),
