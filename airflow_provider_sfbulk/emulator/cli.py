@@ -12,7 +12,9 @@ from pathlib import Path
 
 from airflow_provider_sfbulk.emulator import config as cfg
 from airflow_provider_sfbulk.emulator.faults import parse_fault
+from airflow_provider_sfbulk.emulator.result_pages import SHAPES
 from airflow_provider_sfbulk.emulator.server import EmulatorApp
+from airflow_provider_sfbulk.emulator.settings import QUERY_TIMEOUT_STYLES
 from airflow_provider_sfbulk.emulator.testing import CA_LINE_PREFIX, URL_LINE_PREFIX
 
 
@@ -57,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--token-ttl", type=float, default=defaults.token_ttl, help="access token lifetime in seconds")
     add("--batch-delay", type=float, default=defaults.batch_delay,
         help="seconds each internal ingest batch takes at least")
+    add("--batch-seconds", type=float, default=defaults.batch_seconds, metavar="S",
+        help="speed profile: each internal ingest batch takes at least S seconds in all (default off)")
+    add("--download-bandwidth", type=int, default=None, metavar="BYTES_PER_S",
+        help="speed profile: cap each result download at this many bytes per second (default off)")
     add("--query-delay", type=float, default=defaults.query_delay,
         help="seconds each query job takes at least")
     add("--batch-size", type=int, default=defaults.batch_size, help="records per internal ingest batch")
@@ -70,6 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="HTTP fault rule, e.g. 'status=503,rate=0.2,method=GET,path=/jobs/' (repeatable)")
     add("--lock-row-rate", type=float, default=0.0, help="share of ingest rows failing UNABLE_TO_LOCK_ROW")
     add("--failing-batch", type=int, default=None, help="1-based internal batch that fails past its retries")
+    add("--drop-result-rows", type=int, default=0, metavar="N",
+        help="fault: leave N successful rows out of successfulResults of each ingest job")
+    add("--drop-result-jobs", type=int, default=None, metavar="N",
+        help="apply --drop-result-rows to the next N ingest jobs only (default: every job)")
+    add("--result-pages-shape", choices=SHAPES, default=defaults.result_pages_shape,
+        help="how GET .../resultPages answers (default documented)")
+    add("--query-timeout-records", type=int, default=None, metavar="N",
+        help="query jobs returning more than N records fail like a query that runs too long")
+    add("--query-timeout-style", choices=QUERY_TIMEOUT_STYLES, default=defaults.query_timeout_style,
+        help="retries: 'Retried more than 15 times'; timeout: QUERY_TIMEOUT (default retries)")
     add("--max-upload-bytes", type=int, default=defaults.max_upload_bytes)
     add("--list-page-size", type=int, default=defaults.list_page_size)
     add("--daily-api-requests", type=int, default=defaults.daily_api_requests)
@@ -86,6 +102,10 @@ def config_from_args(args: argparse.Namespace) -> cfg.EmulatorConfig:
         token_ttl=args.token_ttl, batch_delay=args.batch_delay, query_delay=args.query_delay, batch_size=args.batch_size, seed=args.seed,
         retention=args.retention, tls=args.tls, seed_records=dict(args.seed_records),
         faults=list(args.fault), lock_row_rate=args.lock_row_rate, failing_batch=args.failing_batch,
+        batch_seconds=args.batch_seconds, download_bandwidth=args.download_bandwidth,
+        drop_result_rows=args.drop_result_rows, drop_result_jobs=args.drop_result_jobs,
+        result_pages_shape=args.result_pages_shape, query_timeout_records=args.query_timeout_records,
+        query_timeout_style=args.query_timeout_style,
         max_upload_bytes=args.max_upload_bytes, list_page_size=args.list_page_size,
         daily_api_requests=args.daily_api_requests, workers=args.workers,
     )

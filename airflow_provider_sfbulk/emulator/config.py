@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from airflow_provider_sfbulk.emulator.faults import FaultRule
+from airflow_provider_sfbulk.emulator.settings import RuntimeSettings
 
 #: Fixed, documented fixture credentials; every one can be changed with a flag.
 DEFAULT_CLIENT_ID = "sfbulk-emulator-client"
@@ -44,6 +45,10 @@ class EmulatorConfig:
     jwt_max_exp_ahead: float = 300.0
     #: Seconds each internal ingest batch takes at least (simulates a busy org).
     batch_delay: float = 0.0
+    #: Speed profile: each internal ingest batch takes at least this long in all (0 = off).
+    batch_seconds: float = 0.0
+    #: Speed profile: bytes per second of each result download (None = as fast as possible).
+    download_bandwidth: int | None = None
     #: Seconds each query job takes at least (so that waiting clients see it running); 0 = as fast as it can.
     query_delay: float = 0.0
     #: Records per internal ingest batch (Salesforce: 10,000).
@@ -62,6 +67,16 @@ class EmulatorConfig:
     lock_row_rate: float = 0.0
     #: 1-based internal batch that fails past its retries (the job goes Failed).
     failing_batch: int | None = None
+    #: Rows removed from ``successfulResults`` of each ingest job (a fault: the counters stay true).
+    drop_result_rows: int = 0
+    #: How many ingest jobs ``drop_result_rows`` hits (the next N that start); None = every job.
+    drop_result_jobs: int | None = None
+    #: How ``resultPages`` answers: documented, chunks, documented-singular or missing (see result_pages.py).
+    result_pages_shape: str = "documented"
+    #: Query jobs whose result would exceed this many records fail like a query that runs too long.
+    query_timeout_records: int | None = None
+    #: ``retries`` (Retried more than 15 times) or ``timeout`` (QUERY_TIMEOUT), see settings.py.
+    query_timeout_style: str = "retries"
     #: Largest accepted ``PUT .../batches`` body in bytes (Salesforce: 150 MB after base64, ~100 MB raw).
     max_upload_bytes: int = 100 * 1024 * 1024
     #: Largest accepted CSV part of a multipart create request, in characters.
@@ -101,3 +116,12 @@ class EmulatorConfig:
             raise ValueError("workers must be at least 1")
         if self.query_delay < 0:
             raise ValueError("query_delay must not be negative")
+        if self.batch_seconds < 0:
+            raise ValueError("batch_seconds must not be negative")
+        if self.download_bandwidth is not None and self.download_bandwidth < 1:
+            raise ValueError("download_bandwidth must be at least 1 byte per second")
+        if self.drop_result_rows < 0:
+            raise ValueError("drop_result_rows must not be negative")
+        if self.drop_result_jobs is not None and self.drop_result_jobs < 0:
+            raise ValueError("drop_result_jobs must not be negative")
+        RuntimeSettings(self.result_pages_shape, self.query_timeout_records, self.query_timeout_style)

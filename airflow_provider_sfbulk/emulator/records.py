@@ -52,8 +52,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from airflow_provider_sfbulk.emulator import identity
-from airflow_provider_sfbulk.emulator.schema import FieldDef, ObjectDef, Schema
+from airflow_provider_sfbulk.emulator import cascade, identity
+from airflow_provider_sfbulk.emulator.schema import ASCII_LOWER, FieldDef, ObjectDef, Schema
 from airflow_provider_sfbulk.emulator.seed import seed_records
 from airflow_provider_sfbulk.emulator.values import NULL_MARKER, RowError, format_datetime, make_parser
 from airflow_provider_sfbulk.protocol.ids import is_valid_id, to_18
@@ -105,6 +105,8 @@ class IngestFaults:
     lock_row_rate: float = 0.0
     failing_batch: int | None = None
     seed: int = 0
+    #: Successful rows left out of ``successfulResults`` (the first ones; they still count as processed).
+    drop_result_rows: int = 0
 
 
 @dataclass(frozen=True)
@@ -421,17 +423,34 @@ def _chunks(items: Sequence[Any], size: int = _SQL_CHUNK) -> Iterator[Sequence[A
 
 
 def _lookup(conn: sqlite3.Connection, obj: ObjectDef, column: str, keys: Iterable[Any],
-            extra: str = "") -> list[tuple[Any, ...]]:
-    """Rows ``(column value, Id, IsDeleted)`` of ``obj`` whose ``column`` is one of ``keys``."""
+            extra: str = "", *, fold: bool = False) -> list[tuple[Any, ...]]:
+    """Rows ``(column value, Id, IsDeleted)`` of ``obj`` whose ``column`` is one of ``keys``.
+
+    ``fold``: compare ASCII letters case-insensitively (SQLite's NOCASE, served by the ``_nocase`` index
+    of :func:`schema.create_tables`); the values returned are the stored ones.
+    """
     wanted = list(dict.fromkeys(keys))
     found: list[tuple[Any, ...]] = []
+    collate = " COLLATE NOCASE" if fold else ""
     for chunk in _chunks(wanted):
         marks = ",".join("?" * len(chunk))
         found.extend(conn.execute(
-            f'SELECT "{column}", "Id", "IsDeleted" FROM {obj.table} WHERE "{column}" IN ({marks}){extra}',
+            f'SELECT "{column}", "Id", "IsDeleted" FROM {obj.table} WHERE "{column}"{collate} IN ({marks}){extra}',
             tuple(chunk),
         ))
     return found
+
+
+def _match_key(fdef: FieldDef, value: Any) -> Any:
+    """The form in which ``value`` is compared: ASCII-lowercased text unless the field is case-sensitive.
+
+    Salesforce matches unique, external id and idLookup text case-insensitively unless the field says
+    "Treat ABC and abc as different values" (``caseSensitive``). Only ASCII letters fold, like SQLite's
+    NOCASE; other letters compare exactly (a limitation of the emulator).
+    """
+    if fdef.folds_case and isinstance(value, str):
+        return value.translate(ASCII_LOWER)
+    return value
 
 
 def _lock_hit(faults: IngestFaults, job_id: str, row_number: int) -> bool:
@@ -463,6 +482,7 @@ class _Batch:
         self.rows = rows
         self.timestamp = timestamp
         self.obj = plan.obj
+        self.delete_plan: cascade.DeletePlan | None = None
 
     # -- resolution --------------------------------------------------------------------------------
 
@@ -519,15 +539,15 @@ class _Batch:
                 except RowError as err:
                     row.error = err.render()
             keyed = [row for row in keyed if row.error is None]
-            for key_value, rec_id, _ in _lookup(self.conn, self.obj, key_field.name,
-                                                [row.key for row in keyed], ' AND "IsDeleted" = 0'):
-                by_key[key_value].append(rec_id)
+            for key_value, rec_id, _ in _lookup(self.conn, self.obj, key_field.name, [row.key for row in keyed],
+                                                ' AND "IsDeleted" = 0', fold=key_field.folds_case):
+                by_key[_match_key(key_field, key_value)].append(rec_id)
             counts: dict[Any, int] = defaultdict(int)
             for row in keyed:
-                counts[row.key] += 1
+                counts[_match_key(key_field, row.key)] += 1
             for row in keyed:
-                matches = by_key.get(row.key or "", [])
-                if counts[row.key] > 1:
+                matches = by_key.get(_match_key(key_field, row.key), [])
+                if counts[_match_key(key_field, row.key)] > 1:
                     row.error = RowError("DUPLICATE_VALUE", f"Duplicate external id specified: {row.key}",
                                          [key_field.name]).render()
                 elif len(matches) > 1:
@@ -598,9 +618,10 @@ class _Batch:
                     continue
             found: dict[Any, list[str]] = defaultdict(list)
             for value, rec_id, _ in _lookup(self.conn, parent, parent_field.name, converted.values(),
-                                            ' AND "IsDeleted" = 0'):
-                found[value].append(rec_id)
-            ext_found[group] = {key: found.get(value, []) for key, value in converted.items()}
+                                            ' AND "IsDeleted" = 0', fold=parent_field.folds_case):
+                found[_match_key(parent_field, value)].append(rec_id)
+            ext_found[group] = {key: found.get(_match_key(parent_field, value), [])
+                                for key, value in converted.items()}
         for row in live:
             for _, ref_id in row.id_refs:
                 state = id_state.get(ref_id)
@@ -654,20 +675,32 @@ class _Batch:
             rows = [row for row in self.rows if row.error is None and row.sets.get(fdef.name) is not None]
             if not rows:
                 continue
-            holders: dict[Any, str] = {}
+            holders: dict[Any, list[str]] = defaultdict(list)
             for value, rec_id, _ in _lookup(self.conn, self.obj, fdef.name, [r.sets[fdef.name] for r in rows],
-                                            ' AND "IsDeleted" = 0'):
-                holders[value] = rec_id
+                                            ' AND "IsDeleted" = 0', fold=fdef.folds_case):
+                holders[_match_key(fdef, value)].append(rec_id)
             claimed: set[Any] = set()
             for row in rows:
-                value = row.sets[fdef.name]
-                holder = holders.get(value)
-                if holder is not None and holder != row.target_id:
+                value = _match_key(fdef, row.sets[fdef.name])
+                others = [rec_id for rec_id in holders.get(value, []) if rec_id != row.target_id]
+                holder = others[0] if others else None
+                if holder is not None:
                     row.error = _duplicate_error(fdef, holder)
                 elif value in claimed:
                     row.error = _duplicate_error(fdef, None)
                 else:
                     claimed.add(value)
+
+    def _plan_deletes(self) -> None:
+        """Relationship effects of a delete (:mod:`.cascade`); rows a ``Restrict`` blocks fail here."""
+        if self.plan.operation not in ("delete", "hardDelete") or not self.schema.children_of(self.obj.name):
+            return
+        targets = [row.target_id for row in self.rows if row.error is None and row.target_id]
+        self.delete_plan = cascade.plan_deletes(self.conn, self.schema, self.obj, targets,
+                                                hard=self.plan.operation == "hardDelete")
+        for row in self.rows:
+            if row.error is None and row.target_id in self.delete_plan.errors:
+                row.error = self.delete_plan.errors[row.target_id]
 
     def _apply_lock_faults(self) -> None:
         for row in self.rows:
@@ -693,6 +726,9 @@ class _Batch:
                     f'"LastModifiedById" = ? WHERE "Id" = ?', [(ts, ts, user, rec_id) for (rec_id,) in ids])
             else:
                 conn.executemany(f'DELETE FROM {obj.table} WHERE "Id" = ?', ids)
+            if self.delete_plan is not None:
+                cascade.apply_plan(conn, self.schema, self.delete_plan, hard=operation == "hardDelete",
+                                   timestamp=ts, user=user, roots_done=[rec_id for (rec_id,) in ids if rec_id])
             for row in good:
                 row.result_id = row.target_id or ""
             return
@@ -731,6 +767,7 @@ class _Batch:
         self._check_required()
         self._check_unique()
         self._apply_lock_faults()
+        self._plan_deletes()
         self._write()
 
 
@@ -740,8 +777,9 @@ class _Batch:
 class _ResultWriter:
     """The three result files, written row by row."""
 
-    def __init__(self, results_dir: Path, spec: IngestSpec) -> None:
+    def __init__(self, results_dir: Path, spec: IngestSpec, *, drop_successes: int = 0) -> None:
         results_dir.mkdir(parents=True, exist_ok=True)
+        self._drop_successes = drop_successes
         self.delimiter = COLUMN_DELIMITERS[spec.column_delimiter]
         self.terminator = LINE_ENDINGS[spec.line_ending]
         self._files = {
@@ -765,9 +803,12 @@ class _ResultWriter:
 
     def result(self, row: _Row) -> None:
         if row.error is None:
+            self.successes += 1
+            if self._drop_successes > 0:  # injected fault: the row was processed but its line goes missing
+                self._drop_successes -= 1
+                return
             self._writers["successfulResults"].writerow(
                 [row.result_id, "true" if row.created else "false", *row.values])
-            self.successes += 1
         else:
             self._writers["failedResults"].writerow([row.result_id, row.error, *row.values])
             self.failures += 1
@@ -842,6 +883,7 @@ def process_ingest(
     *,
     batch_size: int = 10_000,
     batch_delay: float = 0.0,
+    batch_seconds: float = 0.0,
     faults: IngestFaults = IngestFaults(),
     should_abort: Callable[[], bool] = lambda: False,
     on_progress: Callable[[int, int], None] = lambda processed, failed: None,
@@ -860,18 +902,23 @@ def process_ingest(
       ``REQUIRED_FIELD_MISSING``); the ``Id`` must be well formed (``MALFORMED_ID``), exist
       (``INVALID_CROSS_REFERENCE_KEY``) and not be deleted (``ENTITY_IS_DELETED``);
     * delete sets ``IsDeleted`` (still visible to queryAll); hardDelete removes the row (also from the
-      recycle bin);
+      recycle bin); records pointing at a deleted one are deleted too, cleared or make the delete fail
+      ``DELETE_FAILED`` as their field's ``deleteConstraint`` says (:mod:`.cascade`);
     * values are parsed per field type (:mod:`.values`); unique fields fail ``DUPLICATE_VALUE`` against
       live records and against earlier rows of the same batch; lookups given as ids must exist and not be
       deleted, lookups given as ``Rel.ExtField`` must match exactly one live parent
-      (``INVALID_FIELD:Foreign key external ID: X not found for field F in entity O``).
+      (``INVALID_FIELD:Foreign key external ID: X not found for field F in entity O``);
+    * text values of upsert keys, unique fields and ``Rel.ExtField`` parents match case-insensitively
+      (ASCII letters) unless the schema field is ``caseSensitive``;
 
     Each internal batch of ``batch_size`` rows is one transaction, committed before its result lines are
-    written; ``should_abort`` is checked before every batch and during ``batch_delay``.
+    written; ``should_abort`` is checked before every batch and during ``batch_delay``. ``batch_seconds``
+    pads every internal batch to at least that wall time (a "Salesforce-like" speed profile);
+    ``batch_delay`` is added after every batch.
     """
     started = time.monotonic()
     delimiter = COLUMN_DELIMITERS[spec.column_delimiter]
-    writer = _ResultWriter(results_dir, spec)
+    writer = _ResultWriter(results_dir, spec, drop_successes=faults.drop_result_rows)
     retries = 0
     state = JobState.JOB_COMPLETE
     error_message: str | None = None
@@ -900,6 +947,7 @@ def process_ingest(
             else:
                 state, error_message, retries = _run_batches(
                     conn, schema, spec, plan, reader, writer, batch_size=batch_size, batch_delay=batch_delay,
+                    batch_seconds=batch_seconds,
                     faults=faults, should_abort=should_abort, on_progress=on_progress, now=now,
                 )
     finally:
@@ -929,7 +977,7 @@ def _drain(reader: _UploadReader | Iterator[list[str]], writer: _ResultWriter,
 
 def _run_batches(
     conn: sqlite3.Connection, schema: Schema, spec: IngestSpec, plan: _Plan, reader: _UploadReader,
-    writer: _ResultWriter, *, batch_size: int, batch_delay: float, faults: IngestFaults,
+    writer: _ResultWriter, *, batch_size: int, batch_delay: float, faults: IngestFaults, batch_seconds: float,
     should_abort: Callable[[], bool], on_progress: Callable[[int, int], None], now: Callable[[], datetime],
 ) -> tuple[JobState, str | None, int]:
     batches = _batches(reader, max(1, batch_size))
@@ -943,6 +991,7 @@ def _run_batches(
             message = (f"InternalServerError : Failed to process batch {batch_no} after {BATCH_RETRIES} "
                        f"retries")
             return JobState.FAILED, message, BATCH_RETRIES
+        batch_started = time.monotonic()
         rows = []
         for values in raw_rows:
             row_number += 1
@@ -957,6 +1006,8 @@ def _run_batches(
         for row in rows:
             writer.result(row)
         on_progress(writer.successes + writer.failures, writer.failures)
+        if batch_seconds > 0:
+            _sleep(batch_seconds - (time.monotonic() - batch_started), should_abort)
         if batch_delay > 0:
             _sleep(batch_delay, should_abort)
     return JobState.JOB_COMPLETE, None, 0

@@ -12,10 +12,11 @@ Admin endpoints live under ``/__emulator/`` on the same server (loopback clients
 from __future__ import annotations
 
 import asyncio
-import base64
 import codecs
 import contextlib
+import email.utils
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -33,11 +34,12 @@ from urllib.parse import parse_qsl
 
 from aiohttp import BodyPartReader, web
 
-from airflow_provider_sfbulk.emulator import identity
+from airflow_provider_sfbulk.emulator import describe, identity, result_pages
 from airflow_provider_sfbulk.emulator.config import MAX_API_VERSION, MIN_API_VERSION, EmulatorConfig
 from airflow_provider_sfbulk.emulator.faults import FaultRule, FaultSet
 from airflow_provider_sfbulk.emulator.oauth import OAuthError, OAuthService, Principal
 from airflow_provider_sfbulk.emulator.schema import Schema, format_value, load_schema
+from airflow_provider_sfbulk.emulator.settings import RuntimeSettings
 from airflow_provider_sfbulk.emulator.store import JobRecord, Store
 from airflow_provider_sfbulk.emulator.tls import TlsFiles, ensure_certificates
 from airflow_provider_sfbulk.emulator.worker import QUERY_DIR, UPLOAD_FILE, IngestFaultSettings, JobWorker
@@ -62,7 +64,6 @@ INVALID_SESSION_BODY = b'[{"message":"Session expired or invalid","errorCode":"I
 NOT_FOUND_MESSAGE = "The requested resource does not exist"
 QUERY_MIN_VERSION = 47
 RESULT_PAGES_MIN_VERSION = 58
-RESULT_PAGES_PER_CALL = 5
 ADMIN_PREFIX = "/__emulator"
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 LIMIT_HEADER_KEY = web.RequestKey("sfbulk_limit_header", dict)
@@ -134,10 +135,15 @@ class EmulatorApp:
         self.schema: Schema = load_schema(config.schema_path)
         self.store = Store(self.data_dir)
         self.faults = FaultSet(config.faults, seed=config.seed)
-        self.ingest_faults = IngestFaultSettings(config.lock_row_rate, config.failing_batch, config.seed)
-        self.worker = JobWorker(config, self.store, self.schema, lambda: self.ingest_faults)
+        self.ingest_faults = IngestFaultSettings(config.lock_row_rate, config.failing_batch, config.seed,
+                                                 config.drop_result_rows, config.drop_result_jobs)
+        self.settings = RuntimeSettings(config.result_pages_shape, config.query_timeout_records,
+                                        config.query_timeout_style)
+        self.worker = JobWorker(config, self.store, self.schema, lambda: self.ingest_faults, self.settings)
         self.tls: TlsFiles | None = None
         self.base_url = ""
+        #: When the schema was loaded (the ``Last-Modified`` of describe answers).
+        self._started_at = float(int(time.time()))
         self.oauth: OAuthService | None = None
         self._db_pool: ThreadPoolExecutor | None = None
         self._runner: web.AppRunner | None = None
@@ -219,6 +225,7 @@ class EmulatorApp:
         for job_id in expired:
             self.store.delete_job(job_id)
         self.store.purge_tokens(now - 86400)
+        self.store.purge_usage(now=now)
         return expired
 
     # -- admin helpers (also used by testing.EmulatorServer) ----------------------------------------
@@ -257,8 +264,10 @@ class EmulatorApp:
         ]
 
     def set_faults(self, rules: list[FaultRule] | None = None, *, lock_row_rate: float | None = None,
-                   failing_batch: int | None | str = "keep", seed: int | None = None) -> None:
+                   failing_batch: int | None | str = "keep", seed: int | None = None,
+                   drop_result_rows: int | None = None, drop_result_jobs: int | None | str = "keep") -> None:
         """Replace HTTP fault rules (when given) and/or row-level ingest faults."""
+        self._set_drop_result_rows(drop_result_rows, drop_result_jobs)
         if rules is not None or seed is not None:
             self.faults.replace(rules if rules is not None else self.faults.rules, seed=seed)
         if lock_row_rate is not None:
@@ -272,10 +281,23 @@ class EmulatorApp:
         if seed is not None:
             self.ingest_faults.seed = seed
 
+    def _set_drop_result_rows(self, rows: int | None, jobs: int | None | str) -> None:
+        if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 0):
+            raise ValueError("drop_result_rows must be a non-negative integer")
+        if jobs != "keep" and jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int)
+                                                   or jobs < 0):
+            raise ValueError("drop_result_jobs must be a non-negative integer or null")
+        with self.ingest_faults._lock:
+            if rows is not None:
+                self.ingest_faults.drop_result_rows = rows
+            if jobs != "keep":
+                self.ingest_faults.drop_result_jobs = jobs  # type: ignore[assignment]
+
     def reset_faults(self) -> None:
         self.faults.reset()
         self.ingest_faults.lock_row_rate = 0.0
         self.ingest_faults.failing_batch = None
+        self._set_drop_result_rows(0, None)
 
     # -- HTTP entry point --------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -357,6 +379,9 @@ class EmulatorApp:
         if rest == "/limits":
             _allow(request, "GET", "HEAD")
             return self._json(request, await self._db(self._limits))
+        if rest == "/sobjects" or rest.startswith("/sobjects/"):
+            _allow(request, "GET", "HEAD")
+            return self._sobjects(request, rest, version)
         job_match = _JOB_RE.match(rest)
         if job_match is None:
             raise _not_found()
@@ -396,6 +421,26 @@ class EmulatorApp:
             _allow(request, "GET")
             return await self._result_pages(request, job, version)
         raise _not_found()
+
+    def _sobjects(self, request: web.Request, rest: str, version: str) -> web.Response:
+        """``/sobjects`` (describeGlobal), ``/sobjects/X`` and ``/sobjects/X/describe`` from the schema."""
+        parts = rest.split("/")[2:]  # "", "sobjects", ...
+        if not parts:
+            return self._json(request, describe.describe_global(self.schema, version))
+        obj = self.schema.get_object(parts[0])
+        if obj is None or len(parts) > 2 or (len(parts) == 2 and parts[1] != "describe"):
+            raise _not_found()
+        if len(parts) == 1:
+            return self._json(request, {"objectDescribe": describe.object_summary(obj, version),
+                                        "recentItems": []})
+        payload = describe.describe_object(self.schema, obj, version)
+        etag = '"' + hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32] + '"'
+        headers = {"ETag": etag, "Last-Modified": email.utils.formatdate(self._started_at, usegmt=True)}
+        if _not_modified(request, etag, self._started_at):
+            return web.Response(status=304, headers=headers)
+        response = self._json(request, payload)
+        response.headers.update(headers)
+        return response
 
     # -- responses ---------------------------------------------------------------------------------
     def _json(self, request: web.Request, payload: Any, status: int = 200) -> web.Response:
@@ -839,32 +884,22 @@ class EmulatorApp:
     async def _result_pages(self, request: web.Request, job: JobRecord, version: str) -> web.Response:
         from airflow_provider_sfbulk.emulator import query_results
 
+        shape = self.settings.result_pages_shape
+        if shape == result_pages.SHAPE_MISSING:
+            raise _not_found()
         self._check_results_ready(job, version)
         max_records = _max_records(request.query.get("maxRecords")) or self.config.default_page_records
         cursor = request.query.get("locator")
-        start = 0
-        if cursor:
-            try:
-                start = int(base64.urlsafe_b64decode(cursor.encode() + b"==").decode().removeprefix("rp"))
-            except (ValueError, UnicodeDecodeError):
-                raise ApiError(400, "INVALID_LOCATOR", f"Invalid locator: {cursor}") from None
         out_dir = self.store.job_dir(job.id) / QUERY_DIR
         locators = await self._db(query_results.page_locators, out_dir, max_records)
+        try:
+            start = result_pages.decode_cursor(cursor) if cursor else 0
+        except result_pages.CursorError:
+            start = -1
         if start < 0 or start > len(locators):
             raise ApiError(400, "INVALID_LOCATOR", f"Invalid locator: {cursor}")
-        base = f"/services/data/v{version}/jobs/query/{job.id}"
-        chosen = locators[start:start + RESULT_PAGES_PER_CALL]
-        pages = []
-        for locator in chosen:
-            query = f"maxRecords={max_records}" if locator is None else f"locator={locator}&maxRecords={max_records}"
-            pages.append({"resultUrl": f"{base}/results?{query}"})
-        end = start + len(chosen)
-        done = end >= len(locators)
-        next_url = None
-        if not done:
-            token = base64.urlsafe_b64encode(f"rp{end}".encode()).decode().rstrip("=")
-            next_url = f"{base}/resultPages?locator={token}&maxRecords={max_records}"
-        return self._json(request, {"resultPages": pages, "nextRecordsUrl": next_url, "done": done})
+        return self._json(request, result_pages.build_answer(
+            shape, version=version, job_id=job.id, locators=locators, start=start, max_records=max_records))
 
     # -- streaming ---------------------------------------------------------------------------------
     async def _stream(self, request: web.Request, path: Path, start: int, end: int, header: bytes,
@@ -881,22 +916,26 @@ class EmulatorApp:
         # Level 1: about 3x the speed of the default level for ~25% more bytes, so the emulator's own
         # compression does not become the bottleneck of the gzip downloads it serves (docs/performance.md).
         compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31) if use_gzip else None
+        pace = _Pacer(self.config.download_bandwidth)
         handle = await self._db(path.open, "rb")
         try:
             await self._db(handle.seek, start)
             pending: bytes | None = header
             position = start
             while True:
-                size = min(CHUNK, end - position)
+                size = min(pace.chunk_size(CHUNK), end - position)
                 if pending is None and size <= 0:
                     break
                 chunk = await self._db(_read_and_compress, handle, max(size, 0), pending or b"", compressor)
                 pending = None
                 position += max(size, 0)
                 if chunk:
+                    await pace.wait(len(chunk))
                     await response.write(chunk)
             if compressor is not None:
-                await response.write(compressor.flush())
+                tail = compressor.flush()
+                await pace.wait(len(tail))
+                await response.write(tail)
         finally:
             await self._db(handle.close)
         await response.write_eof()
@@ -958,11 +997,17 @@ class EmulatorApp:
                         kwargs["failing_batch"] = body["failing_batch"]
                     if "seed" in body:
                         kwargs["seed"] = int(body["seed"])
+                    if "drop_result_rows" in body:
+                        kwargs["drop_result_rows"] = body["drop_result_rows"]
+                    if "drop_result_jobs" in body:
+                        kwargs["drop_result_jobs"] = body["drop_result_jobs"]
                     self.set_faults(rules, **kwargs)
                 except (TypeError, ValueError) as err:
                     raise ApiError(400, "INVALID_FAULT", str(err)) from None
                 return self._json(request, self._faults_view())
             raise ApiError(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed")
+        if sub == "/settings":
+            return await self._admin_settings(request)
         if sub == "/expire-tokens" and method == "POST":
             count = await self._db(self.store.expire_access_tokens)
             return self._json(request, {"expired": count})
@@ -993,14 +1038,46 @@ class EmulatorApp:
         raise _not_found()
 
     def _faults_view(self) -> dict[str, Any]:
-        return {"rules": self.faults.status(), "lock_row_rate": self.ingest_faults.lock_row_rate,
-                "failing_batch": self.ingest_faults.failing_batch, "seed": self.ingest_faults.seed}
+        faults = self.ingest_faults
+        return {"rules": self.faults.status(), "lock_row_rate": faults.lock_row_rate,
+                "failing_batch": faults.failing_batch, "seed": faults.seed,
+                "drop_result_rows": faults.drop_result_rows, "drop_result_jobs": faults.drop_result_jobs}
+
+    async def _admin_settings(self, request: web.Request) -> web.Response:
+        """``GET`` shows, ``PUT``/``PATCH`` change (every key optional), ``DELETE`` restores the config's."""
+        method = request.method
+        if method in ("PUT", "PATCH"):
+            body = await self._read_json(request)
+            try:
+                self.settings.update(**body)
+            except ValueError as err:
+                raise ApiError(400, "INVALID_SETTING", str(err)) from None
+        elif method == "DELETE":
+            config = self.config
+            self.settings.update(result_pages_shape=config.result_pages_shape,
+                                 query_timeout_records=config.query_timeout_records,
+                                 query_timeout_style=config.query_timeout_style)
+        elif method != "GET":
+            raise ApiError(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed")
+        return self._json(request, self.settings.to_dict())
 
 
 # -- module helpers --------------------------------------------------------------------------------
 def _error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
     body = json.dumps([{"errorCode": code, "message": message}], separators=(",", ":")).encode()
     return web.Response(status=status, body=body, headers={"Content-Type": JSON_TYPE, **(headers or {})})
+
+
+def _not_modified(request: web.Request, etag: str, last_modified: float) -> bool:
+    """True when the request's ``If-None-Match`` / ``If-Modified-Since`` says the client's copy is current."""
+    match = request.headers.get("If-None-Match")
+    if match is not None:
+        return etag in [tag.strip() for tag in match.split(",")] or match.strip() == "*"
+    since = request.headers.get("If-Modified-Since")
+    if since:
+        with contextlib.suppress(TypeError, ValueError):
+            return email.utils.parsedate_to_datetime(since).timestamp() >= int(last_modified)
+    return False
 
 
 def _allow(request: web.Request, *methods: str) -> str:
@@ -1048,6 +1125,30 @@ def _max_records(value: str | None) -> int | None:
     if number < 1:
         raise ApiError(400, "INVALIDPARAMETER", f"maxRecords must be a positive integer, not {value}")
     return number
+
+
+class _Pacer:
+    """Caps a download at ``bandwidth`` bytes per second (None: no cap) by sleeping between writes."""
+
+    def __init__(self, bandwidth: int | None) -> None:
+        self.bandwidth = bandwidth
+        self.started = time.monotonic()
+        self.total = 0
+
+    def chunk_size(self, default: int) -> int:
+        """Read size: about a tenth of a second of data when capped, so the pace stays smooth."""
+        if self.bandwidth is None:
+            return default
+        return max(4096, min(default, self.bandwidth // 10))
+
+    async def wait(self, size: int) -> None:
+        """Sleep until ``size`` more bytes fit the cap (bytes on the wire, so gzip bodies count compressed)."""
+        if self.bandwidth is None:
+            return
+        self.total += size
+        ahead = self.total / self.bandwidth - (time.monotonic() - self.started)
+        if ahead > 0:
+            await asyncio.sleep(ahead)
 
 
 def _read_and_compress(handle: Any, size: int, prefix: bytes, compressor: Any) -> bytes:

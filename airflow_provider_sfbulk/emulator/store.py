@@ -1,4 +1,4 @@
-"""Durable state of the emulator in SQLite: jobs, OAuth tokens and daily API counters.
+"""Durable state of the emulator in SQLite: jobs, OAuth tokens and API usage over a rolling 24 hours.
 
 Everything lives in ``DATA_DIR/emulator.sqlite3`` (WAL mode), next to the record tables of
 :mod:`airflow_provider_sfbulk.emulator.schema` and the id allocator of
@@ -71,13 +71,19 @@ CREATE TABLE IF NOT EXISTS oauth_tokens (
 )
 """
 _COUNTERS_DDL = """
-CREATE TABLE IF NOT EXISTS daily_counters (
-    day TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS usage_counters (
     name TEXT NOT NULL,
+    minute INTEGER NOT NULL,
     value INTEGER NOT NULL,
-    PRIMARY KEY (day, name)
+    PRIMARY KEY (name, minute)
 )
 """
+#: Salesforce's daily allocations are counted over a rolling 24 hours ("Bulk API and Bulk API 2.0 Limits
+#: and Allocations": "per rolling 24-hour period").
+ROLLING_WINDOW = 24 * 3600
+#: Usage is kept in buckets of this many seconds, so an event stops counting between 24 h and
+#: 24 h + 1 minute after it happened.
+BUCKET_SECONDS = 60
 
 
 def sf_datetime(epoch: float) -> str:
@@ -86,8 +92,13 @@ def sf_datetime(epoch: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}+0000"
 
 
-def utc_day(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%d")
+def _bucket(epoch: float) -> int:
+    return int(epoch // BUCKET_SECONDS)
+
+
+def _window_start(now: float | None) -> int:
+    """The oldest bucket still inside the rolling window ending at ``now``."""
+    return _bucket((time.time() if now is None else now) - ROLLING_WINDOW)
 
 
 @dataclass(frozen=True)
@@ -362,27 +373,33 @@ class Store:
             "DELETE FROM oauth_tokens WHERE kind = 'access' AND expires_at < ?", (before,)
         )
 
-    # -- daily counters ----------------------------------------------------------------------------
+    # -- usage over a rolling 24 hours -------------------------------------------------------------
     def increment(self, name: str, amount: int = 1, *, now: float | None = None) -> int:
-        """Add ``amount`` to today's (UTC) counter ``name``; returns the new value."""
-        day = utc_day(time.time() if now is None else now)
-        row = self.connection().execute(
-            "INSERT INTO daily_counters (day, name, value) VALUES (?, ?, ?) "
-            "ON CONFLICT(day, name) DO UPDATE SET value = value + excluded.value RETURNING value",
-            (day, name, amount),
-        ).fetchone()
-        return int(row[0])
+        """Record ``amount`` units of ``name`` at ``now``; returns the usage of the last 24 hours."""
+        now = time.time() if now is None else now
+        conn = self.connection()
+        conn.execute(
+            "INSERT INTO usage_counters (name, minute, value) VALUES (?, ?, ?) "
+            "ON CONFLICT(name, minute) DO UPDATE SET value = value + excluded.value",
+            (name, _bucket(now), amount),
+        )
+        return self.counter(name, now=now)
 
     def counter(self, name: str, *, now: float | None = None) -> int:
-        day = utc_day(time.time() if now is None else now)
+        """Usage of ``name`` over the rolling 24 hours ending at ``now``."""
         row = self.connection().execute(
-            "SELECT value FROM daily_counters WHERE day = ? AND name = ?", (day, name)
+            "SELECT SUM(value) FROM usage_counters WHERE name = ? AND minute >= ?", (name, _window_start(now))
         ).fetchone()
-        return int(row[0]) if row else 0
+        return int(row[0] or 0)
 
     def counters(self, *, now: float | None = None) -> dict[str, int]:
-        day = utc_day(time.time() if now is None else now)
+        """Usage of every counter over the rolling 24 hours ending at ``now``."""
         rows = self.connection().execute(
-            "SELECT name, value FROM daily_counters WHERE day = ?", (day,)
+            "SELECT name, SUM(value) FROM usage_counters WHERE minute >= ? GROUP BY name", (_window_start(now),)
         ).fetchall()
         return {name: int(value) for name, value in rows}
+
+    def purge_usage(self, *, now: float | None = None) -> int:
+        """Forget usage older than the rolling window; returns how many buckets went."""
+        cursor = self.connection().execute("DELETE FROM usage_counters WHERE minute < ?", (_window_start(now),))
+        return cursor.rowcount

@@ -122,12 +122,33 @@ class EmulatorServer:
     # -- control (thread-safe) ---------------------------------------------------------------------
     def set_faults(self, rules: Sequence[FaultRule | dict[str, Any]] | None = None, *,
                    lock_row_rate: float | None = None, failing_batch: int | None | str = "keep",
-                   seed: int | None = None) -> None:
-        """Replace HTTP fault rules and/or set ingest row faults (``failing_batch=None`` clears it)."""
+                   seed: int | None = None, drop_result_rows: int | None = None,
+                   drop_result_jobs: int | None | str = "keep") -> None:
+        """Replace HTTP fault rules and/or set ingest row faults (``failing_batch=None`` clears it).
+
+        ``drop_result_rows=N`` leaves the first N successful rows out of ``successfulResults`` of each
+        ingest job that starts from now on (``numberRecordsProcessed`` stays true);
+        ``drop_result_jobs=M`` limits that to the next M jobs (``None``: every job).
+        """
         parsed = None
         if rules is not None:
             parsed = [r if isinstance(r, FaultRule) else FaultRule.from_dict(r) for r in rules]
-        self.app.set_faults(parsed, lock_row_rate=lock_row_rate, failing_batch=failing_batch, seed=seed)
+        self.app.set_faults(parsed, lock_row_rate=lock_row_rate, failing_batch=failing_batch, seed=seed,
+                            drop_result_rows=drop_result_rows, drop_result_jobs=drop_result_jobs)
+
+    def update_settings(self, **values: Any) -> dict[str, Any]:
+        """Change runtime settings (``result_pages_shape``, ``query_timeout_records``,
+        ``query_timeout_style``) as ``PUT /__emulator/settings`` does; returns them all."""
+        self.app.settings.update(**values)
+        return self.app.settings.to_dict()
+
+    def set_result_pages_shape(self, shape: str) -> None:
+        """``documented``, ``chunks``, ``documented-singular`` or ``missing`` (see ``result_pages.py``)."""
+        self.update_settings(result_pages_shape=shape)
+
+    def set_query_timeout(self, records: int | None, style: str = "retries") -> None:
+        """Query jobs returning more than ``records`` rows fail like a too-long query (None: off)."""
+        self.update_settings(query_timeout_records=records, query_timeout_style=style)
 
     def reset_faults(self) -> None:
         self.app.reset_faults()

@@ -16,16 +16,18 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from airflow_provider_sfbulk.emulator.config import EmulatorConfig
 from airflow_provider_sfbulk.emulator.schema import Schema
+from airflow_provider_sfbulk.emulator.settings import RuntimeSettings
 from airflow_provider_sfbulk.emulator.store import JobRecord, Store
 from airflow_provider_sfbulk.protocol.states import COLUMN_DELIMITERS, LINE_ENDINGS, RESULT_SETS, JobState
 
@@ -46,14 +48,31 @@ class IngestFaultSettings:
     lock_row_rate: float = 0.0
     failing_batch: int | None = None
     seed: int = 0
+    #: Successful rows left out of ``successfulResults`` of each ingest job that starts.
+    drop_result_rows: int = 0
+    #: How many more jobs ``drop_result_rows`` hits; None = every job.
+    drop_result_jobs: int | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def take_drop_result_rows(self) -> int:
+        """The rows to drop from the job starting now (and count that job against ``drop_result_jobs``)."""
+        with self._lock:
+            if self.drop_result_rows <= 0 or self.drop_result_jobs == 0:
+                return 0
+            if self.drop_result_jobs is not None:
+                self.drop_result_jobs -= 1
+            return self.drop_result_rows
 
 
 class JobWorker:
     """Runs jobs in background threads; thread-safe."""
 
     def __init__(self, config: EmulatorConfig, store: Store, schema: Schema,
-                 ingest_faults: Callable[[], IngestFaultSettings]) -> None:
+                 ingest_faults: Callable[[], IngestFaultSettings],
+                 settings: RuntimeSettings | None = None) -> None:
         self.config = config
+        self.settings = settings or RuntimeSettings(config.result_pages_shape, config.query_timeout_records,
+                                                    config.query_timeout_style)
         self.store = store
         self.schema = schema
         self._ingest_faults = ingest_faults
@@ -162,18 +181,23 @@ class JobWorker:
         )
         job_dir = self.store.job_dir(job.id)
 
+        started = time.monotonic()
+
         def on_progress(processed: int, failed: int) -> None:
             self.store.increment("DailyBulkApiBatches")
-            self.store.update_job(job.id, touch=False, records_processed=processed, records_failed=failed)
+            so_far = int((time.monotonic() - started) * 1000)
+            self.store.update_job(job.id, touch=False, records_processed=processed, records_failed=failed,
+                                  total_processing_time=so_far, api_active_processing_time=so_far)
 
-        started = time.monotonic()
         conn = self.store.open_connection()
         try:
             outcome = records.process_ingest(
                 conn, self.schema, spec, job_dir / UPLOAD_FILE, job_dir,
                 batch_size=self.config.batch_size, batch_delay=self.config.batch_delay,
+                batch_seconds=self.config.batch_seconds,
                 faults=records.IngestFaults(lock_row_rate=faults.lock_row_rate,
-                                            failing_batch=faults.failing_batch, seed=faults.seed),
+                                            failing_batch=faults.failing_batch, seed=faults.seed,
+                                            drop_result_rows=faults.take_drop_result_rows()),
                 should_abort=self._should_stop(job.id), on_progress=on_progress,
             )
         finally:
@@ -185,7 +209,7 @@ class JobWorker:
             "records_unprocessed": outcome.records_unprocessed,
             "retries": outcome.retries,
             "total_processing_time": elapsed_ms,
-            "api_active_processing_time": outcome.processing_ms,
+            "api_active_processing_time": min(outcome.processing_ms, elapsed_ms),
         }
         if outcome.state is JobState.ABORTED and self._stopping.is_set():
             self.store.update_job(job.id, touch=False, **counts)
@@ -223,6 +247,14 @@ class JobWorker:
         elapsed_ms = int((time.monotonic() - started) * 1000)
         if should_stop():
             return  # aborted by PATCH (row already Aborted) or server stopping (recover() reruns it)
+        timeout = self.settings.query_timeout(rows)
+        if timeout is not None:
+            message, retries = timeout
+            shutil.rmtree(out_dir, ignore_errors=True)
+            self.store.update_job(job.id, only_if_state=[JobState.IN_PROGRESS], state=JobState.FAILED,
+                                  error_message=message, retries=retries, records_processed=0,
+                                  total_processing_time=elapsed_ms, api_active_processing_time=elapsed_ms)
+            return
         self.store.increment("DailyBulkV2QueryFileStorageMB", _size_mb(out_dir))
         self.store.update_job(job.id, only_if_state=[JobState.IN_PROGRESS], state=JobState.JOB_COMPLETE,
                               records_processed=rows, total_processing_time=elapsed_ms,

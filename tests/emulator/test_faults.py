@@ -111,7 +111,8 @@ def test_admin_fault_endpoint(emulator):
     assert requests.put(base, json={"rules": [{"colour": "red"}]}, timeout=10).status_code == 400
     assert requests.put(base, json={"lock_row_rate": 3}, timeout=10).status_code == 400
     cleared = requests.delete(base, timeout=10).json()
-    assert cleared == {"rules": [], "lock_row_rate": 0.0, "failing_batch": None, "seed": 0}
+    assert cleared == {"rules": [], "lock_row_rate": 0.0, "failing_batch": None, "seed": 0,
+                       "drop_result_rows": 0, "drop_result_jobs": None}
     assert api.get("/limits").status_code == 200
 
 
