@@ -129,3 +129,26 @@ def test_lock_retry_round_runs_one_job_at_a_time(emulator_factory, salesforce_co
     assert len(watch.closed) >= 2  # several jobs in the retry round
     assert all(running == [] for running in watch.running_at_close)
     assert len(server.records("Account")) == 40
+
+
+def test_results_that_do_not_add_up_fail_the_task_naming_the_missing_rows(
+    emulator_factory, salesforce_conn, tmp_path
+):
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    server = emulator_factory(drop_result_rows=2, drop_result_jobs=1)
+    salesforce_conn(server)
+    source = write_rows(tmp_path / "a.csv", ["Name"], [[f"R{i}"] for i in range(30)])
+    op = SalesforceBulkIngestOperator(
+        task_id="load", source=source, object_name="Account", operation="insert", deferrable=False,
+        max_records_per_job=10, multipart_max_bytes=0, poll_interval=0.05, max_poll_interval=0.1,
+    )
+    ti = FakeTI()
+    with pytest.raises(AirflowFailException, match=r"do not reconcile.*8 successful \+ 0 failed \+ 0 "
+                       r"unprocessed of 10 sent, 2 row\(s\) missing"):
+        op.execute({"ti": ti})
+    result = ti.xcoms["return_value"]
+    assert (result["records_sent"], result["records_successful"]) == (30, 28)
+    manifest = json.loads(ObjectStoragePath(result["manifest"]).read_text())
+    assert manifest["reconciled"] is False
+    assert len(server.records("Account")) == 30  # the rows are in the org: only their results are missing
