@@ -24,6 +24,7 @@ from airflow_provider_sfbulk.common.logs import Log
 from airflow_provider_sfbulk.common.threads import HookPerThread
 from airflow_provider_sfbulk.exceptions import SalesforceBulkError
 from airflow_provider_sfbulk.ingest.collect import LoadSummary, ResultCollector
+from airflow_provider_sfbulk.ingest.earlier import resume_earlier_load
 from airflow_provider_sfbulk.ingest.errors import IngestInputError
 from airflow_provider_sfbulk.ingest.journal import LoadJournal
 from airflow_provider_sfbulk.ingest.loader import PartLoader
@@ -103,22 +104,30 @@ class IngestLoad:
         """The load's state."""
         return self.journal.state
 
-    def open(self) -> None:
+    def open(self, *, restart: bool = False) -> bool:
         """Resume the load in the checkpoint, or validate and split the source and start a new one.
 
-        :raises IngestInputError: the checkpoint holds a load with other parameters, or the source is bad.
+        An earlier attempt's load is resumed, reported again, replaced or refused as
+        :func:`~airflow_provider_sfbulk.ingest.earlier.resume_earlier_load` decides. Returns True when a
+        new load started.
+
+        :param restart: start a new load whatever the checkpoint holds (``restart_load``).
+        :raises IngestInputError: the source is bad, or an earlier load cannot safely be replaced.
         """
         journal = LoadJournal.load(self.checkpoint)
-        if journal is None:
-            self._journal = self._start()
-            return
-        if journal.state.fingerprint != self.spec.fingerprint(str(self.source)):
-            raise IngestInputError(
-                "this task instance already started a load with other parameters; refusing to load "
-                f"again. Delete the checkpoint ({self.checkpoint.location}) to start over."
-            )
-        self.log.info("Resuming the load recorded in the checkpoint (%s)", self.checkpoint.backend)
-        self._journal = journal
+        if journal is not None and resume_earlier_load(
+            journal,
+            fingerprint=self.spec.fingerprint(str(self.source)),
+            split_source=lambda: self.files.split(self.source, 0),
+            hook=self.hook,
+            log=self.log,
+            restart=restart,
+        ):
+            self.log.info("Resuming the load recorded in the checkpoint (%s)", self.checkpoint.backend)
+            self._journal = journal
+            return False
+        self._journal = self._start()
+        return True
 
     def resume(self) -> None:
         """Open the load of the checkpoint after a deferral (it must exist)."""
@@ -128,7 +137,7 @@ class IngestLoad:
         self._journal = journal
 
     def _start(self) -> LoadJournal:
-        parts = self.files.split(self.source, 0)
+        parts = self.files.parts_of(0) or self.files.split(self.source, 0)
         if not parts:
             raise IngestInputError(f"{self.source}: no records to load")
         check_daily_batches(self.spec, parts, self.hook, self.log)

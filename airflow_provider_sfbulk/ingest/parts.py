@@ -71,6 +71,11 @@ class PartFiles:
             self._parts[(round_number, part.index)] = part
         return result.parts
 
+    def parts_of(self, round_number: int) -> list[CsvPart]:
+        """The parts of a round split by this process so far, in order (empty when none)."""
+        found = [part for (number, _), part in self._parts.items() if number == round_number]
+        return sorted(found, key=lambda part: part.index)
+
     def get(self, round_: Round, part: Part) -> CsvPart:
         """The spooled data of ``part``, split again from the round's source when this process lacks it.
 

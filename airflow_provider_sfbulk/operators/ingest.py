@@ -65,8 +65,8 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
 
     **Crash safety.** Job ids and upload progress go to the task's checkpoint (Airflow's task state store
     where available, 3.3+; else a JSON file under the results base, which must then be storage every
-    worker reaches, e.g. ``s3://``, when retries may run on another machine) the moment they exist. A retried or resumed
-    task reconnects instead of loading again: parts without a job get one; a job created but not uploaded
+    worker reaches, e.g. ``s3://``, when retries may run on another machine) the moment they exist. A
+    retried or resumed task reconnects instead of loading again: parts without a job get one; a job created but not uploaded
     is uploaded; a job whose upload may or may not have happened (``Open`` after a crash during the
     upload) is aborted and replaced, since Salesforce takes one upload per job and processes nothing
     until ``UploadComplete``; uploaded, running or finished jobs are waited for and collected. A multipart
@@ -76,6 +76,12 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
     never processes; a new job is created. After success the checkpoint is deleted, so clearing the task
     later loads again; after a failure it is kept, so an Airflow retry reports the same outcome instead of
     loading rows a second time.
+
+    **Clearing after a fix.** When the source or the parameters changed since a failed attempt: if that
+    attempt loaded no row (every job ``Failed`` or ``Aborted`` with no successful row), a fresh load
+    starts, with one log line saying why; if rows were loaded, the task refuses, naming the jobs and the
+    counts. ``restart_load=True`` starts a fresh load whatever the checkpoint holds (the rows already
+    loaded stay loaded; the earlier jobs still running are aborted).
 
     **XCom** (``return_value``), small and JSON::
 
@@ -111,6 +117,8 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
     :param limits_check: ``fail`` (default), ``warn`` or ``off``: compare the batches the load needs with
         the org's remaining ``DailyBulkApiBatches`` before any job is created.
     :param allow_hard_delete: must be True for ``hardDelete``, which bypasses the Recycle Bin.
+    :param restart_load: start a fresh load even when this task instance's checkpoint holds one that
+        loaded rows (templated; ``"True"``/``"False"`` text is accepted).
     The waiting parameters are those of :class:`~airflow_provider_sfbulk.operators.base.
     SalesforceBulkBaseOperator`.
     """
@@ -125,6 +133,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
         "results_path",
         "column_delimiter",
         "line_ending",
+        "restart_load",
     )
     operator_extra_links = (SalesforceBulkJobLink(),)
     ui_color = "#00a1e0"
@@ -151,6 +160,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
         lock_retry: bool = False,
         limits_check: str = "fail",
         allow_hard_delete: bool = False,
+        restart_load: bool | str = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -173,6 +183,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
         self.lock_retry = lock_retry
         self.limits_check = limits_check
         self.allow_hard_delete = allow_hard_delete
+        self.restart_load = restart_load
         self._spec().check_numbers()
         self._load: IngestLoad | None = None
 
@@ -231,7 +242,8 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
         load = self._new_load(context)
         try:
             try:
-                load.open()
+                if load.open(restart=_truthy(self.restart_load)):
+                    load.checkpoint.delete(DEADLINE_KEY)  # a new load gets the whole timeout
             except IngestInputError as err:
                 raise AirflowFailException(str(err)) from err
             return self._drive(context, load)
@@ -319,3 +331,10 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
             Stats.timing("sfbulk.ingest.duration", timedelta(seconds=time.time() - started_at), tags=tags)
         except Exception as err:  # metrics never fail a load
             self.log.debug("Could not send metrics: %s", err)
+
+
+def _truthy(value: bool | str | None) -> bool:
+    """A flag that may come from a template as text (``"True"``, ``"false"``, ``"1"``, ``""``)."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
