@@ -220,6 +220,7 @@ class ResultCollector:
             "records_failed": failed,
             "records_unprocessed": unprocessed,
             "reconciled": reconciled,
+            "orphan_jobs_aborted": list(state.orphans_aborted),
             "rounds": [round_.to_json() for round_ in state.rounds],
         }
 

@@ -6,7 +6,15 @@ import threading
 from typing import Any
 
 from airflow_provider_sfbulk.common.checkpoint import TaskCheckpoint
-from airflow_provider_sfbulk.ingest.state import LoadState, Part, Phase, Transition, now_iso
+from airflow_provider_sfbulk.ingest.state import (
+    ClockOffset,
+    LoadState,
+    LostCreate,
+    Part,
+    Phase,
+    Transition,
+    now_iso,
+)
 
 __all__ = ["STATE_KEY", "LoadJournal"]
 
@@ -66,6 +74,27 @@ class LoadJournal:
             if job_id in self._in_flight:
                 self._in_flight.remove(job_id)
         self.update(part, phase=Phase.NEW, job_id=None)
+
+    def lost_create(self, lost: LostCreate) -> None:
+        """Remember a create request whose answer never came (its job, if any, is an orphan)."""
+        with self._lock:
+            self.state.lost_creates.append(lost)
+            self.save()
+
+    def learn_clock(self, sent_at: float, answered_at: float, created_at: float) -> None:
+        """Narrow the known offset of Salesforce's clock with one job created by this load."""
+        with self._lock:
+            known = self.state.clock_offset or ClockOffset(float("-inf"), float("inf"))
+            narrowed = known.narrowed(sent_at, answered_at, created_at)
+            if narrowed.low <= narrowed.high:  # a contradiction means a clock jump: keep what we had
+                self.state.clock_offset = narrowed
+
+    def orphans_settled(self, aborted: list[str]) -> None:
+        """The lost creates were looked into; ``aborted`` are the orphan jobs aborted."""
+        with self._lock:
+            self.state.lost_creates.clear()
+            self.state.orphans_aborted.extend(aborted)
+            self.save()
 
     def delete(self) -> None:
         """Forget the load (after success: clearing the task later loads again)."""

@@ -28,6 +28,7 @@ from airflow_provider_sfbulk.ingest.earlier import resume_earlier_load
 from airflow_provider_sfbulk.ingest.errors import IngestInputError
 from airflow_provider_sfbulk.ingest.journal import LoadJournal
 from airflow_provider_sfbulk.ingest.loader import PartLoader
+from airflow_provider_sfbulk.ingest.orphans import abort_orphans
 from airflow_provider_sfbulk.ingest.parts import PartFiles, new_round
 from airflow_provider_sfbulk.ingest.preflight import check_daily_batches
 from airflow_provider_sfbulk.ingest.spec import LoadSpec
@@ -173,6 +174,7 @@ class IngestLoad:
             round_ = self.state.current
             if not round_.collected:
                 loader.submit(round_)
+                abort_orphans(self.spec, self.journal, self.hook, self.log)
                 waiting = round_.parts_in(Phase.UPLOADED)
                 if waiting and any(part.broken for part in round_.parts):
                     # The load fails anyway: start no more jobs. An Open job has processed nothing, so

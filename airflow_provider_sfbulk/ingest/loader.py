@@ -25,7 +25,7 @@ from airflow_provider_sfbulk.ingest.errors import IngestInputError
 from airflow_provider_sfbulk.ingest.journal import LoadJournal
 from airflow_provider_sfbulk.ingest.parts import PartFiles
 from airflow_provider_sfbulk.ingest.spec import LoadSpec
-from airflow_provider_sfbulk.ingest.state import Part, Phase, Round
+from airflow_provider_sfbulk.ingest.state import LostCreate, Part, Phase, Round
 from airflow_provider_sfbulk.protocol.api import JobInfo
 from airflow_provider_sfbulk.protocol.states import JobKind, JobState
 
@@ -118,14 +118,19 @@ class PartLoader:
     def create(self, hook: SalesforceBulkHook, round_: Round, part: Part) -> None:
         """Create a job (JSON create) for the part, then upload."""
         self.files.get(round_, part)  # before any job exists: a changed source must create none
-        self.journal.update(part, phase=Phase.CREATING, mode="classic", sent_at=time.time())
+        sent_at = time.time()
+        self.journal.update(part, phase=Phase.CREATING, mode="classic", sent_at=sent_at)
         try:
             job = hook.create_ingest_job(self.spec.object_name, self.spec.operation, **self.spec.job_args())
         except SalesforceBulkOutcomeUnknownError as err:
-            # At most an empty Open job was left behind: Salesforce never processes it.
+            # At most an empty Open job was left behind: Salesforce never processes it, and the orphan
+            # clean-up after the uploads aborts it.
             self.log.warning("Part %d: job creation outcome unknown (%s); creating another", part.index, err)
+            self.journal.lost_create(LostCreate((round_.number, part.index), sent_at, time.time()))
             self.journal.update(part, phase=Phase.NEW)
             return
+        if job.created_at is not None:
+            self.journal.learn_clock(sent_at, time.time(), job.created_at.timestamp())
         self._job_created(part, job)
         self.journal.update(part, phase=Phase.CREATED, job_id=job.id)
         self.log.info("Part %d: job %s created (%s)", part.index, job.id, job.state.value)

@@ -21,8 +21,11 @@ from typing import Any
 from airflow_provider_sfbulk.protocol.states import JobState
 
 __all__ = [
+    "CREATED_DATE_RESOLUTION",
     "STATE_VERSION",
+    "ClockOffset",
     "LoadState",
+    "LostCreate",
     "Part",
     "PartResults",
     "Phase",
@@ -35,6 +38,9 @@ __all__ = [
 
 #: Version of the JSON document; a checkpoint of another version is not resumed.
 STATE_VERSION = 1
+
+#: Seconds: a job's ``createdDate`` is given to the second (``...T17:38:59.000+0000``).
+CREATED_DATE_RESOLUTION = 1.0
 
 
 def now_iso() -> str:
@@ -358,6 +364,54 @@ class Round:
 
 
 @dataclass
+class LostCreate:
+    """A JSON create request whose answer never came: it may have left an empty ``Open`` job behind.
+
+    :param part: ``(round number, part index)`` of the part it was for.
+    :param sent_at: epoch seconds (this machine's clock) when the request was sent.
+    :param lost_at: epoch seconds when the failure was seen.
+    """
+
+    part: tuple[int, int]
+    sent_at: float
+    lost_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {"part": list(self.part), "sent_at": self.sent_at, "lost_at": self.lost_at}
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> LostCreate:
+        """Read the JSON form back."""
+        number, index = document["part"]
+        return cls((number, index), document["sent_at"], document["lost_at"])
+
+
+@dataclass
+class ClockOffset:
+    """Bounds of Salesforce's clock minus this machine's, learned from jobs this load created.
+
+    A job created by a request sent at local time ``s`` and answered at ``r`` was created at Salesforce time
+    ``t`` with ``s + offset <= t <= r + offset``; its ``createdDate`` ``c`` is ``t`` cut to the second
+    (``c <= t < c + 1``), so ``c - r <= offset < c + 1 - s``.
+    """
+
+    low: float
+    high: float
+
+    def narrowed(self, sent_at: float, answered_at: float, created_at: float) -> ClockOffset:
+        """These bounds combined with what one more created job tells."""
+        return ClockOffset(
+            max(self.low, created_at - answered_at),
+            min(self.high, created_at + CREATED_DATE_RESOLUTION - sent_at),
+        )
+
+    def to_json(self) -> list[float]:
+        """The JSON form: ``[low, high]``."""
+        return [self.low, self.high]
+
+
+@dataclass
 class LoadState:
     """Everything a load must remember across a crash, a deferral or a retry.
 
@@ -375,6 +429,9 @@ class LoadState:
     rounds: list[Round]
     stats_sent: bool = False
     version: int = STATE_VERSION
+    lost_creates: list[LostCreate] = field(default_factory=list)
+    orphans_aborted: list[str] = field(default_factory=list)
+    clock_offset: ClockOffset | None = None
 
     @property
     def current(self) -> Round:
@@ -404,6 +461,12 @@ class LoadState:
         }
         if self.stats_sent:
             document["stats_sent"] = True
+        if self.lost_creates:
+            document["lost_creates"] = [lost.to_json() for lost in self.lost_creates]
+        if self.orphans_aborted:
+            document["orphans_aborted"] = list(self.orphans_aborted)
+        if self.clock_offset is not None:
+            document["clock_offset"] = self.clock_offset.to_json()
         return document
 
     @classmethod
@@ -418,4 +481,7 @@ class LoadState:
             records_sent=document["records_sent"],
             rounds=[Round.from_json(item) for item in document["rounds"]],
             stats_sent=bool(document.get("stats_sent", False)),
+            lost_creates=[LostCreate.from_json(item) for item in document.get("lost_creates", [])],
+            orphans_aborted=list(document.get("orphans_aborted", [])),
+            clock_offset=ClockOffset(*document["clock_offset"]) if document.get("clock_offset") else None,
         )
