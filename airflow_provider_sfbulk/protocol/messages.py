@@ -52,11 +52,6 @@ class UploadSource:
                 self._start = None
 
     @property
-    def is_async(self) -> bool:
-        """True for async iterables, which only the async transport can send."""
-        return not _is_file(self._data) and isinstance(self._data, AsyncIterable)
-
-    @property
     def rewindable(self) -> bool:
         """True when the body can be produced again from the start."""
         return isinstance(self._data, (bytes, bytearray, memoryview)) or self._start is not None
