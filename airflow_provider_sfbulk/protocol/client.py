@@ -448,9 +448,10 @@ class BulkClient:
 
         ``data`` is ``bytes``, a binary file object, an iterator of ``bytes`` or (async hook only) an async
         iterator of ``bytes``; it is sent in chunks and never held whole in memory. Never repeated once
-        bytes were sent. A stream that cannot be rewound (an iterator) is preceded by a ``GET`` of the job, which checks
-        that the job exists and renews an expired session first, so a 401 half-way through the stream is
-        unlikely; if it happens anyway the hook raises instead of sending partial data twice.
+        bytes were sent. A stream that cannot be rewound (an iterator) is preceded by a ``GET`` of the
+        job, which checks that the job exists and renews an expired session first, so a 401 half-way
+        through the stream is unlikely; if it happens anyway the hook raises instead of sending partial
+        data twice.
         """
         source = data if isinstance(data, UploadSource) else UploadSource(data)
         if not source.rewindable:

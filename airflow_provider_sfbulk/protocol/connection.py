@@ -12,9 +12,9 @@ Connection layout (fixed; the emulator fixtures use it):
   replaces the system one), ``timeout`` (seconds per connect/read, default :data:`DEFAULT_TIMEOUT`).
 
 The connection form itself (extra fields, relabelled standard fields) is declared as plain data in
-:mod:`airflow_provider_sfbulk.get_provider_info`. This module is pure: it never opens a socket. :func:`parse_connection` checks that the fields the
-chosen auth type needs are present and raises :class:`SalesforceBulkConfigError` naming the first
-missing field, before any HTTP call is made.
+:mod:`airflow_provider_sfbulk.get_provider_info`. This module is pure: it never opens a socket.
+:func:`parse_connection` checks that the fields the chosen auth type needs are present and raises
+:class:`SalesforceBulkConfigError` naming the first missing field, before any HTTP call is made.
 """
 
 from __future__ import annotations

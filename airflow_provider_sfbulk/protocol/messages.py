@@ -25,7 +25,8 @@ MAX_BUFFERED_BODY = 64 * 1024 * 1024
 class Writable(Protocol):
     """Anything with a binary ``write`` method: an open file, ``BytesIO``, an object-storage stream."""
 
-    def write(self, data: bytes, /) -> Any: ...
+    def write(self, data: bytes, /) -> Any:
+        """Write ``data``; the return value is ignored."""
 
 
 UploadData = bytes | bytearray | memoryview | IO[bytes] | Iterable[bytes] | AsyncIterable[bytes]

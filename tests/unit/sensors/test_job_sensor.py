@@ -79,9 +79,13 @@ def test_deferrable_timeout_event_raises(emulator, salesforce_conn):
 
     sensor = SalesforceBulkJobSensor(task_id="s", job_ids=["750000000000001AAA"], deferrable=True)
     with pytest.raises(AirflowSensorTimeout):
-        sensor.execute_complete(_context(), {"status": "timeout", "job_kind": "ingest", "message": "m", "jobs": []})
+        sensor.execute_complete(
+            _context(), {"status": "timeout", "job_kind": "ingest", "message": "m", "jobs": []}
+        )
     with pytest.raises(AirflowException, match="boom"):
-        sensor.execute_complete(_context(), {"status": "error", "job_kind": "ingest", "message": "boom", "jobs": []})
+        sensor.execute_complete(
+            _context(), {"status": "error", "job_kind": "ingest", "message": "boom", "jobs": []}
+        )
 
 
 @pytest.mark.parametrize("bad", [[], "not-an-id", ["750"]])
