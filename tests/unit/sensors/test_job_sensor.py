@@ -51,7 +51,9 @@ def test_failed_job_fails_the_sensor_unless_told(emulator_factory, salesforce_co
 
 
 def test_deferrable_defers_then_completes(emulator_factory, salesforce_conn):
-    server = emulator_factory(batch_delay=0.3)
+    # Long enough that the job is still running when the sensor checks once before deferring, even on a
+    # loaded machine (0.3 s was not: the job finished first, so the sensor returned without deferring).
+    server = emulator_factory(batch_delay=2.0)
     salesforce_conn(server)
     api = ApiSession(server)
     job = api.create_ingest("Account")
