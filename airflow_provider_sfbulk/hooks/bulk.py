@@ -116,8 +116,10 @@ def _unwrap_flow_annotation(method: Any, flow: Callable[..., Any]) -> Any:
 
 
 class _ApiMethod(Generic[P, T]):
-    """A hook method written once: a blocking method on :class:`SalesforceBulkHook`, a coroutine method
-    on :class:`SalesforceBulkAsyncHook`, both with the signature and docstring of the ``BulkClient`` flow.
+    """A hook method written once, from a ``BulkClient`` flow.
+
+    A blocking method on :class:`SalesforceBulkHook`, a coroutine method on
+    :class:`SalesforceBulkAsyncHook`, both with the signature and docstring of the flow.
     """
 
     def __init__(self, flow: Callable[Concatenate[BulkClient, P], Flow[T]]) -> None:
@@ -342,7 +344,9 @@ class SalesforceBulkHook(_SalesforceBulkHookBase):
 
 
 class SalesforceBulkAsyncHook(_SalesforceBulkHookBase):
-    """Asyncio Bulk API 2.0 hook over :mod:`aiohttp`, for triggers. Use it as an async context manager::
+    """Asyncio Bulk API 2.0 hook over :mod:`aiohttp`, for triggers.
+
+    Use it as an async context manager::
 
         async with SalesforceBulkAsyncHook("salesforce_bulk_default") as hook:
             job = await hook.get_job(job_id, "ingest")

@@ -44,6 +44,7 @@ class SalesforceBulkJobLink(BaseOperatorLink):
         )
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        """The URL of the task's job(s), from the XCom :meth:`persist` pushed; ``""`` when none."""
         value = XCom.get_value(key=LINK_XCOM_KEY, ti_key=ti_key)
         if not isinstance(value, dict):
             return ""

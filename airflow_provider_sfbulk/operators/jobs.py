@@ -260,6 +260,7 @@ class SalesforceBulkJobListOperator(BaseOperator):
                 yield from self.hook.list_jobs(kind)
 
     def execute(self, context: Any) -> dict[str, Any]:
+        """List, classify, optionally abort, write the list and return the summary XCom (see above)."""
         thresholds = Thresholds(
             stale_open=_seconds(self.stale_open_after, "stale_open_after"),
             stale_running=_seconds(self.stale_running_after, "stale_running_after"),

@@ -48,12 +48,6 @@ class TokenInfo:
     refresh_token: str | None = field(default=None, repr=False)
 
     @property
-    def org_id(self) -> str | None:
-        """Organization id, the second to last segment of the ``id`` URL."""
-        parts = (self.id_url or "").rstrip("/").split("/")
-        return parts[-2] if len(parts) >= 2 and self.id_url else None
-
-    @property
     def user_id(self) -> str | None:
         """User id, the last segment of the ``id`` URL."""
         parts = (self.id_url or "").rstrip("/").split("/")

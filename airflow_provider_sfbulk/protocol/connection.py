@@ -12,9 +12,9 @@ Connection layout (fixed; the emulator fixtures use it):
   replaces the system one), ``timeout`` (seconds per connect/read, default :data:`DEFAULT_TIMEOUT`).
 
 The connection form itself (extra fields, relabelled standard fields) is declared as plain data in
-:mod:`airflow_provider_sfbulk.get_provider_info`. This module is pure: it never opens a socket. :func:`parse_connection` checks that the fields the
-chosen auth type needs are present and raises :class:`SalesforceBulkConfigError` naming the first
-missing field, before any HTTP call is made.
+:mod:`airflow_provider_sfbulk.get_provider_info`. This module is pure: it never opens a socket.
+:func:`parse_connection` checks that the fields the chosen auth type needs are present and raises
+:class:`SalesforceBulkConfigError` naming the first missing field, before any HTTP call is made.
 """
 
 from __future__ import annotations
@@ -163,6 +163,22 @@ def _pem(value: str) -> str:
     return value
 
 
+#: The fields read from ``extra`` (besides ``auth_type``).
+_EXTRA_FIELDS = (
+    "client_id",
+    "client_secret",
+    "security_token",
+    "private_key",
+    "private_key_file",
+    "refresh_token",
+    "access_token",
+    "instance_url",
+    "api_version",
+    "ca_bundle",
+    "timeout",
+)
+
+
 def parse_connection(
     conn_id: str,
     *,
@@ -178,6 +194,51 @@ def parse_connection(
     :raises SalesforceBulkConfigError: a field the auth type needs is missing, or a value is invalid;
         ``.field`` names it.
     """
+    extra_values = _extra_dict(conn_id, extra)
+    auth_type = _auth_type(conn_id, extra_values)
+    values: dict[str, Any] = {
+        "host": host or None,
+        "login": login or None,
+        "password": password or None,
+    }
+    for name in _EXTRA_FIELDS:
+        values[name] = _extra_value(extra_values, name)
+    _check_required(conn_id, auth_type, values)
+
+    login_url = DEFAULT_LOGIN_URL
+    if values["host"]:
+        login_url = _login_url(conn_id, str(values["host"]), port)
+    instance_url = None
+    if values["instance_url"]:
+        instance_url = _checked_url(conn_id, "instance_url", str(values["instance_url"]))
+    elif auth_type is AuthType.ACCESS_TOKEN:
+        instance_url = login_url
+    api_version = _api_version(conn_id, values["api_version"])
+    timeout = _timeout(conn_id, values["timeout"])
+    _check_files(conn_id, auth_type, values)
+
+    return ConnectionConfig(
+        conn_id=conn_id,
+        auth_type=auth_type,
+        login_url=login_url,
+        api_version=api_version,
+        timeout=timeout,
+        username=values["login"],
+        password=values["password"],
+        security_token=values["security_token"],
+        client_id=values["client_id"],
+        client_secret=values["client_secret"],
+        private_key=_pem(values["private_key"]) if values["private_key"] else None,
+        private_key_file=values["private_key_file"],
+        refresh_token=values["refresh_token"],
+        access_token=values["access_token"],
+        instance_url=instance_url,
+        ca_bundle=values["ca_bundle"],
+    )
+
+
+def _extra_dict(conn_id: str, extra: Mapping[str, Any] | str | None) -> dict[str, Any]:
+    """The ``extra`` field as a dict, from JSON text or a mapping."""
     if isinstance(extra, str):
         try:
             extra = json.loads(extra) if extra.strip() else {}
@@ -188,36 +249,23 @@ def parse_connection(
     extra = dict(extra or {})
     if not isinstance(extra, dict):
         raise SalesforceBulkConfigError(f"connection {conn_id!r}: extra must be a JSON object", field="extra")
+    return extra
 
+
+def _auth_type(conn_id: str, extra: Mapping[str, Any]) -> AuthType:
+    """The connection's auth flow (``password`` when ``extra`` names none)."""
     raw_auth = _extra_value(extra, "auth_type") or AuthType.PASSWORD.value
     try:
-        auth_type = AuthType(str(raw_auth).strip().lower())
+        return AuthType(str(raw_auth).strip().lower())
     except ValueError:
         allowed = ", ".join(a.value for a in AuthType)
         raise SalesforceBulkConfigError(
             f"connection {conn_id!r}: auth_type {raw_auth!r} is not one of {allowed}", field="auth_type"
         ) from None
 
-    values: dict[str, Any] = {
-        "host": host or None,
-        "login": login or None,
-        "password": password or None,
-    }
-    for name in (
-        "client_id",
-        "client_secret",
-        "security_token",
-        "private_key",
-        "private_key_file",
-        "refresh_token",
-        "access_token",
-        "instance_url",
-        "api_version",
-        "ca_bundle",
-        "timeout",
-    ):
-        values[name] = _extra_value(extra, name)
 
+def _check_required(conn_id: str, auth_type: AuthType, values: Mapping[str, Any]) -> None:
+    """Raise naming the first field the auth flow needs (see :data:`REQUIRED_FIELDS`) that is not set."""
     for requirement in REQUIRED_FIELDS[auth_type]:
         options = requirement if isinstance(requirement, tuple) else (requirement,)
         if not any(values.get(option) for option in options):
@@ -227,34 +275,39 @@ def parse_connection(
                 field=options[0],
             )
 
-    login_url = DEFAULT_LOGIN_URL
-    if values["host"]:
-        host_value = str(values["host"])
-        if port and ":" not in urlsplit(normalize_url_lenient(host_value)).netloc:
-            host_value = _with_port(host_value, port)
-        login_url = _checked_url(conn_id, "host", host_value)
-    instance_url = None
-    if values["instance_url"]:
-        instance_url = _checked_url(conn_id, "instance_url", str(values["instance_url"]))
-    elif auth_type is AuthType.ACCESS_TOKEN:
-        instance_url = login_url
 
+def _login_url(conn_id: str, host: str, port: int | None) -> str:
+    """The login URL from ``host``, with the connection's ``port`` when the host names none."""
+    if port and ":" not in urlsplit(normalize_url_lenient(host)).netloc:
+        host = _with_port(host, port)
+    return _checked_url(conn_id, "host", host)
+
+
+def _api_version(conn_id: str, value: Any) -> str:
+    """The normalized ``api_version`` (:data:`DEFAULT_API_VERSION` when not set)."""
     try:
-        api_version = normalize_api_version(values["api_version"] or DEFAULT_API_VERSION)
+        return normalize_api_version(value or DEFAULT_API_VERSION)
     except ValueError as exc:
         raise SalesforceBulkConfigError(f"connection {conn_id!r}: {exc}", field="api_version") from None
 
-    timeout = DEFAULT_TIMEOUT
-    if values["timeout"] is not None:
-        try:
-            timeout = float(values["timeout"])
-        except (TypeError, ValueError):
-            timeout = -1.0
-        if not timeout > 0:
-            raise SalesforceBulkConfigError(
-                f"connection {conn_id!r}: timeout must be a positive number of seconds", field="timeout"
-            )
 
+def _timeout(conn_id: str, value: Any) -> float:
+    """The ``timeout`` in seconds (:data:`DEFAULT_TIMEOUT` when not set); it must be positive."""
+    if value is None:
+        return DEFAULT_TIMEOUT
+    try:
+        timeout = float(value)
+    except (TypeError, ValueError):
+        timeout = -1.0
+    if not timeout > 0:
+        raise SalesforceBulkConfigError(
+            f"connection {conn_id!r}: timeout must be a positive number of seconds", field="timeout"
+        )
+    return timeout
+
+
+def _check_files(conn_id: str, auth_type: AuthType, values: Mapping[str, Any]) -> None:
+    """The files the connection names must exist: ``ca_bundle``, and the JWT flow's ``private_key_file``."""
     ca_bundle = values["ca_bundle"]
     if ca_bundle and not os.path.isfile(ca_bundle):
         raise SalesforceBulkConfigError(
@@ -270,25 +323,6 @@ def parse_connection(
             f"connection {conn_id!r}: private_key_file {private_key_file!r} is not a readable file",
             field="private_key_file",
         )
-
-    return ConnectionConfig(
-        conn_id=conn_id,
-        auth_type=auth_type,
-        login_url=login_url,
-        api_version=api_version,
-        timeout=timeout,
-        username=values["login"],
-        password=values["password"],
-        security_token=values["security_token"],
-        client_id=values["client_id"],
-        client_secret=values["client_secret"],
-        private_key=_pem(values["private_key"]) if values["private_key"] else None,
-        private_key_file=private_key_file,
-        refresh_token=values["refresh_token"],
-        access_token=values["access_token"],
-        instance_url=instance_url,
-        ca_bundle=ca_bundle,
-    )
 
 
 def normalize_url_lenient(value: str) -> str:

@@ -25,7 +25,8 @@ MAX_BUFFERED_BODY = 64 * 1024 * 1024
 class Writable(Protocol):
     """Anything with a binary ``write`` method: an open file, ``BytesIO``, an object-storage stream."""
 
-    def write(self, data: bytes, /) -> Any: ...
+    def write(self, data: bytes, /) -> Any:
+        """Write ``data``; the return value is ignored."""
 
 
 UploadData = bytes | bytearray | memoryview | IO[bytes] | Iterable[bytes] | AsyncIterable[bytes]
@@ -50,11 +51,6 @@ class UploadSource:
                     self._start = data.tell()  # type: ignore[union-attr]
             except (OSError, ValueError):
                 self._start = None
-
-    @property
-    def is_async(self) -> bool:
-        """True for async iterables, which only the async transport can send."""
-        return not _is_file(self._data) and isinstance(self._data, AsyncIterable)
 
     @property
     def rewindable(self) -> bool:

@@ -1,1 +1,1 @@
-
+"""Sensors that wait for Bulk API 2.0 jobs created elsewhere."""

@@ -74,6 +74,7 @@ class SalesforceBulkJobSensor(BaseSensorOperator):
 
     @cached_property
     def hook(self) -> SalesforceBulkHook:
+        """The blocking hook of ``salesforce_conn_id``."""
         return SalesforceBulkHook(salesforce_conn_id=self.salesforce_conn_id)
 
     def _ids(self) -> list[str]:
@@ -105,12 +106,14 @@ class SalesforceBulkJobSensor(BaseSensorOperator):
         }
 
     def poke(self, context: Any) -> bool | PokeReturnValue:
+        """Check every job once: done (with the outcome as XCom) when all are terminal."""
         outcome = self._check()
         if outcome is None:
             return False
         return PokeReturnValue(is_done=True, xcom_value=self._result(outcome))
 
     def execute(self, context: Any) -> Any:
+        """Store the job link, then poke (not deferrable) or check once and defer to the trigger."""
         ids = self._ids()
         try:
             SalesforceBulkJobLink.persist(context, instance_url=self.hook.instance_url, job_ids=ids)
@@ -135,6 +138,7 @@ class SalesforceBulkJobSensor(BaseSensorOperator):
         )
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the trigger: return the outcome, or raise on an error or a timeout."""
         if not isinstance(event, dict):
             raise AirflowException(f"expected a Salesforce Bulk trigger event, got {event!r}")
         outcome = WaitOutcome.from_event(event)

@@ -177,8 +177,8 @@ def test_extract_to_storage(emulator: EmulatorServer, salesforce_conn, run_examp
     emulator.seed("Account", 20)
     emulator.seed("Opportunity", 1200)
     doomed = emulator.records("Opportunity")[:3]
-    ApiSession(emulator).run_ingest("Opportunity", "delete", ("Id\n" + "".join(r["Id"] + "\n" for r in doomed))
-                                    .encode())
+    delete_csv = ("Id\n" + "".join(r["Id"] + "\n" for r in doomed)).encode()
+    ApiSession(emulator).run_ingest("Opportunity", "delete", delete_csv)
     run = run_example("example_sfbulk_extract_to_storage")
     assert run.state == "success"
     extract = run.xcom("extract_opportunities")
@@ -206,7 +206,9 @@ def test_delete_by_extract(emulator: EmulatorServer, salesforce_conn, run_exampl
     assert run.xcom("delete_closed_lost")["records_successful"] == len(doomed)
     after = emulator.records("Opportunity")
     assert {r["Id"] for r in after} == {r["Id"] for r in before} - doomed
-    deleted = {r["Id"] for r in emulator.records("Opportunity", include_deleted=True) if r["IsDeleted"] == "true"}
+    deleted = {
+        r["Id"] for r in emulator.records("Opportunity", include_deleted=True) if r["IsDeleted"] == "true"
+    }
     assert deleted == doomed
 
     # nothing left to delete: the delete is skipped, the run still succeeds

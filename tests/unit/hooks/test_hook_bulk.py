@@ -122,7 +122,9 @@ def csv_rows(data: bytes, delimiter: str = ",") -> list[dict[str, str]]:
 # --- authentication -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("auth_type", ["password", "client_credentials", "jwt_bearer", "refresh_token", "access_token"])
+@pytest.mark.parametrize(
+    "auth_type", ["password", "client_credentials", "jwt_bearer", "refresh_token", "access_token"]
+)
 def test_every_auth_flow(make_hook, emulator, salesforce_conn, auth_type):
     salesforce_conn(emulator, auth_type)
     hook = make_hook()
@@ -250,7 +252,11 @@ def test_ingest_lifecycle_with_a_streamed_generator(hook, emulator):
     assert pulled == list(range(0, 3000, 500))
     assert hook.call("close_job", job.id).state is JobState.UPLOAD_COMPLETE
     done = wait_terminal(hook, job.id, "ingest")
-    assert (done.state, done.number_records_processed, done.number_records_failed) == (JobState.JOB_COMPLETE, 3001, 1)
+    assert (done.state, done.number_records_processed, done.number_records_failed) == (
+        JobState.JOB_COMPLETE,
+        3001,
+        1,
+    )
 
     results = {}
     for result_set in ("successfulResults", "failedResults", "unprocessedrecords"):

@@ -16,7 +16,9 @@ from airflow_provider_sfbulk.get_provider_info import CONN_FIELDS, get_provider_
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkAsyncHook, SalesforceBulkHook
 
 CONNECTION_TYPE_INFO = next(
-    entry for entry in get_provider_info()["connection-types"] if entry["connection-type"] == "salesforce_bulk"
+    entry
+    for entry in get_provider_info()["connection-types"]
+    if entry["connection-type"] == "salesforce_bulk"
 )
 
 
@@ -47,9 +49,12 @@ def test_airflow_builds_the_form_from_the_entry():
     manager = ProvidersManager()
     if not hasattr(manager, "_load_ui_metadata"):  # Airflow < 3.2 asks the hook
         pytest.skip("this Airflow reads the form from the hook")
-    manager._add_widgets("airflow-provider-sfbulk", CONNECTION_TYPE_INFO["hook-class-name"], "salesforce_bulk",
-                         CONN_FIELDS)
-    widgets = {k: v for k, v in manager._connection_form_widgets.items() if k.startswith("extra__salesforce_bulk__")}
+    manager._add_widgets(
+        "airflow-provider-sfbulk", CONNECTION_TYPE_INFO["hook-class-name"], "salesforce_bulk", CONN_FIELDS
+    )
+    widgets = {
+        k: v for k, v in manager._connection_form_widgets.items() if k.startswith("extra__salesforce_bulk__")
+    }
     assert widgets["extra__salesforce_bulk__client_secret"].is_sensitive
     assert not widgets["extra__salesforce_bulk__client_id"].is_sensitive
     assert widgets["extra__salesforce_bulk__api_version"].field["value"] == "62.0"
@@ -75,7 +80,9 @@ def test_form_widgets_for_airflow_2():
 
 
 @pytest.mark.parametrize("auth_type", ["password", "refresh_token"])
-def test_tokens_and_secrets_are_masked(emulator: EmulatorServer, salesforce_conn: Callable[..., str], auth_type):
+def test_tokens_and_secrets_are_masked(
+    emulator: EmulatorServer, salesforce_conn: Callable[..., str], auth_type
+):
     from airflow.providers.common.compat.sdk import redact
 
     value = json.loads(salesforce_conn(emulator, auth_type))

@@ -58,7 +58,9 @@ def test_lists_every_page_of_both_kinds_and_counts(emulator_factory, salesforce_
     assert by_id[ids["done1"]]["created_by_id"] == USER_ID
     assert {row["job_type"] for row in rows if row["kind"] == "ingest"} == {"V2Ingest"}
     # the ingest list filtered by job type: Bulk API 1.0 (Classic) jobs are left out
-    only_classic = SalesforceBulkJobListOperator(task_id="jobs", ingest_job_type="Classic", job_kinds="ingest")
+    only_classic = SalesforceBulkJobListOperator(
+        task_id="jobs", ingest_job_type="Classic", job_kinds="ingest"
+    )
     assert only_classic.execute({"ti": FakeTI(dag_id="watch", task_id="jobs")})["total"] == 0
 
 

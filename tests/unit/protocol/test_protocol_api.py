@@ -89,7 +89,9 @@ def test_upload_request_streams_a_source():
     assert request.body is source
 
 
-@pytest.mark.parametrize(("state", "kind"), [(JobState.UPLOAD_COMPLETE, JobKind.INGEST), (JobState.ABORTED, JobKind.QUERY)])
+@pytest.mark.parametrize(
+    ("state", "kind"), [(JobState.UPLOAD_COMPLETE, JobKind.INGEST), (JobState.ABORTED, JobKind.QUERY)]
+)
 def test_set_state_request(state, kind):
     request = api.build_set_job_state(BASE, "T", "750X", kind, state)
     assert (request.method, request.url) == ("PATCH", f"{BASE}/jobs/{kind.value}/750X")
@@ -103,7 +105,9 @@ def test_get_and_delete_requests():
 
 
 def test_list_jobs_filters_and_next_url():
-    request = api.build_list_jobs(BASE, "T", JobKind.INGEST, is_pk_chunking_enabled=False, job_type="V2Ingest")
+    request = api.build_list_jobs(
+        BASE, "T", JobKind.INGEST, is_pk_chunking_enabled=False, job_type="V2Ingest"
+    )
     assert request.url == f"{BASE}/jobs/ingest?isPkChunkingEnabled=false&jobType=V2Ingest"
     request = api.build_list_jobs(
         BASE, "T", JobKind.INGEST, next_url="/services/data/v62.0/jobs/ingest?queryLocator=01g-1000",
@@ -145,7 +149,12 @@ def test_request_path_never_carries_the_query_string():
 def test_parse_create_response():
     job = api.parse_job_info(CREATE_RESPONSE, JobKind.INGEST)
     assert job.state is JobState.OPEN
-    assert (job.id, job.object, job.operation, job.api_version) == ("7505fEXAMPLE4C2AAM", "Account", "insert", 60.0)
+    assert (job.id, job.object, job.operation, job.api_version) == (
+        "7505fEXAMPLE4C2AAM",
+        "Account",
+        "insert",
+        60.0,
+    )
     assert job.content_url.endswith("/batches")
     assert job.number_records_processed is None
     assert job.created_at.tzinfo is not None
@@ -158,14 +167,17 @@ def test_parse_get_response_every_field():
     assert job.kind is JobKind.INGEST
     assert job.state is JobState.FAILED
     assert (job.number_records_processed, job.number_records_failed, job.retries) == (10, 3, 1)
-    assert (job.total_processing_time, job.api_active_processing_time, job.apex_processing_time) == (345, 200, 0)
+    timings = (job.total_processing_time, job.api_active_processing_time, job.apex_processing_time)
+    assert timings == (345, 200, 0)
     assert job.message == "InvalidBatch : Field name not found : Foo"
     assert job.raw["newField"] == "x"
 
 
 def test_parse_query_job_kind_detected():
-    job = api.parse_job_info({"id": "750Q", "state": "JobComplete", "operation": "query", "jobType": "V2Query",
-                              "isPkChunkingSupported": True})
+    job = api.parse_job_info(
+        {"id": "750Q", "state": "JobComplete", "operation": "query", "jobType": "V2Query",
+         "isPkChunkingSupported": True}
+    )
     assert job.kind is JobKind.QUERY
     assert job.is_pk_chunking_supported is True
 
@@ -178,7 +190,8 @@ def test_parse_job_info_rejects_garbage(document):
 
 def test_parse_job_list_pages():
     page = api.parse_job_list(
-        {"done": False, "records": [CREATE_RESPONSE], "nextRecordsUrl": "/services/data/v62.0/jobs/ingest?queryLocator=x"},
+        {"done": False, "records": [CREATE_RESPONSE],
+         "nextRecordsUrl": "/services/data/v62.0/jobs/ingest?queryLocator=x"},
         JobKind.INGEST,
     )
     assert len(page.records) == 1

@@ -46,7 +46,9 @@ def token_answer(n: int) -> tuple[int, dict, list[bytes]]:
     return 200, {"Content-Type": "application/json"}, [json.dumps(body).encode()]
 
 
-def job_answer(state: str = "Open", job_id: str = "750000000000001AAA", **extra: Any) -> tuple[int, dict, list[bytes]]:
+def job_answer(
+    state: str = "Open", job_id: str = "750000000000001AAA", **extra: Any
+) -> tuple[int, dict, list[bytes]]:
     body = {"id": job_id, "operation": "insert", "object": "Account", "state": state, **extra}
     return 200, {}, [json.dumps(body).encode()]
 
@@ -215,7 +217,9 @@ def test_failed_fetch_releases_the_claim():
 
 
 def test_safe_call_retried_on_5xx_and_dropped_connections_with_backoff():
-    fake = Fake(token_answer(1), error_answer(503, "SERVER_UNAVAILABLE"), SENT_FAILURE, job_answer("JobComplete"))
+    fake = Fake(
+        token_answer(1), error_answer(503, "SERVER_UNAVAILABLE"), SENT_FAILURE, job_answer("JobComplete")
+    )
     job = fake.run(make_client().get_job("750X", "ingest"))
     assert job.state is JobState.JOB_COMPLETE
     assert len(fake.sleeps) == 2
@@ -249,7 +253,8 @@ def test_daily_limit_fails_fast():
 
 
 def test_concurrency_limit_is_retried():
-    fake = Fake(token_answer(1), error_answer(403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentRequests Limit exceeded."),
+    fake = Fake(token_answer(1),
+                error_answer(403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentRequests Limit exceeded."),
                 (200, {}, [b'{"DailyApiRequests":{"Max":5,"Remaining":4}}']))
     assert fake.run(make_client().get_limits()).remaining("DailyApiRequests") == 4
     assert len(fake.sleeps) == 1
@@ -388,7 +393,9 @@ def test_job_pager_follows_next_records_url():
     first = {"done": False, "records": [json.loads(job_answer(job_id="750A")[2][0])],
              "nextRecordsUrl": "/services/data/v62.0/jobs/ingest?queryLocator=abc"}
     last = {"done": True, "records": [json.loads(job_answer(job_id="750B")[2][0])], "nextRecordsUrl": None}
-    fake = Fake(token_answer(1), (200, {}, [json.dumps(first).encode()]), (200, {}, [json.dumps(last).encode()]))
+    fake = Fake(
+        token_answer(1), (200, {}, [json.dumps(first).encode()]), (200, {}, [json.dumps(last).encode()])
+    )
     pager = JobPager(make_client(), JobKind.INGEST, job_type="V2Ingest")
     ids = []
     while not pager.done:
@@ -399,10 +406,13 @@ def test_job_pager_follows_next_records_url():
 
 
 def test_result_pages_followed_to_the_end():
-    page1 = {"resultPages": [{"resultUrl": "/x/results?maxRecords=5"}, {"resultUrl": "/x/results?locator=NQ&maxRecords=5"}],
+    page1 = {"resultPages": [{"resultUrl": "/x/results?maxRecords=5"},
+                             {"resultUrl": "/x/results?locator=NQ&maxRecords=5"}],
              "nextRecordsUrl": "/services/data/v62.0/jobs/query/750Q/resultPages?locator=p2", "done": False}
     page2 = {"resultPages": [{"resultUrl": "/x/results?locator=MTA&maxRecords=5"}], "done": True}
-    fake = Fake(token_answer(1), (200, {}, [json.dumps(page1).encode()]), (200, {}, [json.dumps(page2).encode()]))
+    fake = Fake(
+        token_answer(1), (200, {}, [json.dumps(page1).encode()]), (200, {}, [json.dumps(page2).encode()])
+    )
     refs = fake.run(make_client().get_result_pages("750Q"))
     assert [r.locator for r in refs] == [None, "NQ", "MTA"]
     assert fake.requests[2].url.endswith("resultPages?locator=p2")

@@ -78,7 +78,9 @@ def test_bad_host_scheme_is_a_config_error():
     assert err.value.field == "host"
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("62.0", "62.0"), ("v60.0", "60.0"), (61, "61.0"), ("58", "58.0")])
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("62.0", "62.0"), ("v60.0", "60.0"), (61, "61.0"), ("58", "58.0")]
+)
 def test_api_version_normalised(raw, expected):
     assert normalize_api_version(raw) == expected
 
@@ -120,17 +122,23 @@ def test_missing_private_key_file(tmp_path: Path):
 
 
 def test_inline_pem_with_escaped_newlines_is_restored():
-    config = parse({"auth_type": "jwt_bearer", "client_id": "c", "private_key": "-----BEGIN-----\\nabc\\n-----END-----"})
+    config = parse(
+        {"auth_type": "jwt_bearer", "client_id": "c", "private_key": "-----BEGIN-----\\nabc\\n-----END-----"}
+    )
     assert config.load_private_key() == "-----BEGIN-----\nabc\n-----END-----"
 
 
 def test_access_token_falls_back_to_host_as_instance_url():
-    config = parse({"auth_type": "access_token", "access_token": "t"}, host="acme.my.salesforce.com", login=None)
+    config = parse(
+        {"auth_type": "access_token", "access_token": "t"}, host="acme.my.salesforce.com", login=None
+    )
     assert config.instance_url == "https://acme.my.salesforce.com"
 
 
 def test_extra_as_json_string_and_airflow2_prefixed_keys():
-    extra = json.dumps({"extra__salesforce_bulk__client_id": "c", "extra__salesforce_bulk__client_secret": "s"})
+    extra = json.dumps(
+        {"extra__salesforce_bulk__client_id": "c", "extra__salesforce_bulk__client_secret": "s"}
+    )
     config = parse(extra)
     assert (config.client_id, config.client_secret) == ("c", "s")
     with pytest.raises(SalesforceBulkConfigError) as err:

@@ -55,7 +55,8 @@ def sf_error(code: str, message: str) -> bytes:
          SalesforceBulkInvalidStateError, False),
         (400, sf_error("INVALIDJOB", "InvalidJob : The object field is required"), False,
          SalesforceBulkBadRequestError, False),
-        (400, sf_error("MALFORMED_QUERY", "unexpected token: FORM"), False, SalesforceBulkBadRequestError, False),
+        (400, sf_error("MALFORMED_QUERY", "unexpected token: FORM"), False, SalesforceBulkBadRequestError,
+         False),
         (409, sf_error("API_VERSION_MISMATCH", "wrong version"), False, SalesforceBulkBadRequestError, False),
         (403, sf_error("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."), False,
          SalesforceBulkLimitExceededError, False),
@@ -78,8 +79,9 @@ def test_error_mapping(status, body, oauth, expected, retryable):
 
 
 def test_oauth_error_carries_description_and_code():
-    error = error_from_response(400, b'{"error":"invalid_grant","error_description":"expired access/refresh token"}',
-                                oauth=True)
+    error = error_from_response(
+        400, b'{"error":"invalid_grant","error_description":"expired access/refresh token"}', oauth=True
+    )
     assert error.error_code == "invalid_grant"
     assert error.message == "expired access/refresh token"
     assert "invalid_grant" in str(error)
@@ -93,7 +95,8 @@ def test_rate_limit_is_both_limit_and_transient():
 
 
 def test_parse_error_body_shapes():
-    assert parse_error_body(b'[{"message":"a","errorCode":"X"},{"message":"b","errorCode":"Y"}]') == ("X", "a; b")
+    body = b'[{"message":"a","errorCode":"X"},{"message":"b","errorCode":"Y"}]'
+    assert parse_error_body(body) == ("X", "a; b")
     assert parse_error_body(b'{"errorCode":"X","message":"m"}') == ("X", "m")
     assert parse_error_body(b"") == (None, "no response body")
     assert parse_error_body(b"plain") == (None, "plain")
@@ -101,7 +104,9 @@ def test_parse_error_body_shapes():
 
 def test_refreshable_session_error():
     assert is_refreshable_session_error(401, "INVALID_SESSION_ID", "Session expired or invalid")
-    assert not is_refreshable_session_error(401, "INVALID_SESSION_ID", "This session is not valid for use with the REST API")
+    assert not is_refreshable_session_error(
+        401, "INVALID_SESSION_ID", "This session is not valid for use with the REST API"
+    )
     assert not is_refreshable_session_error(403, "INVALID_SESSION_ID", "Session expired or invalid")
     assert not is_refreshable_session_error(401, "INVALID_AUTH", "x")
 
@@ -109,7 +114,8 @@ def test_refreshable_session_error():
 @pytest.mark.parametrize(
     ("status", "code", "message", "expected"),
     [(500, None, "", True), (502, None, "", True), (503, None, "", True), (504, None, "", True),
-     (429, None, "", True), (403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentRequests (Concurrent API Requests) Limit exceeded.", True),
+     (429, None, "", True),
+     (403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentRequests (Concurrent API Requests) Limit exceeded.", True),
      (403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.", False), (400, "INVALIDJOB", "", False),
      (404, "NOT_FOUND", "", False), (401, "INVALID_SESSION_ID", "", False)],
 )
@@ -166,6 +172,11 @@ def test_exceptions_pickle_with_their_fields():
     error = SalesforceBulkNotFoundError("gone", status=404, error_code="NOT_FOUND", job_id="750X")
     clone = pickle.loads(pickle.dumps(error))
     assert type(clone) is SalesforceBulkNotFoundError
-    assert (clone.status, clone.error_code, clone.job_id, str(clone)) == (404, "NOT_FOUND", "750X", str(error))
+    assert (clone.status, clone.error_code, clone.job_id, str(clone)) == (
+        404,
+        "NOT_FOUND",
+        "750X",
+        str(error),
+    )
     config = pickle.loads(pickle.dumps(SalesforceBulkConfigError("missing", field="client_id")))
     assert config.field == "client_id"

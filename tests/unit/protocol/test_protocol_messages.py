@@ -63,7 +63,8 @@ async def test_async_chunks_from_every_kind_of_source(tmp_path):
     path = tmp_path / "f.csv"
     path.write_bytes(b"f\n")
     with path.open("rb") as handle:
-        for data, expected in [(agen(), b"a,b\n"), (iter([b"i", b"\n"]), b"i\n"), (b"raw", b"raw"), (handle, b"f\n")]:
+        cases = [(agen(), b"a,b\n"), (iter([b"i", b"\n"]), b"i\n"), (b"raw", b"raw"), (handle, b"f\n")]
+        for data, expected in cases:
             source = UploadSource(data)
             assert b"".join([chunk async for chunk in source.async_chunks()]) == expected
 

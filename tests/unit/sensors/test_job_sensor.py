@@ -51,7 +51,9 @@ def test_failed_job_fails_the_sensor_unless_told(emulator_factory, salesforce_co
 
 
 def test_deferrable_defers_then_completes(emulator_factory, salesforce_conn):
-    server = emulator_factory(batch_delay=0.3)
+    # Long enough that the job is still running when the sensor checks once before deferring, even on a
+    # loaded machine (0.3 s was not: the job finished first, so the sensor returned without deferring).
+    server = emulator_factory(batch_delay=2.0)
     salesforce_conn(server)
     api = ApiSession(server)
     job = api.create_ingest("Account")
@@ -79,9 +81,13 @@ def test_deferrable_timeout_event_raises(emulator, salesforce_conn):
 
     sensor = SalesforceBulkJobSensor(task_id="s", job_ids=["750000000000001AAA"], deferrable=True)
     with pytest.raises(AirflowSensorTimeout):
-        sensor.execute_complete(_context(), {"status": "timeout", "job_kind": "ingest", "message": "m", "jobs": []})
+        sensor.execute_complete(
+            _context(), {"status": "timeout", "job_kind": "ingest", "message": "m", "jobs": []}
+        )
     with pytest.raises(AirflowException, match="boom"):
-        sensor.execute_complete(_context(), {"status": "error", "job_kind": "ingest", "message": "boom", "jobs": []})
+        sensor.execute_complete(
+            _context(), {"status": "error", "job_kind": "ingest", "message": "boom", "jobs": []}
+        )
 
 
 @pytest.mark.parametrize("bad", [[], "not-an-id", ["750"]])
