@@ -1,5 +1,7 @@
-"""The logger the engines write to: the task's own (``self.log`` of an operator) or any ``logging``
-logger."""
+"""The logger the engines write to.
+
+It is the task's own (``self.log`` of an operator) or any ``logging`` logger.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""After a round: download and reconcile the three result sets of every job, plan the retry round, and
-at the end sum up the load in its manifest and its XCom value.
+"""Results of a load: download and reconcile them, plan retry rounds, sum the load up.
+
+After each round the three result sets of every job are downloaded and reconciled and the retry round
+is planned; at the end the load is summed up in its manifest and its XCom value.
 
 ``JobComplete`` does not mean every row succeeded: every job's ``successfulResults``, ``failedResults``
 and ``unprocessedrecords`` are streamed to storage and counted, and the counts must add up to the rows
@@ -82,7 +84,9 @@ class ResultCollector:
     def collect(self, round_: Round) -> None:
         """Stream every job's three result sets to the results folder (``upload_concurrency`` at once)."""
         pending = [part for part in round_.parts if part.results is None]
-        run_concurrently(self.collect_part, pending, concurrency=self.spec.upload_concurrency, name="sfbulk-results")
+        run_concurrently(
+            self.collect_part, pending, concurrency=self.spec.upload_concurrency, name="sfbulk-results"
+        )
         round_.collected = True
         self.journal.save()
 
@@ -165,7 +169,9 @@ class ResultCollector:
         )
         parts = self.files.split(retry_file, round_.number + 1)
         concurrency = 1 if serial else self.spec.job_concurrency
-        self.journal.state.rounds.append(new_round(round_.number + 1, str(retry_file), parts, concurrency, codes))
+        self.journal.state.rounds.append(
+            new_round(round_.number + 1, str(retry_file), parts, concurrency, codes)
+        )
         self.journal.save()
         return True
 
@@ -255,7 +261,8 @@ class ResultCollector:
             len(result["job_ids"]),
             result["manifest"],
         )
-        return LoadSummary(result, self._problem(results, reconciled, successful, failed, unprocessed, failed_files))
+        problem = self._problem(results, reconciled, successful, failed, unprocessed, failed_files)
+        return LoadSummary(result, problem)
 
     def _problem(
         self,

@@ -10,13 +10,19 @@ __all__ = ["IngestInputError", "IngestLoadFailed"]
 
 
 class IngestInputError(SalesforceBulkError):
-    """The load cannot be done as asked, and a retry would not change that: bad parameters, a bad or
-    changed source, a checkpoint of another load, or a lost job that cannot be told apart from others."""
+    """The load cannot be done as asked, and a retry would not change that.
+
+    Bad parameters, a bad or changed source, an earlier load that cannot safely be replaced, or a lost job
+    that cannot be told apart from others.
+    """
 
 
 class IngestLoadFailed(SalesforceBulkError):
-    """The load ran to its end but did not succeed (a job Failed, counts do not reconcile, too many rows
-    failed). ``result`` is the load's summary, written and pushed all the same."""
+    """The load ran to its end but did not succeed.
+
+    A job Failed, the counts do not reconcile, or too many rows failed. ``result`` is the load's summary,
+    written and pushed all the same.
+    """
 
     def __init__(self, message: str, result: dict[str, Any]) -> None:
         super().__init__(message)

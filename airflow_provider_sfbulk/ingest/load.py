@@ -232,7 +232,9 @@ class IngestLoad:
 
     def state_seen(self, job_ids: list[str]) -> Callable[[JobInfo, JobState | None], None]:
         """A callback for the polling wait: log each state change and add it to the audit trail."""
-        by_id: dict[str, Part] = {part.job_id: part for part in self.state.all_parts() if part.job_id in job_ids}
+        by_id: dict[str, Part] = {
+            part.job_id: part for part in self.state.all_parts() if part.job_id in job_ids
+        }
 
         def seen(job: JobInfo, previous: JobState | None) -> None:
             self.log.info(

@@ -1,5 +1,6 @@
-"""The lifecycle of one part: create its job, upload its data, close the job; recover a create or an
-upload whose answer was lost, without ever sending a part's rows twice.
+"""The lifecycle of one part: create its job, upload its data, close the job.
+
+A create or an upload whose answer was lost is recovered without ever sending a part's rows twice.
 
 Salesforce takes one upload per job and processes nothing until ``UploadComplete``. So a job that may or
 may not hold the data (``Open`` after a lost upload answer) is aborted, which loses nothing, and the part
@@ -242,7 +243,9 @@ class PartLoader:
                 hook.abort_job(job_id, JobKind.INGEST)
             except SalesforceBulkError as err:
                 self.log.warning("Job %s could not be aborted: %s", job_id, err)
-        self.log.warning("Part %d: job %s abandoned (%s); a new job will carry the part", part.index, job_id, why)
+        self.log.warning(
+            "Part %d: job %s abandoned (%s); a new job will carry the part", part.index, job_id, why
+        )
         self.journal.abandon(part, job_id)
 
     # --- closing ------------------------------------------------------------------------------------
@@ -271,6 +274,8 @@ class PartLoader:
             job = hook.abort_job(job_id, JobKind.INGEST)
         except SalesforceBulkInvalidStateError:
             job = hook.get_job(job_id, JobKind.INGEST)
-        self.log.warning("Job %s not started because another job of this load failed: %s", job_id, job.state.value)
+        self.log.warning(
+            "Job %s not started because another job of this load failed: %s", job_id, job.state.value
+        )
         self.journal.record(part, job_id, job.state.value)
         self.journal.update(part, phase=Phase.CLOSED, state=job.state.value)

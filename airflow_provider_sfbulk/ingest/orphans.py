@@ -78,8 +78,8 @@ def abort_orphans(spec: LoadSpec, journal: LoadJournal, hook: SalesforceBulkHook
     candidates = find_orphans(spec, journal, hook)
     if len(candidates) > lost:
         log.warning(
-            "%d job(s) could have been left behind by %d lost create request(s): %s; aborting none, as another "
-            "task of this user may own some. Check them in Setup.",
+            "%d job(s) could have been left behind by %d lost create request(s): %s; aborting none, as "
+            "another task of this user may own some. Check them in Setup.",
             len(candidates),
             lost,
             ", ".join(job.id for job in candidates),
@@ -91,7 +91,9 @@ def abort_orphans(spec: LoadSpec, journal: LoadJournal, hook: SalesforceBulkHook
         try:
             hook.abort_job(job.id, JobKind.INGEST)
         except SalesforceBulkError as err:
-            log.warning("Job %s, left behind by a lost create request, could not be aborted: %s", job.id, err)
+            log.warning(
+                "Job %s, left behind by a lost create request, could not be aborted: %s", job.id, err
+            )
             continue
         aborted.append(job.id)
         log.warning("Job %s: left behind by a lost create request (empty, Open); aborted", job.id)

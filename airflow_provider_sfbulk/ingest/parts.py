@@ -1,5 +1,8 @@
-"""The data of every part: the round's source validated and cut into spooled files, cut again when a
-restarted process needs a part it no longer has."""
+"""The data of every part, spooled to local files.
+
+The round's source is validated and cut into spooled files, and cut again when a restarted process
+needs a part it no longer has.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""What a load is asked to do: the object, the operation, the CSV dialect, the limits and the failure
-policy, checked before anything is read or created."""
+"""What a load is asked to do.
+
+The object, the operation, the CSV dialect, the limits and the failure policy, checked before anything
+is read or created.
+"""
 
 from __future__ import annotations
 
@@ -44,7 +47,9 @@ class LoadSpec:
     upload_concurrency: int = 4
     max_failed_records: int = 0
     retry_failed_records: int = 0
-    retryable_error_codes: Collection[str] = field(default_factory=lambda: sorted(DEFAULT_RETRYABLE_ERROR_CODES))
+    retryable_error_codes: Collection[str] = field(
+        default_factory=lambda: sorted(DEFAULT_RETRYABLE_ERROR_CODES)
+    )
     lock_retry: bool = False
     limits_check: str = "fail"
     allow_hard_delete: bool = False

@@ -1,5 +1,4 @@
-"""The persisted state of one load: its rounds, their parts (one job each), and the JSON the checkpoint
-stores.
+"""The persisted state of one load: its rounds, their parts (one job each), and its JSON form.
 
 A load is a list of rounds. Round 0 sends the source file; each later round sends the rows of the round
 before that are worth another try (a retry file). Every round is cut into parts at record boundaries, and
@@ -114,7 +113,11 @@ class ResultFileSummary:
     def from_json(cls, document: dict[str, Any]) -> ResultFileSummary:
         """Read the JSON form back."""
         return cls(
-            document["result_set"], document["uri"], document["records"], document["bytes"], document["sha256"]
+            document["result_set"],
+            document["uri"],
+            document["records"],
+            document["bytes"],
+            document["sha256"],
         )
 
 
@@ -299,7 +302,12 @@ class RetryPlan:
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> RetryPlan:
         """Read the JSON form back."""
-        return cls(list(document.get("codes", [])), document.get("rows", 0), document.get("file"), document.get("by_code"))
+        return cls(
+            list(document.get("codes", [])),
+            document.get("rows", 0),
+            document.get("file"),
+            document.get("by_code"),
+        )
 
 
 @dataclass

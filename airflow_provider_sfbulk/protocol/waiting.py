@@ -1,11 +1,11 @@
-"""Waiting for Bulk API 2.0 jobs to reach a terminal state: one flow for the trigger, the sensor and the
-operators' non-deferrable path.
+"""Waiting for Bulk API 2.0 jobs to reach a terminal state.
 
-The flow polls every job that is not yet terminal, sleeps with a growing interval up to a cap, and stops
-when every job is terminal (or, with ``return_when="any"``, as soon as one is: a caller with more jobs to
-start then starts the next one at once) or the absolute deadline has passed. Because the deadline is absolute and the
-flow keeps no other state, a trigger rebuilt from its kwargs after a triggerer restart carries on where
-the old one stopped.
+One flow serves the trigger, the sensor and the operators' non-deferrable path. It polls every job that
+is not yet terminal, sleeps with a growing interval up to a cap, and stops when every job is terminal
+(or, with ``return_when="any"``, as soon as one is: a caller with more jobs to start then starts the
+next one at once) or the absolute deadline has passed. Because the deadline is absolute and the flow
+keeps no other state, a trigger rebuilt from its kwargs after a triggerer restart carries on where the
+old one stopped.
 """
 
 from __future__ import annotations
