@@ -36,7 +36,10 @@ def jwt_keypair(tmp_path_factory: pytest.TempPathFactory) -> JwtKeyPair:
 
 @pytest.fixture
 def emulator_factory(tmp_path: Path, jwt_keypair: JwtKeyPair) -> Iterator[Callable[..., EmulatorServer]]:
-    """``emulator_factory(**config)`` starts an emulator (fresh data dir unless given); all stop at teardown."""
+    """``emulator_factory(**config)`` starts an emulator (fresh data dir unless given).
+
+    All of them stop at teardown.
+    """
     servers: list[EmulatorServer] = []
 
     def start(**overrides: Any) -> EmulatorServer:

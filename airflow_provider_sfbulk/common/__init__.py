@@ -1,2 +1,5 @@
-"""Plumbing every part of the provider shares: storage paths, atomic JSON files, the task checkpoint,
-job id lists and worker threads with one hook each."""
+"""Plumbing every part of the provider shares.
+
+Storage paths, atomic JSON files, the task checkpoint, job id lists, the engines' logger type, and
+worker threads with one hook each.
+"""

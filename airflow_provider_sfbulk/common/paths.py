@@ -65,8 +65,10 @@ def results_base() -> ObjectStoragePath:
 def to_storage_path(
     value: str | os.PathLike[str] | ObjectStoragePath, *, conn_id: str | None = None
 ) -> ObjectStoragePath:
-    """An :class:`ObjectStoragePath` for ``value``: local paths become absolute ``file://`` paths; URIs
-    (``s3://``, ``gs://``, ``file://``, ``memory://``, ...) and storage paths are kept as they are.
+    """Turn ``value`` into an :class:`ObjectStoragePath`.
+
+    Local paths become absolute ``file://`` paths; URIs (``s3://``, ``gs://``, ``file://``,
+    ``memory://``, ...) and storage paths are kept as they are.
 
     :param conn_id: Airflow connection of the object store, for a URI string (a URI kept as text, e.g.
         in XCom, loses the connection of the path it came from).
@@ -113,7 +115,9 @@ def _ti_value(context: Any, name: str) -> Any:
     return value
 
 
-def task_folder(context: Any, base: str | os.PathLike[str] | ObjectStoragePath | None = None) -> ObjectStoragePath:
+def task_folder(
+    context: Any, base: str | os.PathLike[str] | ObjectStoragePath | None = None
+) -> ObjectStoragePath:
     """``<base>/<dag_id>/<run_id>/<task_id>[/map-<i>]`` for the task instance in ``context``."""
     root = to_storage_path(base) if base is not None else results_base()
     dag_id = _ti_value(context, "dag_id")

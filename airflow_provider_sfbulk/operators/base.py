@@ -80,6 +80,7 @@ class SalesforceBulkBaseOperator(BaseOperator):
 
     @property
     def poll_schedule(self) -> PollSchedule:
+        """The intervals between job checks (``poll_interval`` growing 1.5x up to ``max_poll_interval``)."""
         return PollSchedule(self.poll_interval, BACKOFF_FACTOR, self.max_poll_interval)
 
     def checkpoint(self, context: Any) -> TaskCheckpoint:
@@ -110,9 +111,10 @@ class SalesforceBulkBaseOperator(BaseOperator):
         on_change: Callable[[JobInfo, JobState | None], None] | None = None,
         return_when: str = "all",
     ) -> WaitOutcome:
-        """Wait until every job is terminal; returns the outcome (``success``/``failed``/``aborted``/
-        ``timeout``). With ``return_when="any"``, return as soon as one job is terminal (``progress``
-        while others run).
+        """Wait until every job is terminal, and return the outcome.
+
+        The outcome's status is ``success``, ``failed``, ``aborted`` or ``timeout``. With
+        ``return_when="any"``, return as soon as one job is terminal (``progress`` while others run).
 
         Checks once first: jobs that are already terminal never go to the triggerer. When deferrable,
         defers (raises ``TaskDeferred``) and Airflow later calls ``method_name(context, event,

@@ -66,16 +66,17 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
     **Crash safety.** Job ids and upload progress go to the task's checkpoint (Airflow's task state store
     where available, 3.3+; else a JSON file under the results base, which must then be storage every
     worker reaches, e.g. ``s3://``, when retries may run on another machine) the moment they exist. A
-    retried or resumed task reconnects instead of loading again: parts without a job get one; a job created but not uploaded
-    is uploaded; a job whose upload may or may not have happened (``Open`` after a crash during the
-    upload) is aborted and replaced, since Salesforce takes one upload per job and processes nothing
-    until ``UploadComplete``; uploaded, running or finished jobs are waited for and collected. A multipart
-    create whose answer was lost is looked up among this user's jobs of the same object and operation
-    created since the request: one match is adopted, none means it was never created, several stop the
-    task (nothing is guessed). A lost JSON create leaves at most an empty ``Open`` job, which Salesforce
-    never processes; a new job is created. After success the checkpoint is deleted, so clearing the task
-    later loads again; after a failure it is kept, so an Airflow retry reports the same outcome instead of
-    loading rows a second time.
+    retried or resumed task reconnects instead of loading again: parts without a job get one; a job
+    created but not uploaded is uploaded; a job whose upload may or may not have happened (``Open``
+    after a crash during the upload) is aborted and replaced, since Salesforce takes one upload per job
+    and processes nothing until ``UploadComplete``; uploaded, running or finished jobs are waited for and
+    collected. A multipart create whose answer was lost is looked up among this user's jobs of the same
+    object and operation created since the request: one match is adopted, none means it was never
+    created, several stop the task (nothing is guessed). A lost JSON create leaves at most an empty
+    ``Open`` job, which Salesforce never processes; a new job is created, and after the uploads such
+    orphans are aborted (only when they can be told apart from other tasks' jobs). After success the
+    checkpoint is deleted, so clearing the task later loads again; after a failure it is kept, so an
+    Airflow retry reports the same outcome instead of loading rows a second time.
 
     **Clearing after a fix.** When the source or the parameters changed since a failed attempt: if that
     attempt loaded no row (every job ``Failed`` or ``Aborted`` with no successful row), a fresh load

@@ -32,8 +32,10 @@ RETURN_WHEN = ("all", "any")
 
 @dataclass(frozen=True)
 class PollSchedule:
-    """Intervals between polls: ``initial`` seconds, multiplied by ``factor`` after each poll, at most
-    ``maximum`` seconds."""
+    """Intervals between polls.
+
+    ``initial`` seconds, multiplied by ``factor`` after each poll, at most ``maximum`` seconds.
+    """
 
     initial: float = 5.0
     factor: float = 1.5
@@ -46,6 +48,7 @@ class PollSchedule:
             raise ValueError("the poll interval factor must be at least 1")
 
     def intervals(self) -> Iterator[float]:
+        """The pauses, one per poll, for ever."""
         interval = min(self.initial, self.maximum)
         while True:
             yield interval
@@ -64,6 +67,7 @@ class JobSummary:
 
     @classmethod
     def from_job(cls, job: JobInfo) -> JobSummary:
+        """The summary of a polled job."""
         return cls(
             id=job.id,
             state=job.state.value,
@@ -73,6 +77,7 @@ class JobSummary:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form (one entry of an event's ``jobs``)."""
         return {
             "id": self.id,
             "state": self.state,
@@ -93,6 +98,7 @@ class WaitOutcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_event(self) -> dict[str, Any]:
+        """The trigger event payload."""
         return {
             "status": self.status,
             "job_kind": self.job_kind.value,
@@ -117,6 +123,7 @@ class WaitOutcome:
 
     @property
     def succeeded(self) -> bool:
+        """True when every job reached ``JobComplete``."""
         return self.status == "success"
 
 

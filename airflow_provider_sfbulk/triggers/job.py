@@ -67,6 +67,7 @@ class SalesforceBulkJobTrigger(BaseTrigger):
         self.schedule = PollSchedule(self.poll_interval, self.backoff_factor, self.max_poll_interval)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
+        """The class path and keyword arguments that rebuild this trigger (ids and timing, no secret)."""
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
@@ -83,6 +84,7 @@ class SalesforceBulkJobTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll the jobs until ``return_when`` is met or the deadline passes; fire one event."""
         try:
             async with SalesforceBulkAsyncHook(salesforce_conn_id=self.conn_id) as hook:
                 # The operator checked the jobs just before deferring, so wait one interval before the first

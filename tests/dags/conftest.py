@@ -24,8 +24,9 @@ if "AIRFLOW_HOME" not in os.environ and "airflow" not in sys.modules:
     os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="sfbulk-airflow-home-")
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
-# Unit-test mode picks LocalExecutor; sensors' reschedule check on Airflow 2.11 then refuses SQLite. dag.test()
-# runs everything in this process, so the check does not apply (Airflow's own tests set the same flag).
+# Unit-test mode picks LocalExecutor; sensors' reschedule check on Airflow 2.11 then refuses SQLite.
+# dag.test() runs everything in this process, so the check does not apply (Airflow's own tests set the
+# same flag).
 os.environ.setdefault("_AIRFLOW__SKIP_DATABASE_EXECUTOR_COMPATIBILITY_CHECK", "1")
 if "airflow" not in sys.modules:
     os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", tempfile.mkdtemp(prefix="sfbulk-dags-"))

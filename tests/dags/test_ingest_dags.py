@@ -138,7 +138,8 @@ def _jobs(emulator) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("deferrable", [True, False], ids=["deferrable", "polling"])
 def test_insert_then_update_then_delete(emulator, salesforce_conn, dags, deferrable):
     salesforce_conn(emulator)
-    source = dags.file("accounts.csv", ["Name", "External_Id__c"], [[f"Acme {i}", f"A-{i}"] for i in range(25)])
+    rows = [[f"Acme {i}", f"A-{i}"] for i in range(25)]
+    source = dags.file("accounts.csv", ["Name", "External_Id__c"], rows)
     state, values = dags.run(
         f"ingest_insert_{deferrable}",
         [{"task_id": "insert", "kwargs": {"object_name": "Account", "operation": "insert", "source": source,
@@ -203,7 +204,8 @@ def test_upsert_with_parent_reference_and_hard_delete(slow_emulator, salesforce_
     common = {"deferrable": True, "multipart_max_bytes": 0}
     state, values = dags.run("ingest_upsert_parent", [
         {"task_id": "parents", "kwargs": {"object_name": "Account", "operation": "upsert",
-                                          "external_id_field": "External_Id__c", "source": parents, **common}},
+                                          "external_id_field": "External_Id__c", "source": parents,
+                                          **common}},
         {"task_id": "children", "kwargs": {"object_name": "Contact", "operation": "upsert",
                                            "external_id_field": "External_Id__c", "source": children,
                                            **common}},
@@ -347,7 +349,8 @@ def test_sensor_and_results_operator_downstream(emulator, salesforce_conn, dags,
                  "poll_interval": 0.05},
     })
     run = module.dag.test()
-    assert _task_states(run.dag_id, run.run_id) == dict.fromkeys(("load", "watch", "results", "report"), "success")
+    states = _task_states(run.dag_id, run.run_id)
+    assert states == dict.fromkeys(("load", "watch", "results", "report"), "success")
     values = json.loads(report.read_text())
     assert values["watch"]["job_ids"] == values["load"]["job_ids"]
     assert values["watch"]["status"] == "success"

@@ -42,7 +42,9 @@ def jobs(server: Any) -> list[dict[str, Any]]:
     return response.json()["records"]
 
 
-def test_fixed_file_after_a_load_that_loaded_nothing_starts_afresh(emulator, salesforce_conn, tmp_path, capsys):
+def test_fixed_file_after_a_load_that_loaded_nothing_starts_afresh(
+    emulator, salesforce_conn, tmp_path, capsys
+):
     salesforce_conn(emulator)
     path = tmp_path / "accounts.csv"
     source = write(path, ["Name", "Nonexistent__c"], [[f"A{i}", "x"] for i in range(8)])
@@ -59,7 +61,9 @@ def test_fixed_file_after_a_load_that_loaded_nothing_starts_afresh(emulator, sal
     assert "loaded no row and the source" in captured.out + captured.err
 
 
-def test_changed_parameters_after_a_load_that_loaded_nothing_start_afresh(emulator, salesforce_conn, tmp_path):
+def test_changed_parameters_after_a_load_that_loaded_nothing_start_afresh(
+    emulator, salesforce_conn, tmp_path
+):
     salesforce_conn(emulator)
     source = write(tmp_path / "c.csv", ["LastName", "Nonexistent__c"], [[f"L{i}", "x"] for i in range(3)])
     with pytest.raises(AirflowFailException, match="did not complete"):

@@ -108,7 +108,9 @@ def test_bad_input_creates_no_job(emulator, salesforce_conn, results_base, tmp_p
     assert emulator.records("Account") == []
 
 
-def test_manifest_records_state_transitions_and_stats(emulator_factory, salesforce_conn, results_base, tmp_path):
+def test_manifest_records_state_transitions_and_stats(
+    emulator_factory, salesforce_conn, results_base, tmp_path
+):
     from unittest import mock
 
     server = emulator_factory(batch_size=5, batch_delay=0.15)

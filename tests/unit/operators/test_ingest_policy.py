@@ -173,7 +173,8 @@ def test_preflight_fails_before_any_job(emulator_factory, salesforce_conn, tmp_p
     with pytest.raises(AirflowFailException, match="DailyBulkApiBatches"):
         run(source, max_records_per_job=2)
     assert jobs(server) == []
-    assert run(source, max_records_per_job=2, limits_check="warn", multipart_max_bytes=0)["records_successful"] == 4
+    result = run(source, max_records_per_job=2, limits_check="warn", multipart_max_bytes=0)
+    assert result["records_successful"] == 4
 
 
 BAD_INPUTS = {

@@ -179,7 +179,9 @@ def test_process_killed_with_os_exit_then_retried(emulator, salesforce_conn, tmp
         """
     )
     env = {**os.environ, "AIRFLOW_CONN_SALESFORCE_BULK_DEFAULT": conn}
-    done = subprocess.run([sys.executable, "-c", script], env=env, timeout=120, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, timeout=120, capture_output=True, text=True
+    )
     assert done.returncode == 17, done.stderr[-2000:]
     assert len(all_jobs(emulator)) == 3
     result = operator(src).execute({"ti": FakeTI(2)})

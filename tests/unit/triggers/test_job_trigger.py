@@ -91,7 +91,9 @@ async def test_fires_one_success_event_for_all_jobs(hook: SalesforceBulkHook) ->
 async def test_failed_job_gives_failed_event_with_salesforce_message(hook: SalesforceBulkHook) -> None:
     good = _make_job(hook)
     bad = _make_job(hook, b"Name,NoSuchField__c\nAcme,1\n")
-    trigger = SalesforceBulkJobTrigger(conn_id="salesforce_bulk_default", job_ids=[good, bad], poll_interval=0.05)
+    trigger = SalesforceBulkJobTrigger(
+        conn_id="salesforce_bulk_default", job_ids=[good, bad], poll_interval=0.05
+    )
     (event,) = await asyncio.wait_for(_collect(trigger), 30)
     assert event.payload["status"] == "failed"
     assert bad in event.payload["message"]
@@ -102,7 +104,9 @@ async def test_failed_job_gives_failed_event_with_salesforce_message(hook: Sales
 async def test_aborted_job_gives_aborted_event(hook: SalesforceBulkHook) -> None:
     job_id = _make_job(hook, close=False)
     hook.abort_job(job_id, "ingest")
-    trigger = SalesforceBulkJobTrigger(conn_id="salesforce_bulk_default", job_ids=[job_id], poll_interval=0.05)
+    trigger = SalesforceBulkJobTrigger(
+        conn_id="salesforce_bulk_default", job_ids=[job_id], poll_interval=0.05
+    )
     (event,) = await asyncio.wait_for(_collect(trigger), 30)
     assert event.payload["status"] == "aborted"
     assert event.payload["jobs"][0]["state"] == "Aborted"
@@ -131,11 +135,15 @@ async def test_unknown_job_gives_error_event(hook: SalesforceBulkHook) -> None:
 
 
 @pytest.mark.asyncio
-async def test_survives_token_expiry_while_waiting(emulator: EmulatorServer, hook: SalesforceBulkHook) -> None:
+async def test_survives_token_expiry_while_waiting(
+    emulator: EmulatorServer, hook: SalesforceBulkHook
+) -> None:
     emulator.set_faults(seed=1)
     job_id = _make_job(hook)
     emulator.expire_tokens()
-    trigger = SalesforceBulkJobTrigger(conn_id="salesforce_bulk_default", job_ids=[job_id], poll_interval=0.05)
+    trigger = SalesforceBulkJobTrigger(
+        conn_id="salesforce_bulk_default", job_ids=[job_id], poll_interval=0.05
+    )
     (event,) = await asyncio.wait_for(_collect(trigger), 30)
     assert event.payload["status"] == "success"
 
@@ -179,7 +187,9 @@ async def test_on_kill_aborts_running_jobs(emulator_factory: Callable[..., Emula
 @pytest.mark.asyncio
 async def test_on_kill_respects_abort_on_kill_false(hook: SalesforceBulkHook) -> None:
     job_id = _make_job(hook, close=False)
-    trigger = SalesforceBulkJobTrigger(conn_id="salesforce_bulk_default", job_ids=[job_id], abort_on_kill=False)
+    trigger = SalesforceBulkJobTrigger(
+        conn_id="salesforce_bulk_default", job_ids=[job_id], abort_on_kill=False
+    )
     await trigger.on_kill()
     assert hook.get_job(job_id, "ingest").state.value == "Open"
 
