@@ -199,6 +199,7 @@ class _SalesforceBulkHookBase(BaseHook):
     download_query_page = _ApiMethod(BulkClient.download_query_page)
     get_result_pages = _ApiMethod(BulkClient.get_result_pages)
     get_limits = _ApiMethod(BulkClient.get_limits)
+    describe_object = _ApiMethod(BulkClient.describe_object)
     wait_for_jobs = _ApiMethod(waiting.wait_for_jobs)
     get_user_id = _ApiMethod(BulkClient.get_user_id)
 

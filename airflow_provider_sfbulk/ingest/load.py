@@ -30,10 +30,11 @@ from airflow_provider_sfbulk.ingest.journal import LoadJournal
 from airflow_provider_sfbulk.ingest.loader import PartLoader
 from airflow_provider_sfbulk.ingest.orphans import abort_orphans
 from airflow_provider_sfbulk.ingest.parts import PartFiles, new_round
-from airflow_provider_sfbulk.ingest.preflight import check_daily_batches
+from airflow_provider_sfbulk.ingest.preflight import check_columns, check_daily_batches
 from airflow_provider_sfbulk.ingest.spec import LoadSpec
 from airflow_provider_sfbulk.ingest.state import LoadState, Part, Phase, Round
 from airflow_provider_sfbulk.protocol.api import JobInfo
+from airflow_provider_sfbulk.protocol.describe import ObjectDescribe
 from airflow_provider_sfbulk.protocol.states import JobKind, JobState
 from airflow_provider_sfbulk.protocol.waiting import WaitOutcome
 
@@ -90,6 +91,7 @@ class IngestLoad:
         self.files = PartFiles(spec, self._source_of, log)
         self._stored = stored
         self._journal: LoadJournal | None = None
+        self._describes: dict[str, ObjectDescribe] = {}
 
     # --- the journal ----------------------------------------------------------------------------
 
@@ -141,6 +143,8 @@ class IngestLoad:
         parts = self.files.parts_of(0) or self.files.split(self.source, 0)
         if not parts:
             raise IngestInputError(f"{self.source}: no records to load")
+        if self.spec.describe_check:
+            check_columns(self.spec, self.files.columns_of(0), self._describe)
         check_daily_batches(self.spec, parts, self.hook, self.log)
         state = LoadState(
             fingerprint=self.spec.fingerprint(str(self.source)),
@@ -158,6 +162,13 @@ class IngestLoad:
             self.checkpoint.backend,
         )
         return journal
+
+    def _describe(self, object_name: str) -> ObjectDescribe:
+        """An object's describe, asked once per load."""
+        key = object_name.casefold()
+        if key not in self._describes:
+            self._describes[key] = self.hook.describe_object(object_name)
+        return self._describes[key]
 
     def _source_of(self, round_: Round) -> ObjectStoragePath:
         return self.source if round_.number == 0 else self._stored(round_.source)

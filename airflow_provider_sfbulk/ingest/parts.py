@@ -43,6 +43,7 @@ class PartFiles:
         self._log = log
         self._spool_dir: str | None = None
         self._parts: dict[tuple[int, int], CsvPart] = {}
+        self._columns: dict[int, tuple[str, ...]] = {}
         self._lock = threading.Lock()
 
     def split(self, source: ObjectStoragePath, round_number: int) -> list[CsvPart]:
@@ -72,7 +73,12 @@ class PartFiles:
             raise IngestInputError(f"the CSV cannot be loaded: {err}") from err
         for part in result.parts:
             self._parts[(round_number, part.index)] = part
+        self._columns[round_number] = result.columns
         return result.parts
+
+    def columns_of(self, round_number: int) -> tuple[str, ...]:
+        """The header names of a round's source, once this process split it."""
+        return self._columns[round_number]
 
     def parts_of(self, round_number: int) -> list[CsvPart]:
         """The parts of a round split by this process so far, in order (empty when none)."""

@@ -53,6 +53,7 @@ class LoadSpec:
     lock_retry: bool = False
     limits_check: str = "fail"
     allow_hard_delete: bool = False
+    describe_check: bool = True
 
     def check_numbers(self) -> None:
         """Checks that do not depend on templates (the operator runs them when the DAG is parsed)."""

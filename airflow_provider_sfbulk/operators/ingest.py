@@ -118,6 +118,9 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
     :param limits_check: ``fail`` (default), ``warn`` or ``off``: compare the batches the load needs with
         the org's remaining ``DailyBulkApiBatches`` before any job is created.
     :param allow_hard_delete: must be True for ``hardDelete``, which bypasses the Recycle Bin.
+    :param describe_check: before any job, read the object's describe and refuse a header that does not
+        fit it (unknown columns or references, fields not createable or updateable, required fields
+        missing on insert, an external id that cannot match).
     :param restart_load: start a fresh load even when this task instance's checkpoint holds one that
         loaded rows (templated; ``"True"``/``"False"`` text is accepted).
     The waiting parameters are those of :class:`~airflow_provider_sfbulk.operators.base.
@@ -162,6 +165,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
         limits_check: str = "fail",
         allow_hard_delete: bool = False,
         restart_load: bool | str = False,
+        describe_check: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -185,6 +189,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
         self.limits_check = limits_check
         self.allow_hard_delete = allow_hard_delete
         self.restart_load = restart_load
+        self.describe_check = describe_check
         self._spec().check_numbers()
         self._load: IngestLoad | None = None
 
@@ -209,6 +214,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
             lock_retry=self.lock_retry,
             limits_check=self.limits_check,
             allow_hard_delete=self.allow_hard_delete,
+            describe_check=self.describe_check,
         )
 
     def _results_folder(self, context: Context) -> ObjectStoragePath:

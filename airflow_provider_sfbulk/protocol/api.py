@@ -448,6 +448,11 @@ def build_limits(base: str, token: str) -> Request:
     return _json_request("GET", f"{base}/limits", token, None)
 
 
+def build_describe(base: str, token: str, object_name: str) -> Request:
+    """``GET /sobjects/{object}/describe``."""
+    return _json_request("GET", f"{base}/sobjects/{quote(object_name, safe='')}/describe", token, None)
+
+
 # --- Parsers -------------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,7 @@
-"""Flows for Bulk API 2.0 jobs of either kind (read, change state, abort, delete, list) and the limits."""
+"""Flows for jobs of either kind, the org's limits and the sObject describe.
+
+Jobs: read, change state, abort, delete, list.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from airflow_provider_sfbulk.protocol import api
 from airflow_provider_sfbulk.protocol.api import JobInfo, JobList, Limits
 from airflow_provider_sfbulk.protocol.auth import TokenInfo
 from airflow_provider_sfbulk.protocol.core import Call, ClientCore
+from airflow_provider_sfbulk.protocol.describe import ObjectDescribe, parse_describe
 from airflow_provider_sfbulk.protocol.effects import Flow, done
 from airflow_provider_sfbulk.protocol.messages import Request, Response
 from airflow_provider_sfbulk.protocol.retry import Repeat
@@ -131,6 +135,20 @@ class JobFlows(ClientCore):
                 "get limits",
                 lambda base, token: api.build_limits(base, token.access_token),
                 lambda response: api.parse_limits(api.decode_json(response.body, "limits")),
+            )
+        )
+
+
+    def describe_object(self, object_name: str) -> Flow[ObjectDescribe]:
+        """The object's describe: its fields and what may be written to each.
+
+        :raises SalesforceBulkNotFoundError: no such object (or this user cannot see it).
+        """
+        return self.execute(
+            Call(
+                f"describe {object_name}",
+                lambda base, token: api.build_describe(base, token.access_token, object_name),
+                lambda response: parse_describe(api.decode_json(response.body, "describe")),
             )
         )
 

@@ -28,6 +28,8 @@ def write(path: Path, header: list[str], rows: list[list[Any]]) -> str:
 
 
 def operator(source: str, **kwargs: Any) -> SalesforceBulkIngestOperator:
+    # Jobs must really fail here (a column Salesforce does not know), so the describe check is off.
+    kwargs.setdefault("describe_check", False)
     kwargs.setdefault("object_name", "Account")
     kwargs.setdefault("operation", "insert")
     return SalesforceBulkIngestOperator(
