@@ -55,9 +55,6 @@ class DeletePlan:
     restricted: dict[str, _Restriction] = field(default_factory=dict)  # root id -> first restriction
     errors: dict[str, str] = field(default_factory=dict)  # root id -> sf__Error text
 
-    def blocked(self, record_id: str) -> bool:
-        return self.owner.get(record_id, record_id) in self.restricted
-
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), _CHUNK):

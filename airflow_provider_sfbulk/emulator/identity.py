@@ -12,7 +12,6 @@ POD = "5fE"
 ORG_ID = make_id("00D", POD, 1)
 USER_ID = make_id("005", POD, 1)
 JOB_KEY_PREFIX = "750"
-BATCH_KEY_PREFIX = "751"
 
 _lock = threading.Lock()
 

@@ -149,7 +149,6 @@ class _UploadReader:
         self.raw_header = ""
         #: The header line does not end with the job's line ending (Salesforce fails such jobs).
         self.line_ending_mismatch = False
-        self.rows_read = 0
 
     def _lines(self) -> Iterator[str]:
         pending = ""
@@ -231,7 +230,6 @@ class _UploadReader:
             row = self._next_record()
             if row is None:
                 return
-            self.rows_read += 1
             yield row
 
 

@@ -55,7 +55,6 @@ import json
 import math
 import re
 import sqlite3
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -69,9 +68,6 @@ DELETE_CONSTRAINTS = ("SetNull", "Restrict", "Cascade")
 ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 NUMBER_TYPES = frozenset({"int", "double", "currency", "percent"})
 FIELD_TYPES = STRING_TYPES | NUMBER_TYPES | {"boolean", "date", "datetime"}
-
-SYSTEM_FIELDS = ("Id", "IsDeleted", "CreatedDate", "LastModifiedDate", "SystemModstamp", "CreatedById",
-                 "LastModifiedById")
 
 
 class SchemaError(ValueError):
@@ -185,12 +181,6 @@ class Schema:
         wanted = name.lower()
         for obj in self.objects.values():
             if obj.name.lower() == wanted:
-                return obj
-        return None
-
-    def object_for_prefix(self, key_prefix: str) -> ObjectDef | None:
-        for obj in self.objects.values():
-            if obj.key_prefix == key_prefix:
                 return obj
         return None
 
@@ -372,7 +362,3 @@ def format_value(fdef: FieldDef, stored: Any) -> str:
             return f"{int(value)}.0"
         return repr(value)
     return str(stored)
-
-
-def field_names(fields: Iterable[FieldDef]) -> list[str]:
-    return [f.name for f in fields]

@@ -364,10 +364,6 @@ class Store:
         )
         return cursor.rowcount
 
-    def revoke_token(self, token: str) -> bool:
-        cursor = self.connection().execute("UPDATE oauth_tokens SET revoked = 1 WHERE token = ?", (token,))
-        return cursor.rowcount > 0
-
     def purge_tokens(self, before: float) -> None:
         self.connection().execute(
             "DELETE FROM oauth_tokens WHERE kind = 'access' AND expires_at < ?", (before,)

@@ -116,9 +116,6 @@ class EmulatorServer:
         """The CA certificate to trust when TLS is on."""
         return self.app.tls.ca_path if self.app.tls else None
 
-    def api_url(self, version: str = "60.0") -> str:
-        return f"{self.base_url}/services/data/v{version}"
-
     # -- control (thread-safe) ---------------------------------------------------------------------
     def set_faults(self, rules: Sequence[FaultRule | dict[str, Any]] | None = None, *,
                    lock_row_rate: float | None = None, failing_batch: int | None | str = "keep",

@@ -34,10 +34,6 @@ class TlsFiles:
         context.load_cert_chain(self.cert_path, self.key_path)
         return context
 
-    def client_context(self) -> ssl.SSLContext:
-        """A client context trusting only this CA (verification on)."""
-        return ssl.create_default_context(cafile=str(self.ca_path))
-
 
 def _write_private(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
