@@ -129,8 +129,10 @@ def _restricted_error(conn: sqlite3.Connection, why: _Restriction) -> str:
 
 def apply_plan(conn: sqlite3.Connection, schema: Schema, plan: DeletePlan, *, hard: bool, timestamp: str,
                user: str, roots_done: Iterable[str]) -> None:
-    """Delete the cascaded records and clear the lookups of the roots in ``roots_done`` (inside the
-    caller's transaction; the roots themselves are deleted by the caller)."""
+    """Delete the cascaded records and clear the lookups of the roots in ``roots_done``.
+
+    Runs inside the caller's transaction; the roots themselves are deleted by the caller.
+    """
     done = set(roots_done)
     for object_name, ids in plan.cascade.items():
         child = schema.objects[object_name]

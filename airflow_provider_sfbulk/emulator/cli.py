@@ -39,6 +39,7 @@ def _fault_item(text: str) -> object:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``sfbulk-emulator`` command."""
     parser = argparse.ArgumentParser(
         prog="sfbulk-emulator",
         description="Local Salesforce Bulk API 2.0 + OAuth emulator (HTTP server backed by SQLite).",
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> cfg.EmulatorConfig:
+    """Build the emulator's configuration from parsed command-line options."""
     return cfg.EmulatorConfig(
         host=args.host, port=args.port, data_dir=args.data_dir, schema_path=args.schema,
         client_id=args.client_id, client_secret=args.client_secret, username=args.username,

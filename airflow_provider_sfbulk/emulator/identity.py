@@ -17,6 +17,7 @@ _lock = threading.Lock()
 
 
 def ensure_id_table(conn: sqlite3.Connection) -> None:
+    """Create the table that holds the next id number of each key prefix, unless it exists."""
     conn.execute("CREATE TABLE IF NOT EXISTS id_sequence (prefix TEXT PRIMARY KEY, next INTEGER NOT NULL)")
 
 

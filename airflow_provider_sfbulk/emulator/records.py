@@ -1,4 +1,4 @@
-"""Per-record processing of ingest jobs: what a real org does with every row of an uploaded CSV.
+r"""Per-record processing of ingest jobs: what a real org does with every row of an uploaded CSV.
 
 :func:`process_ingest` streams ``upload.csv`` from disk, checks the header against the schema, processes
 internal batches of ``batch_size`` rows (one SQLite transaction each), and writes the three result files
@@ -10,7 +10,7 @@ Reading the upload
     the job fails as Salesforce fails it (``ClientInputError : LineEnding is invalid on user data.
     Current LineEnding setting is LF``, quoted from real job failures in public client code), every row
     unprocessed. Past the header, records end only at the job's line ending: in an ``LF`` job a later
-    CRLF row keeps the ``\\r`` in its last value, and in a ``CRLF`` job a bare LF is part of the value. Quoting follows RFC 4180 (values are never trimmed). Header
+    CRLF row keeps the ``\r`` in its last value, and in a ``CRLF`` job a bare LF is part of the value. Quoting follows RFC 4180 (values are never trimmed). Header
     names are matched case-insensitively after trimming surrounding whitespace. Invalid UTF-8 or
     unparseable CSV fails the job before any row is processed (``InvalidBatch : ...``); the rows that
     could be read go to ``unprocessedrecords``.

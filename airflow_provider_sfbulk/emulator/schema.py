@@ -113,6 +113,7 @@ class FieldDef:
 
     @property
     def sqlite_type(self) -> str:
+        """The SQLite column type holding this field's values (INTEGER, REAL or TEXT)."""
         if self.type in ("boolean", "int"):
             return "INTEGER"
         if self.type in ("double", "currency", "percent"):
@@ -147,6 +148,7 @@ class ObjectDef:
 
     @property
     def custom(self) -> bool:
+        """True for a custom object (its API name ends in ``__c``)."""
         return self.name.endswith("__c")
 
     @property
@@ -167,6 +169,7 @@ class ObjectDef:
         return None
 
     def user_fields(self) -> list[FieldDef]:
+        """The fields other than the system fields (Id, IsDeleted, CreatedDate, ...)."""
         return [f for f in self.fields.values() if not f.system]
 
 

@@ -191,6 +191,7 @@ class EmulatorApp:
         return self.base_url
 
     async def stop(self) -> None:
+        """Stop serving and the job threads, close the database and remove a temporary data directory."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -230,6 +231,7 @@ class EmulatorApp:
 
     # -- admin helpers (also used by testing.EmulatorServer) ----------------------------------------
     def seed(self, object_name: str, count: int, *, seed: int | None = None) -> int:
+        """Insert ``count`` synthetic valid records of an object directly; returns how many."""
         from airflow_provider_sfbulk.emulator import records
 
         obj = self.schema.get_object(object_name)
@@ -294,6 +296,7 @@ class EmulatorApp:
                 self.ingest_faults.drop_result_jobs = jobs  # type: ignore[assignment]
 
     def reset_faults(self) -> None:
+        """Remove every HTTP fault rule and every ingest row fault."""
         self.faults.reset()
         self.ingest_faults.lock_row_rate = 0.0
         self.ingest_faults.failing_batch = None
@@ -301,6 +304,7 @@ class EmulatorApp:
 
     # -- HTTP entry point --------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Answer one HTTP request: the admin API, an injected fault, or the emulated Salesforce API."""
         path = normalize_path(request.path)
         try:
             if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):

@@ -1,4 +1,4 @@
-"""The SOQL subset the emulator's Bulk API 2.0 query jobs understand, compiled to SQLite SQL.
+r"""The SOQL subset the emulator's Bulk API 2.0 query jobs understand, compiled to SQLite SQL.
 
 :func:`compile_soql` parses and validates a query against the emulated org's :class:`Schema` and returns
 a :class:`CompiledQuery`: parameterised SQL over the record tables laid out by ``schema.py``, the CSV
@@ -44,7 +44,7 @@ attempting to use a custom object, ...", ``INVALID_FIELD`` "No such column 'X' o
 docs), "'FIELDS(...)' expansion function must result in at least one field being selected." (same
 docs), "value of filter criterion for field 'X' must be of type date and should not be enclosed in
 quotes", ``MALFORMED_QUERY`` "unexpected token: 'X'" (also for AND/OR mixing, Summer '24 release notes)
-and "Invalid datetime: X", the ``\\nquery\\n  ^\\nERROR at Row:1:Column:N\\ntext`` layout, and for Bulk
+and "Invalid datetime: X", the ``\nquery\n  ^\nERROR at Row:1:Column:N\ntext`` layout, and for Bulk
 API 2.0 ``API_ERROR`` "Aggregate Relationships not supported in Bulk V2 Query with CSV content type"
 (parent-to-child subqueries; salesforcer's live tests), "invalid ID field: X" (Summer '24 release
 notes move it from INVALID_QUERY_FILTER_OPERATOR to MALFORMED_QUERY). Aggregate functions get the same
@@ -690,7 +690,7 @@ def _type_word(fdef: FieldDef) -> str:
 
 
 def _decode_string(raw: str, soql: str, pos: int, *, like: bool = False) -> str:
-    """Decode a string literal body; with ``like`` keep ``\\%``/``\\_`` escaped for the LIKE matcher."""
+    r"""Decode a string literal body; with ``like`` keep ``\%``/``\_`` escaped for the LIKE matcher."""
     out, i = [], 0
     while i < len(raw):
         ch = raw[i]
@@ -711,7 +711,7 @@ def _decode_string(raw: str, soql: str, pos: int, *, like: bool = False) -> str:
 
 
 def like_to_regex(pattern: str) -> str:
-    """Translate a decoded LIKE pattern (``\\%``, ``\\_``, ``\\\\`` still escaped) into a regex."""
+    r"""Translate a decoded LIKE pattern (``\%``, ``\_``, ``\\`` still escaped) into a regex."""
     out, i = [], 0
     while i < len(pattern):
         ch = pattern[i]
