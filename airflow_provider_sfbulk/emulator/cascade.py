@@ -68,7 +68,8 @@ def _children(conn: sqlite3.Connection, child: ObjectDef, fdef: FieldDef, parent
     for chunk in _chunks(parent_ids):
         marks = ",".join("?" * len(chunk))
         yield from conn.execute(
-            f'SELECT "Id", {fdef.column}, "IsDeleted" FROM {child.table} WHERE {fdef.column} IN ({marks}){extra}',
+            f'SELECT "Id", {fdef.column}, "IsDeleted" FROM {child.table} '
+            f'WHERE {fdef.column} IN ({marks}){extra}',
             tuple(chunk))
 
 

@@ -274,10 +274,12 @@ def _delete_rules(object_name: str, name: str, ftype: str, spec: dict[str, Any])
     constraint = spec.get("deleteConstraint")
     if ftype != "reference":
         if master_detail or constraint is not None:
-            raise SchemaError(f"{object_name}.{name}: masterDetail and deleteConstraint need a reference field")
+            raise SchemaError(
+                f"{object_name}.{name}: masterDetail and deleteConstraint need a reference field")
         return False, None
     if constraint is not None and constraint not in DELETE_CONSTRAINTS:
-        raise SchemaError(f"{object_name}.{name}: deleteConstraint must be one of {', '.join(DELETE_CONSTRAINTS)}")
+        raise SchemaError(
+            f"{object_name}.{name}: deleteConstraint must be one of {', '.join(DELETE_CONSTRAINTS)}")
     if master_detail:
         if constraint not in (None, "Cascade"):
             raise SchemaError(f"{object_name}.{name}: a master-detail field always cascades deletes")
@@ -310,7 +312,8 @@ def parse_schema(document: dict[str, Any]) -> Schema:
         objects[obj_name] = ObjectDef(
             obj_name, prefix, fields, label=str(obj_spec.get("label", "")),
             label_plural=str(obj_spec.get("labelPlural", "")),
-            createable=bool(obj_spec.get("createable", True)), updateable=bool(obj_spec.get("updateable", True)),
+            createable=bool(obj_spec.get("createable", True)),
+            updateable=bool(obj_spec.get("updateable", True)),
             deletable=bool(obj_spec.get("deletable", True)), queryable=bool(obj_spec.get("queryable", True)),
         )
     for obj in objects.values():
@@ -347,8 +350,8 @@ def create_tables(conn: sqlite3.Connection, schema: Schema) -> None:
                     f'CREATE INDEX IF NOT EXISTS "idx_{obj.name}_{f.name}" ON {obj.table} ({f.column})'
                 )
                 if f.folds_case:  # case-insensitive matching (records.py) looks values up through this
-                    conn.execute(f'CREATE INDEX IF NOT EXISTS "idx_{obj.name}_{f.name}_nocase" ON {obj.table} '
-                                 f'({f.column} COLLATE NOCASE)')
+                    conn.execute(f'CREATE INDEX IF NOT EXISTS "idx_{obj.name}_{f.name}_nocase" '
+                                 f'ON {obj.table} ({f.column} COLLATE NOCASE)')
 
 
 def format_value(fdef: FieldDef, stored: Any) -> str:

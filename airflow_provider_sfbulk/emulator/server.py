@@ -156,7 +156,8 @@ class EmulatorApp:
         self._db_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sfbulk-emulator-db")
         await self._db(self.data_dir.mkdir, parents=True, exist_ok=True)
         await self._db(self.store.initialize, self.schema)
-        await self._db(shutil.rmtree, self.data_dir / "tmp", ignore_errors=True)  # multipart spools of a crash
+        # the multipart spools a crash left behind
+        await self._db(shutil.rmtree, self.data_dir / "tmp", ignore_errors=True)
         ssl_context = None
         if self.config.tls:
             self.tls = await self._db(ensure_certificates, self.data_dir)
@@ -371,7 +372,8 @@ class EmulatorApp:
         assert self.oauth is not None
         return await self._db(self.oauth.authenticate, request.headers.get("Authorization"))
 
-    async def _api(self, request: web.Request, match: re.Match[str], principal: Principal) -> web.StreamResponse:
+    async def _api(self, request: web.Request, match: re.Match[str],
+                   principal: Principal) -> web.StreamResponse:
         major, minor = int(match["major"]), int(match["minor"])
         if minor != 0 or not MIN_API_VERSION <= major <= MAX_API_VERSION:
             raise _not_found()
@@ -571,7 +573,8 @@ class EmulatorApp:
         if mode is not None and mode.lower() != "parallel":
             empty = True
         size = self.config.list_page_size
-        jobs = [] if empty else await self._db(self.store.list_jobs, kind, after_seq=after_seq, limit=size + 1)
+        jobs = [] if empty else await self._db(self.store.list_jobs, kind, after_seq=after_seq,
+                                               limit=size + 1)
         now = time.time()
         has_more = len(jobs) > size
         jobs = jobs[:size]
@@ -804,7 +807,8 @@ class EmulatorApp:
         await self._db(self.store.update_job, job.id, upload_bytes=total)
         return web.Response(status=201)
 
-    async def _ingest_results(self, request: web.Request, job: JobRecord, result_set: str) -> web.StreamResponse:
+    async def _ingest_results(self, request: web.Request, job: JobRecord,
+                              result_set: str) -> web.StreamResponse:
         if not job.job_state.is_terminal:
             raise ApiError(400, "INVALIDJOBSTATE",
                            f"Results are not available while job {job.id} is in state {job.state}")
@@ -1067,7 +1071,8 @@ class EmulatorApp:
 
 
 # -- module helpers --------------------------------------------------------------------------------
-def _error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+def _error_response(status: int, code: str, message: str,
+                    headers: dict[str, str] | None = None) -> web.Response:
     body = json.dumps([{"errorCode": code, "message": message}], separators=(",", ":")).encode()
     return web.Response(status=status, body=body, headers={"Content-Type": JSON_TYPE, **(headers or {})})
 
@@ -1110,13 +1115,15 @@ def _illegal_transition(job: JobRecord, wanted: JobState) -> ApiError:
 
 def _multiple_uploads(job_id: str) -> ApiError:
     return ApiError(400, "INVALIDJOB",
-                    f"Found multipe contents for job: <{job_id[:15]}>, please 'Close' / 'Abort' / 'Delete' the "
-                    "current Job then create a new Job and make sure you only do 'PUT' once on a given Job.")
+                    f"Found multipe contents for job: <{job_id[:15]}>, please 'Close' / 'Abort' / "
+                    "'Delete' the current Job then create a new Job and make sure you only do 'PUT' once "
+                    "on a given Job.")
 
 
 def _too_large(limit: int) -> ApiError:
     return ApiError(400, "EXCEEDED_MAX_SIZE",
-                    f"The upload exceeds the maximum of {limit} bytes per job; split the data into several jobs")
+                    f"The upload exceeds the maximum of {limit} bytes per job; "
+                    "split the data into several jobs")
 
 
 def _max_records(value: str | None) -> int | None:
@@ -1146,7 +1153,10 @@ class _Pacer:
         return max(4096, min(default, self.bandwidth // 10))
 
     async def wait(self, size: int) -> None:
-        """Sleep until ``size`` more bytes fit the cap (bytes on the wire, so gzip bodies count compressed)."""
+        """Sleep until ``size`` more bytes fit the cap.
+
+        The cap counts bytes on the wire, so gzip bodies count compressed.
+        """
         if self.bandwidth is None:
             return
         self.total += size

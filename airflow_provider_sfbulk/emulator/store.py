@@ -402,11 +402,13 @@ class Store:
     def counters(self, *, now: float | None = None) -> dict[str, int]:
         """Usage of every counter over the rolling 24 hours ending at ``now``."""
         rows = self.connection().execute(
-            "SELECT name, SUM(value) FROM usage_counters WHERE minute >= ? GROUP BY name", (_window_start(now),)
+            "SELECT name, SUM(value) FROM usage_counters WHERE minute >= ? GROUP BY name",
+            (_window_start(now),),
         ).fetchall()
         return {name: int(value) for name, value in rows}
 
     def purge_usage(self, *, now: float | None = None) -> int:
         """Forget usage older than the rolling window; returns how many buckets went."""
-        cursor = self.connection().execute("DELETE FROM usage_counters WHERE minute < ?", (_window_start(now),))
+        cursor = self.connection().execute("DELETE FROM usage_counters WHERE minute < ?",
+                                           (_window_start(now),))
         return cursor.rowcount

@@ -328,7 +328,8 @@ def connection_dict(server: EmulatorServer | EmulatorProcess | str, auth_type: s
     return conn
 
 
-def connection_json(server: EmulatorServer | EmulatorProcess | str, auth_type: str = "password", **kwargs: Any) -> str:
+def connection_json(server: EmulatorServer | EmulatorProcess | str, auth_type: str = "password",
+                    **kwargs: Any) -> str:
     """:func:`connection_dict` as the JSON string ``AIRFLOW_CONN_<ID>`` accepts."""
     return json.dumps(connection_dict(server, auth_type, **kwargs))
 

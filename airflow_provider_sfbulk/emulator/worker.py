@@ -148,7 +148,8 @@ class JobWorker:
                                         state=JobState.IN_PROGRESS)
             if job is None:  # aborted or deleted before a thread picked it up
                 current = self.store.get_job(job_id)
-                if current is not None and current.kind == "ingest" and current.state == JobState.ABORTED.value:
+                if (current is not None and current.kind == "ingest"
+                        and current.state == JobState.ABORTED.value):
                     self.ensure_result_files(current, all_unprocessed=True)
                 return
             if job.kind == "ingest":
