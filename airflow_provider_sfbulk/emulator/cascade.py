@@ -55,9 +55,6 @@ class DeletePlan:
     restricted: dict[str, _Restriction] = field(default_factory=dict)  # root id -> first restriction
     errors: dict[str, str] = field(default_factory=dict)  # root id -> sf__Error text
 
-    def blocked(self, record_id: str) -> bool:
-        return self.owner.get(record_id, record_id) in self.restricted
-
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), _CHUNK):
@@ -71,7 +68,8 @@ def _children(conn: sqlite3.Connection, child: ObjectDef, fdef: FieldDef, parent
     for chunk in _chunks(parent_ids):
         marks = ",".join("?" * len(chunk))
         yield from conn.execute(
-            f'SELECT "Id", {fdef.column}, "IsDeleted" FROM {child.table} WHERE {fdef.column} IN ({marks}){extra}',
+            f'SELECT "Id", {fdef.column}, "IsDeleted" FROM {child.table} '
+            f'WHERE {fdef.column} IN ({marks}){extra}',
             tuple(chunk))
 
 
@@ -132,8 +130,10 @@ def _restricted_error(conn: sqlite3.Connection, why: _Restriction) -> str:
 
 def apply_plan(conn: sqlite3.Connection, schema: Schema, plan: DeletePlan, *, hard: bool, timestamp: str,
                user: str, roots_done: Iterable[str]) -> None:
-    """Delete the cascaded records and clear the lookups of the roots in ``roots_done`` (inside the
-    caller's transaction; the roots themselves are deleted by the caller)."""
+    """Delete the cascaded records and clear the lookups of the roots in ``roots_done``.
+
+    Runs inside the caller's transaction; the roots themselves are deleted by the caller.
+    """
     done = set(roots_done)
     for object_name, ids in plan.cascade.items():
         child = schema.objects[object_name]

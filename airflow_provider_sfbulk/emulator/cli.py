@@ -1,4 +1,7 @@
-"""``sfbulk-emulator`` / ``python -m airflow_provider_sfbulk.emulator``: run the emulator in the foreground."""
+"""Run the emulator in the foreground.
+
+This is the ``sfbulk-emulator`` command and ``python -m airflow_provider_sfbulk.emulator``.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ def _fault_item(text: str) -> object:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``sfbulk-emulator`` command."""
     parser = argparse.ArgumentParser(
         prog="sfbulk-emulator",
         description="Local Salesforce Bulk API 2.0 + OAuth emulator (HTTP server backed by SQLite).",
@@ -95,11 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> cfg.EmulatorConfig:
+    """Build the emulator's configuration from parsed command-line options."""
     return cfg.EmulatorConfig(
         host=args.host, port=args.port, data_dir=args.data_dir, schema_path=args.schema,
         client_id=args.client_id, client_secret=args.client_secret, username=args.username,
         password=args.password, security_token=args.security_token, jwt_public_key=args.jwt_public_key,
-        token_ttl=args.token_ttl, batch_delay=args.batch_delay, query_delay=args.query_delay, batch_size=args.batch_size, seed=args.seed,
+        token_ttl=args.token_ttl, batch_delay=args.batch_delay, query_delay=args.query_delay,
+        batch_size=args.batch_size, seed=args.seed,
         retention=args.retention, tls=args.tls, seed_records=dict(args.seed_records),
         faults=list(args.fault), lock_row_rate=args.lock_row_rate, failing_batch=args.failing_batch,
         batch_seconds=args.batch_seconds, download_bandwidth=args.download_bandwidth,

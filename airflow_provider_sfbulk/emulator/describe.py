@@ -31,7 +31,7 @@ _SOAP_TYPES = {"id": "tns:ID", "reference": "tns:ID", "boolean": "xsd:boolean", 
 _TEXT_TYPES = frozenset({"string", "textarea", "email", "phone", "url", "picklist", "id", "reference"})
 
 
-def object_urls(obj: ObjectDef, version: str) -> dict[str, str]:
+def _object_urls(obj: ObjectDef, version: str) -> dict[str, str]:
     base = f"/services/data/v{version}/sobjects/{obj.name}"
     return {"sobject": base, "describe": f"{base}/describe", "rowTemplate": f"{base}/{{ID}}"}
 
@@ -43,7 +43,7 @@ def object_summary(obj: ObjectDef, version: str) -> dict[str, Any]:
         "custom": obj.custom, "createable": obj.createable, "updateable": obj.updateable,
         "deletable": obj.deletable, "queryable": obj.queryable, "retrieveable": obj.queryable,
         "searchable": obj.queryable, "undeletable": obj.deletable, "replicateable": obj.queryable,
-        "urls": object_urls(obj, version),
+        "urls": _object_urls(obj, version),
     }
 
 
@@ -57,7 +57,7 @@ def describe_object(schema: Schema, obj: ObjectDef, version: str) -> dict[str, A
     """``GET /services/data/vXX.X/sobjects/{Object}/describe``."""
     return {
         **object_summary(obj, version),
-        "childRelationships": child_relationships(schema, obj),
+        "childRelationships": _child_relationships(schema, obj),
         "fields": [describe_field(obj, f) for f in obj.fields.values()],
     }
 
@@ -70,7 +70,7 @@ def child_relationship_name(child: ObjectDef, fdef: FieldDef) -> str:
     return f"{name}__r" if child.custom or fdef.name.endswith("__c") else name
 
 
-def child_relationships(schema: Schema, obj: ObjectDef) -> list[dict[str, Any]]:
+def _child_relationships(schema: Schema, obj: ObjectDef) -> list[dict[str, Any]]:
     return [
         {"cascadeDelete": fdef.delete_constraint == "Cascade", "childSObject": child.name,
          "deprecatedAndHidden": False, "field": fdef.name, "junctionIdListNames": [],

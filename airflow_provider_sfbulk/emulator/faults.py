@@ -63,6 +63,7 @@ class FaultRule:
         return self._path_re.search(path) is not None
 
     def to_dict(self) -> dict[str, Any]:
+        """The rule's fields as a dict, as the admin API shows them."""
         data = asdict(self)
         data.pop("_path_re", None)
         return data
@@ -134,6 +135,7 @@ class FaultSet:
 
     @property
     def rules(self) -> list[FaultRule]:
+        """A copy of the active rules, in the order they are tried."""
         with self._lock:
             return list(self._rules)
 
@@ -141,11 +143,6 @@ class FaultSet:
         """Every rule with how often it fired so far."""
         with self._lock:
             return [{**rule.to_dict(), "fired": n} for rule, n in zip(self._rules, self._fired, strict=True)]
-
-    def add(self, rule: FaultRule) -> None:
-        with self._lock:
-            self._rules.append(rule)
-            self._fired.append(0)
 
     def replace(self, rules: list[FaultRule], *, seed: int | None = None) -> None:
         """Swap every rule; a new seed restarts the random sequence."""

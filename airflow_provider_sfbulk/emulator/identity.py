@@ -12,12 +12,12 @@ POD = "5fE"
 ORG_ID = make_id("00D", POD, 1)
 USER_ID = make_id("005", POD, 1)
 JOB_KEY_PREFIX = "750"
-BATCH_KEY_PREFIX = "751"
 
 _lock = threading.Lock()
 
 
 def ensure_id_table(conn: sqlite3.Connection) -> None:
+    """Create the table that holds the next id number of each key prefix, unless it exists."""
     conn.execute("CREATE TABLE IF NOT EXISTS id_sequence (prefix TEXT PRIMARY KEY, next INTEGER NOT NULL)")
 
 

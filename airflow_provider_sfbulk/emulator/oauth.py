@@ -46,6 +46,7 @@ class OAuthError(Exception):
         self.status = status
 
     def body(self) -> dict[str, str]:
+        """The JSON error answer of the token endpoint."""
         return {"error": self.error, "error_description": self.description}
 
 
@@ -72,6 +73,7 @@ def new_access_token() -> str:
 
 
 def new_refresh_token() -> str:
+    """A token shaped like Salesforce's refresh tokens: ``5Aep861<opaque>``."""
     return "5Aep861" + secrets.token_urlsafe(64)
 
 
@@ -183,7 +185,7 @@ class OAuthService:
                                           scope=scope, issued_at=now, expires_at=now + self.config.token_ttl,
                                           revoked=False))
         issued_at = str(int(now * 1000))
-        id_url = self.identity_url()
+        id_url = self._identity_url()
         return {
             "access_token": token,
             "signature": self.signature(id_url, issued_at),
@@ -194,7 +196,7 @@ class OAuthService:
             "issued_at": issued_at,
         }
 
-    def identity_url(self) -> str:
+    def _identity_url(self) -> str:
         return f"{self.base_url}/id/{identity.ORG_ID}/{identity.USER_ID}"
 
     def signature(self, id_url: str, issued_at: str) -> str:

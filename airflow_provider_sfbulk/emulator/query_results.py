@@ -159,11 +159,13 @@ def write_query_results(
     if len(compiled.fields) != len(compiled.columns):
         raise ValueError("a compiled query needs one field definition per column")
     preformatted = compiled.preformatted or (False,) * len(compiled.fields)
-    formatters = [None if done else _formatter(f) for f, done in zip(compiled.fields, preformatted, strict=True)]
+    formatters = [None if done else _formatter(f)
+                  for f, done in zip(compiled.fields, preformatted, strict=True)]
     converters = any(f is not None for f in formatters)
     sink = _ByteSink()
     # QUOTE_ALL: every value quoted, inner quotes doubled, None printed as "" -- one write() per row.
-    writer = csv.writer(sink, delimiter=delimiter, lineterminator=eol, quoting=csv.QUOTE_ALL, doublequote=True)
+    writer = csv.writer(sink, delimiter=delimiter, lineterminator=eol, quoting=csv.QUOTE_ALL,
+                        doublequote=True)
     header = csv_line(compiled.columns, delimiter, eol).encode("utf-8")
     tag = uuid.uuid4().hex
     tmp_data = out_dir / f".{DATA_FILE}.{tag}.tmp"
@@ -184,7 +186,8 @@ def write_query_results(
                     offsets = array("Q")
                     for row in rows:
                         values = (
-                            [value if conv is None else conv(value) for conv, value in zip(formatters, row, strict=True)]
+                            [value if conv is None else conv(value)
+                             for conv, value in zip(formatters, row, strict=True)]
                             if converters
                             else row
                         )

@@ -1,4 +1,4 @@
-"""Per-record processing of ingest jobs: what a real org does with every row of an uploaded CSV.
+r"""Per-record processing of ingest jobs: what a real org does with every row of an uploaded CSV.
 
 :func:`process_ingest` streams ``upload.csv`` from disk, checks the header against the schema, processes
 internal batches of ``batch_size`` rows (one SQLite transaction each), and writes the three result files
@@ -10,10 +10,10 @@ Reading the upload
     the job fails as Salesforce fails it (``ClientInputError : LineEnding is invalid on user data.
     Current LineEnding setting is LF``, quoted from real job failures in public client code), every row
     unprocessed. Past the header, records end only at the job's line ending: in an ``LF`` job a later
-    CRLF row keeps the ``\\r`` in its last value, and in a ``CRLF`` job a bare LF is part of the value. Quoting follows RFC 4180 (values are never trimmed). Header
-    names are matched case-insensitively after trimming surrounding whitespace. Invalid UTF-8 or
-    unparseable CSV fails the job before any row is processed (``InvalidBatch : ...``); the rows that
-    could be read go to ``unprocessedrecords``.
+    CRLF row keeps the ``\r`` in its last value, and in a ``CRLF`` job a bare LF is part of the value.
+    Quoting follows RFC 4180 (values are never trimmed). Header names are matched case-insensitively
+    after trimming surrounding whitespace. Invalid UTF-8 or unparseable CSV fails the job before any
+    row is processed (``InvalidBatch : ...``); the rows that could be read go to ``unprocessedrecords``.
 
 Header rules (job-level failures, every row unprocessed)
     an unknown field or relationship (``InvalidBatch : Field name not found : Foo``); a relationship
@@ -149,7 +149,6 @@ class _UploadReader:
         self.raw_header = ""
         #: The header line does not end with the job's line ending (Salesforce fails such jobs).
         self.line_ending_mismatch = False
-        self.rows_read = 0
 
     def _lines(self) -> Iterator[str]:
         pending = ""
@@ -207,7 +206,8 @@ class _UploadReader:
             except StopIteration:
                 return None
             except csv.Error as err:
-                raise _CsvProblem(f"InvalidBatch : Failed to parse CSV: {err} (line {self._line_no})") from err
+                raise _CsvProblem(
+                    f"InvalidBatch : Failed to parse CSV: {err} (line {self._line_no})") from err
             if not row:  # blank line
                 continue
             if self._escaped:
@@ -231,7 +231,6 @@ class _UploadReader:
             row = self._next_record()
             if row is None:
                 return
-            self.rows_read += 1
             yield row
 
 
@@ -435,7 +434,8 @@ def _lookup(conn: sqlite3.Connection, obj: ObjectDef, column: str, keys: Iterabl
     for chunk in _chunks(wanted):
         marks = ",".join("?" * len(chunk))
         found.extend(conn.execute(
-            f'SELECT "{column}", "Id", "IsDeleted" FROM {obj.table} WHERE "{column}"{collate} IN ({marks}){extra}',
+            f'SELECT "{column}", "Id", "IsDeleted" FROM {obj.table} '
+            f'WHERE "{column}"{collate} IN ({marks}){extra}',
             tuple(chunk),
         ))
     return found
@@ -463,7 +463,8 @@ def _lock_hit(faults: IngestFaults, job_id: str, row_number: int) -> bool:
 def _duplicate_error(fdef: FieldDef, other_id: str | None) -> str:
     if other_id is None:
         return RowError("DUPLICATE_VALUE",
-                        "duplicate value found: <unknown> duplicates value on record with id: <unknown>").render()
+                        "duplicate value found: <unknown> duplicates value on record with id: "
+                        "<unknown>").render()
     return RowError("DUPLICATE_VALUE",
                     f"duplicate value found: {fdef.name} duplicates value on record with id: {other_id[:15]}"
                     ).render()
@@ -497,7 +498,8 @@ class _Batch:
                 if raw == "":
                     row.error = RowError("MISSING_ARGUMENT", f"Id not specified in {verb} call").render()
                 elif not is_valid_id(raw) or raw[:3] != self.obj.key_prefix:
-                    row.error = RowError("MALFORMED_ID", f"{self.obj.name} ID: id value of incorrect type: {raw}",
+                    row.error = RowError("MALFORMED_ID",
+                                         f"{self.obj.name} ID: id value of incorrect type: {raw}",
                                          ["Id"]).render()
                 else:
                     row.target_id = to_18(raw)
@@ -539,7 +541,8 @@ class _Batch:
                 except RowError as err:
                     row.error = err.render()
             keyed = [row for row in keyed if row.error is None]
-            for key_value, rec_id, _ in _lookup(self.conn, self.obj, key_field.name, [row.key for row in keyed],
+            for key_value, rec_id, _ in _lookup(self.conn, self.obj, key_field.name,
+                                                [row.key for row in keyed],
                                                 ' AND "IsDeleted" = 0', fold=key_field.folds_case):
                 by_key[_match_key(key_field, key_value)].append(rec_id)
             counts: dict[Any, int] = defaultdict(int)
@@ -596,7 +599,8 @@ class _Batch:
         for parent_name, ids in wanted.items():
             parent = self.schema.get_object(parent_name)
             if parent is not None:
-                id_state.update({rec_id: deleted for rec_id, _, deleted in _lookup(self.conn, parent, "Id", ids)})
+                id_state.update({rec_id: deleted
+                                 for rec_id, _, deleted in _lookup(self.conn, parent, "Id", ids)})
         # relationship columns: parent found by external id (deleted parents are not matched)
         ext_wanted: dict[tuple[str, str], set[str]] = defaultdict(set)
         columns: dict[tuple[str, str], _Column] = {}
@@ -709,8 +713,8 @@ class _Batch:
                            if value is not None and self.obj.fields[name].type == "reference"]
                 locked = row.target_id or (parents[0] if parents else self.spec.user_id)
                 row.error = RowError("UNABLE_TO_LOCK_ROW",
-                                     f"unable to obtain exclusive access to this record or 1 records: {locked}"
-                                     ).render()
+                                     "unable to obtain exclusive access to this record or 1 records: "
+                                     f"{locked}").render()
 
     # -- writing -----------------------------------------------------------------------------------
 
@@ -728,7 +732,8 @@ class _Batch:
                 conn.executemany(f'DELETE FROM {obj.table} WHERE "Id" = ?', ids)
             if self.delete_plan is not None:
                 cascade.apply_plan(conn, self.schema, self.delete_plan, hard=operation == "hardDelete",
-                                   timestamp=ts, user=user, roots_done=[rec_id for (rec_id,) in ids if rec_id])
+                                   timestamp=ts, user=user,
+                                   roots_done=[rec_id for (rec_id,) in ids if rec_id])
             for row in good:
                 row.result_id = row.target_id or ""
             return
@@ -851,7 +856,8 @@ def _batches(reader: _UploadReader, size: int) -> Iterator[list[list[str]]]:
 
 
 def _line_ending_message(line_ending: str) -> str:
-    return f"ClientInputError : LineEnding is invalid on user data. Current LineEnding setting is {line_ending}"
+    return ("ClientInputError : LineEnding is invalid on user data. "
+            f"Current LineEnding setting is {line_ending}")
 
 
 def _scan(data_path: Path, spec: IngestSpec) -> tuple[str | None, str]:

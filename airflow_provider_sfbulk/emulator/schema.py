@@ -55,7 +55,6 @@ import json
 import math
 import re
 import sqlite3
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -69,9 +68,6 @@ DELETE_CONSTRAINTS = ("SetNull", "Restrict", "Cascade")
 ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 NUMBER_TYPES = frozenset({"int", "double", "currency", "percent"})
 FIELD_TYPES = STRING_TYPES | NUMBER_TYPES | {"boolean", "date", "datetime"}
-
-SYSTEM_FIELDS = ("Id", "IsDeleted", "CreatedDate", "LastModifiedDate", "SystemModstamp", "CreatedById",
-                 "LastModifiedById")
 
 
 class SchemaError(ValueError):
@@ -117,6 +113,7 @@ class FieldDef:
 
     @property
     def sqlite_type(self) -> str:
+        """The SQLite column type holding this field's values (INTEGER, REAL or TEXT)."""
         if self.type in ("boolean", "int"):
             return "INTEGER"
         if self.type in ("double", "currency", "percent"):
@@ -151,6 +148,7 @@ class ObjectDef:
 
     @property
     def custom(self) -> bool:
+        """True for a custom object (its API name ends in ``__c``)."""
         return self.name.endswith("__c")
 
     @property
@@ -171,6 +169,7 @@ class ObjectDef:
         return None
 
     def user_fields(self) -> list[FieldDef]:
+        """The fields other than the system fields (Id, IsDeleted, CreatedDate, ...)."""
         return [f for f in self.fields.values() if not f.system]
 
 
@@ -185,12 +184,6 @@ class Schema:
         wanted = name.lower()
         for obj in self.objects.values():
             if obj.name.lower() == wanted:
-                return obj
-        return None
-
-    def object_for_prefix(self, key_prefix: str) -> ObjectDef | None:
-        for obj in self.objects.values():
-            if obj.key_prefix == key_prefix:
                 return obj
         return None
 
@@ -281,10 +274,12 @@ def _delete_rules(object_name: str, name: str, ftype: str, spec: dict[str, Any])
     constraint = spec.get("deleteConstraint")
     if ftype != "reference":
         if master_detail or constraint is not None:
-            raise SchemaError(f"{object_name}.{name}: masterDetail and deleteConstraint need a reference field")
+            raise SchemaError(
+                f"{object_name}.{name}: masterDetail and deleteConstraint need a reference field")
         return False, None
     if constraint is not None and constraint not in DELETE_CONSTRAINTS:
-        raise SchemaError(f"{object_name}.{name}: deleteConstraint must be one of {', '.join(DELETE_CONSTRAINTS)}")
+        raise SchemaError(
+            f"{object_name}.{name}: deleteConstraint must be one of {', '.join(DELETE_CONSTRAINTS)}")
     if master_detail:
         if constraint not in (None, "Cascade"):
             raise SchemaError(f"{object_name}.{name}: a master-detail field always cascades deletes")
@@ -317,7 +312,8 @@ def parse_schema(document: dict[str, Any]) -> Schema:
         objects[obj_name] = ObjectDef(
             obj_name, prefix, fields, label=str(obj_spec.get("label", "")),
             label_plural=str(obj_spec.get("labelPlural", "")),
-            createable=bool(obj_spec.get("createable", True)), updateable=bool(obj_spec.get("updateable", True)),
+            createable=bool(obj_spec.get("createable", True)),
+            updateable=bool(obj_spec.get("updateable", True)),
             deletable=bool(obj_spec.get("deletable", True)), queryable=bool(obj_spec.get("queryable", True)),
         )
     for obj in objects.values():
@@ -354,8 +350,8 @@ def create_tables(conn: sqlite3.Connection, schema: Schema) -> None:
                     f'CREATE INDEX IF NOT EXISTS "idx_{obj.name}_{f.name}" ON {obj.table} ({f.column})'
                 )
                 if f.folds_case:  # case-insensitive matching (records.py) looks values up through this
-                    conn.execute(f'CREATE INDEX IF NOT EXISTS "idx_{obj.name}_{f.name}_nocase" ON {obj.table} '
-                                 f'({f.column} COLLATE NOCASE)')
+                    conn.execute(f'CREATE INDEX IF NOT EXISTS "idx_{obj.name}_{f.name}_nocase" '
+                                 f'ON {obj.table} ({f.column} COLLATE NOCASE)')
 
 
 def format_value(fdef: FieldDef, stored: Any) -> str:
@@ -372,7 +368,3 @@ def format_value(fdef: FieldDef, stored: Any) -> str:
             return f"{int(value)}.0"
         return repr(value)
     return str(stored)
-
-
-def field_names(fields: Iterable[FieldDef]) -> list[str]:
-    return [f.name for f in fields]

@@ -96,7 +96,8 @@ def _generator(obj: ObjectDef, fdef: FieldDef, rng: random.Random,
             top = min(top, 100)
         return _Picker(_pool(rng, lambda: round(rng.random() * (top - 1), scale)), rng)
     if ftype == "date":
-        return _Picker(_pool(rng, lambda: (_BASE_DATE + timedelta(days=rng.randrange(3650))).isoformat()), rng)
+        return _Picker(_pool(rng, lambda: (_BASE_DATE + timedelta(days=rng.randrange(3650))).isoformat()),
+                       rng)
     if ftype == "datetime":
         return _Picker(_pool(rng, lambda: format_datetime(
             _BASE_MOMENT + timedelta(seconds=rng.randrange(315_360_000)))), rng)

@@ -156,7 +156,8 @@ class EmulatorApp:
         self._db_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sfbulk-emulator-db")
         await self._db(self.data_dir.mkdir, parents=True, exist_ok=True)
         await self._db(self.store.initialize, self.schema)
-        await self._db(shutil.rmtree, self.data_dir / "tmp", ignore_errors=True)  # multipart spools of a crash
+        # the multipart spools a crash left behind
+        await self._db(shutil.rmtree, self.data_dir / "tmp", ignore_errors=True)
         ssl_context = None
         if self.config.tls:
             self.tls = await self._db(ensure_certificates, self.data_dir)
@@ -191,6 +192,7 @@ class EmulatorApp:
         return self.base_url
 
     async def stop(self) -> None:
+        """Stop serving and the job threads, close the database and remove a temporary data directory."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -230,6 +232,7 @@ class EmulatorApp:
 
     # -- admin helpers (also used by testing.EmulatorServer) ----------------------------------------
     def seed(self, object_name: str, count: int, *, seed: int | None = None) -> int:
+        """Insert ``count`` synthetic valid records of an object directly; returns how many."""
         from airflow_provider_sfbulk.emulator import records
 
         obj = self.schema.get_object(object_name)
@@ -294,6 +297,7 @@ class EmulatorApp:
                 self.ingest_faults.drop_result_jobs = jobs  # type: ignore[assignment]
 
     def reset_faults(self) -> None:
+        """Remove every HTTP fault rule and every ingest row fault."""
         self.faults.reset()
         self.ingest_faults.lock_row_rate = 0.0
         self.ingest_faults.failing_batch = None
@@ -301,6 +305,7 @@ class EmulatorApp:
 
     # -- HTTP entry point --------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Answer one HTTP request: the admin API, an injected fault, or the emulated Salesforce API."""
         path = normalize_path(request.path)
         try:
             if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
@@ -367,7 +372,8 @@ class EmulatorApp:
         assert self.oauth is not None
         return await self._db(self.oauth.authenticate, request.headers.get("Authorization"))
 
-    async def _api(self, request: web.Request, match: re.Match[str], principal: Principal) -> web.StreamResponse:
+    async def _api(self, request: web.Request, match: re.Match[str],
+                   principal: Principal) -> web.StreamResponse:
         major, minor = int(match["major"]), int(match["minor"])
         if minor != 0 or not MIN_API_VERSION <= major <= MAX_API_VERSION:
             raise _not_found()
@@ -567,7 +573,8 @@ class EmulatorApp:
         if mode is not None and mode.lower() != "parallel":
             empty = True
         size = self.config.list_page_size
-        jobs = [] if empty else await self._db(self.store.list_jobs, kind, after_seq=after_seq, limit=size + 1)
+        jobs = [] if empty else await self._db(self.store.list_jobs, kind, after_seq=after_seq,
+                                               limit=size + 1)
         now = time.time()
         has_more = len(jobs) > size
         jobs = jobs[:size]
@@ -800,7 +807,8 @@ class EmulatorApp:
         await self._db(self.store.update_job, job.id, upload_bytes=total)
         return web.Response(status=201)
 
-    async def _ingest_results(self, request: web.Request, job: JobRecord, result_set: str) -> web.StreamResponse:
+    async def _ingest_results(self, request: web.Request, job: JobRecord,
+                              result_set: str) -> web.StreamResponse:
         if not job.job_state.is_terminal:
             raise ApiError(400, "INVALIDJOBSTATE",
                            f"Results are not available while job {job.id} is in state {job.state}")
@@ -1063,7 +1071,8 @@ class EmulatorApp:
 
 
 # -- module helpers --------------------------------------------------------------------------------
-def _error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+def _error_response(status: int, code: str, message: str,
+                    headers: dict[str, str] | None = None) -> web.Response:
     body = json.dumps([{"errorCode": code, "message": message}], separators=(",", ":")).encode()
     return web.Response(status=status, body=body, headers={"Content-Type": JSON_TYPE, **(headers or {})})
 
@@ -1106,13 +1115,15 @@ def _illegal_transition(job: JobRecord, wanted: JobState) -> ApiError:
 
 def _multiple_uploads(job_id: str) -> ApiError:
     return ApiError(400, "INVALIDJOB",
-                    f"Found multipe contents for job: <{job_id[:15]}>, please 'Close' / 'Abort' / 'Delete' the "
-                    "current Job then create a new Job and make sure you only do 'PUT' once on a given Job.")
+                    f"Found multipe contents for job: <{job_id[:15]}>, please 'Close' / 'Abort' / "
+                    "'Delete' the current Job then create a new Job and make sure you only do 'PUT' once "
+                    "on a given Job.")
 
 
 def _too_large(limit: int) -> ApiError:
     return ApiError(400, "EXCEEDED_MAX_SIZE",
-                    f"The upload exceeds the maximum of {limit} bytes per job; split the data into several jobs")
+                    f"The upload exceeds the maximum of {limit} bytes per job; "
+                    "split the data into several jobs")
 
 
 def _max_records(value: str | None) -> int | None:
@@ -1142,7 +1153,10 @@ class _Pacer:
         return max(4096, min(default, self.bandwidth // 10))
 
     async def wait(self, size: int) -> None:
-        """Sleep until ``size`` more bytes fit the cap (bytes on the wire, so gzip bodies count compressed)."""
+        """Sleep until ``size`` more bytes fit the cap.
+
+        The cap counts bytes on the wire, so gzip bodies count compressed.
+        """
         if self.bandwidth is None:
             return
         self.total += size

@@ -1,4 +1,4 @@
-"""The SOQL subset the emulator's Bulk API 2.0 query jobs understand, compiled to SQLite SQL.
+r"""The SOQL subset the emulator's Bulk API 2.0 query jobs understand, compiled to SQLite SQL.
 
 :func:`compile_soql` parses and validates a query against the emulated org's :class:`Schema` and returns
 a :class:`CompiledQuery`: parameterised SQL over the record tables laid out by ``schema.py``, the CSV
@@ -16,9 +16,9 @@ Supported::
 ``CALENDAR_QUARTER``, ``CALENDAR_MONTH``, ``DAY_IN_MONTH``, ``DAY_IN_WEEK``, ``DAY_IN_YEAR``,
 ``HOUR_IN_DAY`` and ``DAY_ONLY`` on the left of a comparison (UTC). Literals: strings with backslash
 escapes, numbers, ``true`` and ``false``, ``null``, dates ``2024-01-31``, datetimes
-``2024-01-31T10:00:00Z`` / ``...+01:00`` (fractional seconds optional) and the calendar date literals (``TODAY``, ``LAST_N_DAYS:n``, ``THIS_WEEK``,
-``LAST_N_MONTHS:n``, ``NEXT_QUARTER``, ``N_YEARS_AGO:n``, ...; not the fiscal ones), resolved in UTC with
-weeks starting on Sunday.
+``2024-01-31T10:00:00Z`` / ``...+01:00`` (fractional seconds optional) and the calendar date literals
+(``TODAY``, ``LAST_N_DAYS:n``, ``THIS_WEEK``, ``LAST_N_MONTHS:n``, ``NEXT_QUARTER``, ``N_YEARS_AGO:n``,
+...; not the fiscal ones), resolved in UTC with weeks starting on Sunday.
 
 Semantics, as SOQL (not SQL) has them:
 
@@ -44,7 +44,7 @@ attempting to use a custom object, ...", ``INVALID_FIELD`` "No such column 'X' o
 docs), "'FIELDS(...)' expansion function must result in at least one field being selected." (same
 docs), "value of filter criterion for field 'X' must be of type date and should not be enclosed in
 quotes", ``MALFORMED_QUERY`` "unexpected token: 'X'" (also for AND/OR mixing, Summer '24 release notes)
-and "Invalid datetime: X", the ``\\nquery\\n  ^\\nERROR at Row:1:Column:N\\ntext`` layout, and for Bulk
+and "Invalid datetime: X", the ``\nquery\n  ^\nERROR at Row:1:Column:N\ntext`` layout, and for Bulk
 API 2.0 ``API_ERROR`` "Aggregate Relationships not supported in Bulk V2 Query with CSV content type"
 (parent-to-child subqueries; salesforcer's live tests), "invalid ID field: X" (Summer '24 release
 notes move it from INVALID_QUERY_FILTER_OPERATOR to MALFORMED_QUERY). Aggregate functions get the same
@@ -78,10 +78,14 @@ GUESSED_MESSAGES = {
     "fields_unbounded": "The SOQL FIELDS function must have a LIMIT of at most 200",
     "like_non_text": "invalid operator on field '{field}': LIKE is only valid on string fields",
     "nested_semi_join": "Nesting of semi join sub-selects is not supported",
-    "semi_join_field": "The selected field '{field}' in a semi join sub-select must be an Id or a reference field",
+    "semi_join_field": (
+        "The selected field '{field}' in a semi join sub-select must be an Id or a reference field"
+    ),
     "semi_join_target": "Semi join sub-selects are only allowed on Id or reference fields, not '{field}'",
     "date_function": "{function}() is not valid on field '{field}' of type {type}",
-    "bad_escape": "Invalid string literal '{literal}'. Illegal character sequence '\\{char}' in string literal.",
+    "bad_escape": (
+        "Invalid string literal '{literal}'. Illegal character sequence '\\{char}' in string literal."
+    ),
 }
 
 _AGGREGATE_FUNCTIONS = frozenset({"count", "count_distinct", "sum", "avg", "min", "max", "grouping"})
@@ -429,7 +433,8 @@ class _Parser:
                     raise self.unexpected(arg)
                 self.expect_punct(")")
                 return ("fields", (arg.text.upper(), tok.pos))
-            raise SoqlError("API_ERROR", f"function {tok.text}() is not supported by the Bulk API 2.0 emulator")
+            raise SoqlError("API_ERROR",
+                            f"function {tok.text}() is not supported by the Bulk API 2.0 emulator")
         path = self.path()
         if self.tok.kind == "ident" and self.tok.text.lower() not in ("from",):
             raise self.unexpected()  # column aliases only exist for aggregates
@@ -490,7 +495,8 @@ class _Parser:
         if self.tok.kind == "ident" and self.peek().kind == "punct" and self.peek().text == "(":
             name = self.tok.text.upper()
             if name not in _DATE_FUNCTIONS:
-                raise SoqlError("API_ERROR", f"function {self.tok.text}() is not supported by the Bulk API 2.0 emulator")
+                raise SoqlError("API_ERROR",
+                                f"function {self.tok.text}() is not supported by the Bulk API 2.0 emulator")
             self.advance()
             self.advance()
             path = self.path()
@@ -517,11 +523,13 @@ class _Parser:
                 self.advance()
             if self.is_punct("(") and self.peek().is_kw("select"):
                 if self.in_subquery:
-                    raise _error(self.soql, self.peek().pos, "MALFORMED_QUERY", GUESSED_MESSAGES["nested_semi_join"])
+                    raise _error(self.soql, self.peek().pos, "MALFORMED_QUERY",
+                                 GUESSED_MESSAGES["nested_semi_join"])
                 return _Cmp(path, op, op_tok.pos, (), self.semi_join())
             return _Cmp(path, op, op_tok.pos, self.literal_list())
         if op_tok.is_kw("includes", "excludes"):
-            raise SoqlError("API_ERROR", f"{op_tok.text.upper()} is not supported by the Bulk API 2.0 emulator")
+            raise SoqlError("API_ERROR",
+                            f"{op_tok.text.upper()} is not supported by the Bulk API 2.0 emulator")
         raise self.unexpected()
 
     def semi_join(self) -> _SemiJoin:
@@ -690,7 +698,7 @@ def _type_word(fdef: FieldDef) -> str:
 
 
 def _decode_string(raw: str, soql: str, pos: int, *, like: bool = False) -> str:
-    """Decode a string literal body; with ``like`` keep ``\\%``/``\\_`` escaped for the LIKE matcher."""
+    r"""Decode a string literal body; with ``like`` keep ``\%``/``\_`` escaped for the LIKE matcher."""
     out, i = [], 0
     while i < len(raw):
         ch = raw[i]
@@ -711,7 +719,7 @@ def _decode_string(raw: str, soql: str, pos: int, *, like: bool = False) -> str:
 
 
 def like_to_regex(pattern: str) -> str:
-    """Translate a decoded LIKE pattern (``\\%``, ``\\_``, ``\\\\`` still escaped) into a regex."""
+    r"""Translate a decoded LIKE pattern (``\%``, ``\_``, ``\\`` still escaped) into a regex."""
     out, i = [], 0
     while i < len(pattern):
         ch = pattern[i]
@@ -785,7 +793,8 @@ class _Compiler:
                 selected.append(self.resolve(item))
         if not selected:  # only FIELDS(CUSTOM) on an object without custom fields
             raise SoqlError(
-                "MALFORMED_QUERY", "'FIELDS(...)' expansion function must result in at least one field being selected."
+                "MALFORMED_QUERY",
+                "'FIELDS(...)' expansion function must result in at least one field being selected.",
             )
         seen: set[str] = set()
         for res in selected:
@@ -836,7 +845,8 @@ class _Compiler:
         key: tuple[str, ...] = ()
         if len(parts) - 1 > _MAX_RELATIONSHIP_DEPTH:
             raise self.err(
-                path.pos, "INVALID_FIELD", "SOQL statements cannot query relationships more than 5 levels away"
+                path.pos, "INVALID_FIELD",
+                "SOQL statements cannot query relationships more than 5 levels away",
             )
         for rel_name in parts[:-1]:
             ref = obj.relationship(rel_name)
@@ -845,8 +855,9 @@ class _Compiler:
                 raise self.err(
                     path.pos,
                     "INVALID_FIELD",
-                    f"Didn't understand relationship '{rel_name}' in field path. If you are attempting to use a "
-                    f"custom relationship, be sure to append the '__r' after the custom relationship name.{_WSDL}",
+                    f"Didn't understand relationship '{rel_name}' in field path. If you are attempting to "
+                    "use a custom relationship, be sure to append the '__r' after the custom relationship "
+                    f"name.{_WSDL}",
                 )
             key = (*key, rel_name.lower())
             if key not in self.joins:
@@ -872,7 +883,8 @@ class _Compiler:
         res = self.resolve(item.path)
         fdef = res.fdef
         if fdef.type == "textarea" and (fdef.length or 0) > 255:
-            raise self.err(item.path.pos, "INVALID_FIELD", f"field '{fdef.name}' can not be sorted in a query call")
+            raise self.err(item.path.pos, "INVALID_FIELD",
+                           f"field '{fdef.name}' can not be sorted in a query call")
         direction = "DESC" if item.descending else "ASC"
         nulls = "NULLS FIRST" if item.nulls_first else "NULLS LAST"
         if fdef.type == "picklist":
@@ -915,10 +927,12 @@ class _Compiler:
         if cmp.function is not None:
             fdef, col = self.date_function(cmp, fdef, col)
         if fdef.type == "textarea" and (fdef.length or 0) > 255:
-            raise self.err(cmp.path.pos, "INVALID_FIELD", f"field '{fdef.name}' can not be filtered in a query call")
+            raise self.err(cmp.path.pos, "INVALID_FIELD",
+                           f"field '{fdef.name}' can not be filtered in a query call")
         if cmp.op == "like":
             if fdef.type not in _TEXT_TYPES and fdef.type not in _ID_TYPES:
-                raise self.err(cmp.op_pos, "INVALID_FIELD", GUESSED_MESSAGES["like_non_text"].format(field=fdef.name))
+                raise self.err(cmp.op_pos, "INVALID_FIELD",
+                               GUESSED_MESSAGES["like_non_text"].format(field=fdef.name))
             lit = cmp.values[0]
             if lit.kind != "string":
                 raise self.type_error(fdef, lit)
@@ -976,7 +990,8 @@ class _Compiler:
         sub = cmp.subquery
         assert sub is not None
         if fdef.type not in _ID_TYPES:
-            raise self.err(cmp.path.pos, "INVALID_FIELD", GUESSED_MESSAGES["semi_join_target"].format(field=fdef.name))
+            raise self.err(cmp.path.pos, "INVALID_FIELD",
+                           GUESSED_MESSAGES["semi_join_target"].format(field=fdef.name))
         inner = _Compiler(self.soql, self.schema, self.include_deleted, self.now)
         ast = _Ast(select=[("field", sub.select)], object_name=sub.object_name, object_pos=sub.object_pos,
                    where=sub.where)
@@ -984,7 +999,8 @@ class _Compiler:
         selected = compiled.fields[0]
         if selected.type not in _ID_TYPES:
             raise self.err(
-                sub.select.pos, "INVALID_FIELD", GUESSED_MESSAGES["semi_join_field"].format(field=selected.name)
+                sub.select.pos, "INVALID_FIELD",
+                GUESSED_MESSAGES["semi_join_field"].format(field=selected.name),
             )
         self.params.extend(compiled.params)
         # Null ids never match; dropping them keeps NOT IN two-valued (SQL's NOT IN with a NULL is NULL).

@@ -136,6 +136,7 @@ class JobRecord:
 
     @property
     def job_state(self) -> JobState:
+        """The ``state`` column as a :class:`JobState`."""
         return JobState(self.state)
 
 
@@ -145,6 +146,8 @@ _UPDATABLE = set(_JOB_COLUMNS) - {"seq", "id", "kind", "created_by", "created_da
 
 @dataclass(frozen=True)
 class TokenRecord:
+    """One row of the ``oauth_tokens`` table: an access or refresh token the emulator issued."""
+
     token: str
     kind: str
     client_id: str
@@ -196,6 +199,7 @@ class Store:
         conn.close()
 
     def close(self) -> None:
+        """Close every connection the store opened; later :meth:`connection` calls fail."""
         self._closed = True
         with self._all_lock:
             conns, self._all = self._all, []
@@ -232,6 +236,7 @@ class Store:
 
     # -- jobs --------------------------------------------------------------------------------------
     def job_dir(self, job_id: str) -> Path:
+        """The directory holding a job's upload and result files."""
         return self.jobs_dir / job_id
 
     def create_job(self, *, kind: str, operation: str, object_name: str, state: JobState, api_version: str,
@@ -260,6 +265,7 @@ class Store:
         return job
 
     def get_job(self, job_id: str, kind: str | None = None) -> JobRecord | None:
+        """The job with this id (and of this kind, when given), or None."""
         sql = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs WHERE id = ?"
         params: tuple[Any, ...] = (job_id,)
         if kind is not None:
@@ -308,6 +314,7 @@ class Store:
         return cursor.rowcount == 1
 
     def list_jobs(self, kind: str, *, after_seq: int = 0, limit: int = 1000) -> list[JobRecord]:
+        """Up to ``limit`` jobs of one kind whose ``seq`` is above ``after_seq``, oldest first."""
         rows = self.connection().execute(
             f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs WHERE kind = ? AND seq > ? ORDER BY seq LIMIT ?",
             (kind, after_seq, limit),
@@ -315,6 +322,7 @@ class Store:
         return [JobRecord(*row) for row in rows]
 
     def jobs_in_states(self, states: Iterable[JobState]) -> list[JobRecord]:
+        """Every job in one of ``states``, oldest first."""
         values = [s.value for s in states]
         rows = self.connection().execute(
             f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs WHERE state IN ({', '.join('?' for _ in values)}) "
@@ -337,6 +345,7 @@ class Store:
 
     # -- tokens ------------------------------------------------------------------------------------
     def save_token(self, token: TokenRecord) -> None:
+        """Store a token, replacing a row with the same token."""
         self.connection().execute(
             "INSERT OR REPLACE INTO oauth_tokens (token, kind, client_id, username, scope, issued_at, "
             "expires_at, revoked) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -345,6 +354,7 @@ class Store:
         )
 
     def get_token(self, token: str) -> TokenRecord | None:
+        """The stored record of a token, or None when the emulator never issued it (or purged it)."""
         row = self.connection().execute(
             "SELECT token, kind, client_id, username, scope, issued_at, expires_at, revoked "
             "FROM oauth_tokens WHERE token = ?",
@@ -364,11 +374,8 @@ class Store:
         )
         return cursor.rowcount
 
-    def revoke_token(self, token: str) -> bool:
-        cursor = self.connection().execute("UPDATE oauth_tokens SET revoked = 1 WHERE token = ?", (token,))
-        return cursor.rowcount > 0
-
     def purge_tokens(self, before: float) -> None:
+        """Delete the access tokens that expired before ``before`` (epoch seconds)."""
         self.connection().execute(
             "DELETE FROM oauth_tokens WHERE kind = 'access' AND expires_at < ?", (before,)
         )
@@ -395,11 +402,13 @@ class Store:
     def counters(self, *, now: float | None = None) -> dict[str, int]:
         """Usage of every counter over the rolling 24 hours ending at ``now``."""
         rows = self.connection().execute(
-            "SELECT name, SUM(value) FROM usage_counters WHERE minute >= ? GROUP BY name", (_window_start(now),)
+            "SELECT name, SUM(value) FROM usage_counters WHERE minute >= ? GROUP BY name",
+            (_window_start(now),),
         ).fetchall()
         return {name: int(value) for name, value in rows}
 
     def purge_usage(self, *, now: float | None = None) -> int:
         """Forget usage older than the rolling window; returns how many buckets went."""
-        cursor = self.connection().execute("DELETE FROM usage_counters WHERE minute < ?", (_window_start(now),))
+        cursor = self.connection().execute("DELETE FROM usage_counters WHERE minute < ?",
+                                           (_window_start(now),))
         return cursor.rowcount

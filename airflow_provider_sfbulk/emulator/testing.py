@@ -109,15 +109,13 @@ class EmulatorServer:
 
     @property
     def data_dir(self) -> Path:
+        """The directory holding the emulator's database and job files."""
         return self.app.data_dir
 
     @property
     def ca_path(self) -> Path | None:
         """The CA certificate to trust when TLS is on."""
         return self.app.tls.ca_path if self.app.tls else None
-
-    def api_url(self, version: str = "60.0") -> str:
-        return f"{self.base_url}/services/data/v{version}"
 
     # -- control (thread-safe) ---------------------------------------------------------------------
     def set_faults(self, rules: Sequence[FaultRule | dict[str, Any]] | None = None, *,
@@ -137,8 +135,10 @@ class EmulatorServer:
                             drop_result_rows=drop_result_rows, drop_result_jobs=drop_result_jobs)
 
     def update_settings(self, **values: Any) -> dict[str, Any]:
-        """Change runtime settings (``result_pages_shape``, ``query_timeout_records``,
-        ``query_timeout_style``) as ``PUT /__emulator/settings`` does; returns them all."""
+        """Change runtime settings as ``PUT /__emulator/settings`` does; returns them all.
+
+        The settings are ``result_pages_shape``, ``query_timeout_records`` and ``query_timeout_style``.
+        """
         self.app.settings.update(**values)
         return self.app.settings.to_dict()
 
@@ -151,6 +151,7 @@ class EmulatorServer:
         self.update_settings(query_timeout_records=records, query_timeout_style=style)
 
     def reset_faults(self) -> None:
+        """Remove every HTTP fault rule and every ingest row fault."""
         self.app.reset_faults()
 
     def expire_tokens(self) -> int:
@@ -327,7 +328,8 @@ def connection_dict(server: EmulatorServer | EmulatorProcess | str, auth_type: s
     return conn
 
 
-def connection_json(server: EmulatorServer | EmulatorProcess | str, auth_type: str = "password", **kwargs: Any) -> str:
+def connection_json(server: EmulatorServer | EmulatorProcess | str, auth_type: str = "password",
+                    **kwargs: Any) -> str:
     """:func:`connection_dict` as the JSON string ``AIRFLOW_CONN_<ID>`` accepts."""
     return json.dumps(connection_dict(server, auth_type, **kwargs))
 
@@ -376,6 +378,7 @@ class ApiSession:
         self.session.headers["Authorization"] = f"Bearer {self.token}"
 
     def url(self, path: str, version: str | None = None) -> str:
+        """The absolute URL of ``path``: from the REST API root of ``version`` unless already rooted."""
         if path.startswith(("http://", "https://")):
             return path
         if path.startswith("/services/") or path.startswith("/__emulator"):
@@ -383,35 +386,44 @@ class ApiSession:
         return f"{self.server.base_url}/services/data/v{version or self.version}{path}"
 
     def request(self, method: str, path: str, *, version: str | None = None, **kwargs: Any) -> Any:
+        """Send an authenticated request (30 s timeout unless given); returns the ``requests`` response."""
         kwargs.setdefault("timeout", 30)
         # per request: requests lets REQUESTS_CA_BUNDLE override Session.verify (psf/requests#3829)
         kwargs.setdefault("verify", self.session.verify)
         return self.session.request(method, self.url(path, version), **kwargs)
 
     def get(self, path: str, **kwargs: Any) -> Any:
+        """Send an authenticated GET (see :meth:`request`)."""
         return self.request("GET", path, **kwargs)
 
     def post(self, path: str, **kwargs: Any) -> Any:
+        """Send an authenticated POST (see :meth:`request`)."""
         return self.request("POST", path, **kwargs)
 
     def put(self, path: str, **kwargs: Any) -> Any:
+        """Send an authenticated PUT (see :meth:`request`)."""
         return self.request("PUT", path, **kwargs)
 
     def patch(self, path: str, **kwargs: Any) -> Any:
+        """Send an authenticated PATCH (see :meth:`request`)."""
         return self.request("PATCH", path, **kwargs)
 
     def delete(self, path: str, **kwargs: Any) -> Any:
+        """Send an authenticated DELETE (see :meth:`request`)."""
         return self.request("DELETE", path, **kwargs)
 
     def create_ingest(self, object_name: str, operation: str = "insert", **body: Any) -> dict[str, Any]:
+        """Create an ingest job; returns its JobInfo (raises on an error answer)."""
         response = self.post("/jobs/ingest", json={"object": object_name, "operation": operation, **body})
         response.raise_for_status()
         return response.json()
 
     def upload(self, job_id: str, data: bytes) -> Any:
+        """Upload ``data`` as the CSV of an ingest job; returns the response."""
         return self.put(f"/jobs/ingest/{job_id}/batches", data=data, headers={"Content-Type": "text/csv"})
 
     def close(self, job_id: str) -> Any:
+        """Mark an ingest job ``UploadComplete`` so it gets processed; returns the response."""
         return self.patch(f"/jobs/ingest/{job_id}", json={"state": "UploadComplete"})
 
     def wait_job(self, kind: str, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
@@ -435,6 +447,7 @@ class ApiSession:
         return self.wait_job("ingest", job["id"])
 
     def run_query(self, soql: str, operation: str = "query", **body: Any) -> dict[str, Any]:
+        """Create a query job and wait for it; returns the final JobInfo."""
         response = self.post("/jobs/query", json={"operation": operation, "query": soql, **body})
         response.raise_for_status()
         return self.wait_job("query", response.json()["id"])

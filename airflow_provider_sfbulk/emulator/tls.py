@@ -24,19 +24,18 @@ TLS_DIR = "tls"
 
 @dataclass(frozen=True)
 class TlsFiles:
+    """The paths of the CA certificate, the server certificate and the server's private key."""
+
     ca_path: Path
     cert_path: Path
     key_path: Path
 
     def server_context(self) -> ssl.SSLContext:
+        """An SSL context that serves the server certificate (TLS 1.2 or later)."""
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(self.cert_path, self.key_path)
         return context
-
-    def client_context(self) -> ssl.SSLContext:
-        """A client context trusting only this CA (verification on)."""
-        return ssl.create_default_context(cafile=str(self.ca_path))
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -40,7 +40,8 @@ _DATE_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})Z?\Z")
 _DATETIME_RE = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,3}))?(?:(Z)|([+-])(\d{2}):?(\d{2}))\Z"
 )
-_EMAIL_RE = re.compile(r"[^@\s\"(),:;<>\[\\\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+\Z")
+_EMAIL_RE = re.compile(
+    r"[^@\s\"(),:;<>\[\\\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+\Z")
 _TRUE = frozenset({"true", "1"})
 _FALSE = frozenset({"false", "0"})
 
@@ -81,7 +82,8 @@ def _text_parser(fdef: FieldDef) -> Callable[[str], Any]:
 
     def parse(value: str) -> str:
         if limit is not None and len(value) > limit:
-            raise RowError("STRING_TOO_LONG", f"{fdef.name}: data value too large: {value} (max length={limit})",
+            raise RowError("STRING_TOO_LONG",
+                           f"{fdef.name}: data value too large: {value} (max length={limit})",
                            [fdef.name])
         return value
 
@@ -94,7 +96,8 @@ def _email_parser(fdef: FieldDef) -> Callable[[str], Any]:
     def parse(value: str) -> str:
         check_length(value)
         if not _EMAIL_RE.match(value):
-            raise RowError("INVALID_EMAIL_ADDRESS", f"{fdef.name}: invalid email address: {value}", [fdef.name])
+            raise RowError("INVALID_EMAIL_ADDRESS", f"{fdef.name}: invalid email address: {value}",
+                           [fdef.name])
         return value
 
     return parse

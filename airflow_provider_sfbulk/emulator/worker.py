@@ -99,7 +99,7 @@ class JobWorker:
         if event is not None:
             event.set()
 
-    def busy(self) -> bool:
+    def _busy(self) -> bool:
         with self._lock:
             return any(not f.done() for f in self._futures.values())
 
@@ -107,10 +107,10 @@ class JobWorker:
         """Wait until no job is running or queued (tests); True when idle."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self.busy():
+            if not self._busy():
                 return True
             time.sleep(0.01)
-        return not self.busy()
+        return not self._busy()
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Stop taking jobs, make running ones stop between batches, wait for the threads."""
@@ -148,7 +148,8 @@ class JobWorker:
                                         state=JobState.IN_PROGRESS)
             if job is None:  # aborted or deleted before a thread picked it up
                 current = self.store.get_job(job_id)
-                if current is not None and current.kind == "ingest" and current.state == JobState.ABORTED.value:
+                if (current is not None and current.kind == "ingest"
+                        and current.state == JobState.ABORTED.value):
                     self.ensure_result_files(current, all_unprocessed=True)
                 return
             if job.kind == "ingest":

@@ -159,7 +159,8 @@ class Phase:
 
     def line(self, rate: str) -> str:
         return (
-            f"[emulator bench] {self.name}: {rate}; wall {self.wall:.2f} s, CPU client {self.client_cpu:.2f} s"
+            f"[emulator bench] {self.name}: {rate}; wall {self.wall:.2f} s,"
+            f" CPU client {self.client_cpu:.2f} s"
             f" / server {self.server_cpu:.2f} s; server RSS {self.rss_before_mb:.0f} MB before, peak"
             f" {self.peak_mb:.0f} MB (+{self.growth_mb:.1f}), {self.rss_after_mb:.0f} MB after"
         )
@@ -366,7 +367,8 @@ def test_upload_and_ingest(emulator_process: EmulatorProcess, baseline: Baseline
 
     contacts_csv = tmp_path / "contacts.csv"
     _write_contacts(contacts_csv, CONTACTS, accounts)
-    for attempt, expected in (("upsert Contact (all new)", "created"), ("upsert Contact (all matched)", "updated")):
+    for attempt, expected in (("upsert Contact (all new)", "created"),
+                              ("upsert Contact (all matched)", "updated")):
         job = hook.create_ingest_job("Contact", "upsert", external_id_field="External_Id__c")
         with contacts_csv.open("rb") as data:
             hook.upload_job_data(job.id, data)
@@ -459,8 +461,8 @@ def test_query_extract(emulator_process: EmulatorProcess, baseline: Baseline, tm
             with served.open("rb") as src, gzip.open(served.with_name(served.name + ".gz"), "wb", 6) as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
             cpu = time.process_time() - cpu
-            print(f"\n[emulator bench] zlib level 6 compression alone: {_mb(served.stat().st_size) / cpu:.1f} MB"
-                  f" per CPU second", flush=True)
+            print("\n[emulator bench] zlib level 6 compression alone:"
+                  f" {_mb(served.stat().st_size) / cpu:.1f} MB per CPU second", flush=True)
         with measure(f"download {label}, baseline static file", ServerProbe(baseline.process.pid)) as phase, \
                 hook_out.open("wb") as out:
             page = base_hook.download_query_page("750000000000002AAA", out, gzip=gzip_wanted)

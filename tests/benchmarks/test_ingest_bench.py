@@ -37,7 +37,8 @@ MAX_RSS_GROWTH_MB = 64.0
 
 class _TI:
     def __init__(self, run_id: str) -> None:
-        self.dag_id, self.run_id, self.task_id, self.map_index, self.try_number = "bench", run_id, "load", -1, 1
+        self.dag_id, self.run_id, self.task_id = "bench", run_id, "load"
+        self.map_index, self.try_number = -1, 1
 
     def xcom_push(self, key: str, value: Any) -> None:
         json.dumps(value)
@@ -59,7 +60,8 @@ def _write_source(path: Path, rows: int, prefix: str) -> int:
         out.write("Name,External_Id__c,NumberOfEmployees,BillingCity,Description\n")
         for start in range(0, rows, 10_000):
             out.write("".join(
-                f'{prefix} Account {i},{prefix}-{i},{i % 5000},Zürich,"Line one, with comma\nand ""quotes"" {i}"\n'
+                f'{prefix} Account {i},{prefix}-{i},{i % 5000},Zürich,'
+                f'"Line one, with comma\nand ""quotes"" {i}"\n'
                 for i in range(start, min(rows, start + 10_000))
             ))
     return path.stat().st_size
@@ -105,8 +107,9 @@ def test_ingest_operator_speed_and_memory(emulator_process: EmulatorProcess, tmp
         assert result["records_successful"] == ROWS
         assert result["records_failed"] == result["records_unprocessed"] == 0
         print(
-            f"\n[ingest bench] {label}: {ROWS:,} rows, {size / 1e6:.1f} MB in {len(result['job_ids'])} jobs: "
-            f"{wall:.1f} s = {ROWS / wall:,.0f} rows/s, {size / 1e6 / wall:.1f} MB/s; CPU client {cpu:.1f} s / "
+            f"\n[ingest bench] {label}: {ROWS:,} rows, {size / 1e6:.1f} MB in {len(result['job_ids'])} "
+            f"jobs: {wall:.1f} s = {ROWS / wall:,.0f} rows/s, {size / 1e6 / wall:.1f} MB/s; CPU client "
+            f"{cpu:.1f} s / "
             f"server {server_cpu:.1f} s; client RSS {rss_before:.0f} MB before, peak {peak:.0f} MB "
             f"(+{peak - rss_before:.1f})",
             flush=True,

@@ -108,7 +108,8 @@ class AirflowStack:
             self._airflow("db", "migrate"), env=self.env, capture_output=True, timeout=180, check=False
         )
         if migrate.returncode != 0:
-            raise RuntimeError(f"airflow db migrate failed:\n{migrate.stdout.decode()}\n{migrate.stderr.decode()}")
+            raise RuntimeError(
+                f"airflow db migrate failed:\n{migrate.stdout.decode()}\n{migrate.stderr.decode()}")
         for name in COMPONENTS:
             out = open(self.home / f"{name}.out", "wb")  # noqa: SIM115 - closed in stop()
             self._outputs.append(out)
@@ -200,7 +201,8 @@ class AirflowStack:
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
         self.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
-        run = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
+        run = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns",
+                       json={"logical_date": None, "conf": conf or {}})
         return str(run["dag_run_id"])
 
     def wait_for_runs(self, runs: dict[str, str], timeout: float) -> dict[str, str]:
@@ -246,7 +248,8 @@ class AirflowStack:
                                                                     .splitlines()[-15:]))
         for dag_id, run_id in (runs or {}).items():
             for log in sorted((self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}").rglob("*.log")):
-                parts.append(f"--- {log.relative_to(self.home)} ---\n" + log.read_text(errors="replace")[-6000:])
+                parts.append(f"--- {log.relative_to(self.home)} ---\n"
+                             + log.read_text(errors="replace")[-6000:])
         return "\n".join(parts)
 
 
@@ -317,9 +320,10 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EndToEnd]:
     with ExitStack() as stack:
         emulator = stack.enter_context(start_emulator_process(
             root / "emulator",
-            # Every job takes 10 s, as in a busy org, so the tasks have something to wait for. Shorter jobs hit
-            # an Airflow 3.x scheduler race (apache/airflow#67287, #72716): a trigger that fires before the
-            # scheduler has processed the worker's defer-exit event gets the resumed task marked up_for_retry.
+            # Every job takes 10 s, as in a busy org, so the tasks have something to wait for. Shorter jobs
+            # hit an Airflow 3.x scheduler race (apache/airflow#67287, #72716): a trigger that fires before
+            # the scheduler has processed the worker's defer-exit event gets the resumed task marked
+            # up_for_retry.
             extra_args=["--seed-records", "Account=20", "--seed-records", "Opportunity=1200", "--seed", "7",
                         "--batch-delay", "10", "--query-delay", "10"],
         ))

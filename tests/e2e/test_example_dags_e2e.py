@@ -63,12 +63,15 @@ def test_example_dags_on_a_real_stack(e2e):
 
     # Phase 1: three independent DAGs at once.
     runs = {dag_id: stack.trigger(dag_id) for dag_id in (
-        "example_sfbulk_parent_child", "example_sfbulk_extract_to_storage", "example_sfbulk_delete_by_extract")}
+        "example_sfbulk_parent_child", "example_sfbulk_extract_to_storage",
+        "example_sfbulk_delete_by_extract")}
     _run_and_check(e2e, runs, timeout=150)
 
-    accounts = {r["External_Id__c"]: r for r in e2e.records("Account") if r["External_Id__c"].startswith("CUST-")}
+    accounts = {r["External_Id__c"]: r for r in e2e.records("Account")
+                if r["External_Id__c"].startswith("CUST-")}
     expected_accounts = _csv(EXAMPLES / "data" / "accounts.csv")
-    assert {k: accounts[k]["Name"] for k in accounts} == {r["External_Id__c"]: r["Name"] for r in expected_accounts}
+    assert {k: accounts[k]["Name"] for k in accounts} == {
+        r["External_Id__c"]: r["Name"] for r in expected_accounts}
     contacts = {c["External_Id__c"]: c for c in e2e.records("Contact")}
     expected_contacts = _csv(EXAMPLES / "data" / "contacts.csv")
     assert set(contacts) == {row["External_Id__c"] for row in expected_contacts}
@@ -139,7 +142,8 @@ def test_example_dags_on_a_real_stack(e2e):
     token = password_token(e2e.emulator.base_url, EmulatorConfig())["access_token"]
     headers = {"Authorization": f"Bearer {token}"}
     forgotten = e2e.emulator_api(
-        "POST", "/services/data/v60.0/jobs/ingest", headers=headers, json={"object": "Account", "operation": "insert"}
+        "POST", "/services/data/v60.0/jobs/ingest", headers=headers,
+        json={"object": "Account", "operation": "insert"},
     )["id"]
     all_jobs = sum(
         len(e2e.emulator_api("GET", f"/services/data/v60.0/jobs/{kind}", headers=headers)["records"])

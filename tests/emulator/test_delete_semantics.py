@@ -73,7 +73,8 @@ def org(emulator_factory, tmp_path) -> Org:
 
 def test_delete_cascades_to_details_and_clears_lookups(org):
     info, ok, failed = org.delete("delete", [org.m1])
-    assert (info["state"], info["numberRecordsProcessed"], info["numberRecordsFailed"]) == ("JobComplete", 1, 0)
+    assert (info["state"], info["numberRecordsProcessed"],
+            info["numberRecordsFailed"]) == ("JobComplete", 1, 0)
     assert [row[0] for row in ok] == [org.m1]
     assert failed == []
     assert org.ids("Master__c") == [org.m2]
@@ -128,7 +129,8 @@ def test_restrict_directly_and_soft_deleted_children_do_not_block(org):
 def test_default_schema_deletes_contacts_with_their_account(emulator):
     api = ApiSession(emulator)
     account = api.run_ingest("Account", "insert", b"Name\nAcme\n")
-    acme = list(csv.reader(io.StringIO(api.get(f"/jobs/ingest/{account['id']}/successfulResults").text)))[1][0]
+    results = api.get(f"/jobs/ingest/{account['id']}/successfulResults").text
+    acme = list(csv.reader(io.StringIO(results)))[1][0]
     api.run_ingest("Contact", "insert", f"LastName,AccountId\nDoe,{acme}\n".encode())
     api.run_ingest("Invoice__c", "insert", f"Invoice_Number__c,Amount__c,Account__c\nI-1,5,{acme}\n".encode())
     info = api.run_ingest("Account", "delete", f"Id\n{acme}\n".encode())

@@ -22,12 +22,13 @@ def test_account_describe_object_properties(emulator):
     assert body["label"] == "Account"
     assert body["labelPlural"] == "Accounts"
     assert body["keyPrefix"] == "001"
-    assert (body["createable"], body["updateable"], body["deletable"], body["queryable"]) == (True, True, True, True)
+    assert (body["createable"], body["updateable"], body["deletable"],
+            body["queryable"]) == (True, True, True, True)
     assert body["custom"] is False
     assert body["urls"]["describe"] == "/services/data/v60.0/sobjects/Account/describe"
     names = [f["name"] for f in body["fields"]]
-    assert names[:7] == ["Id", "IsDeleted", "CreatedDate", "LastModifiedDate", "SystemModstamp", "CreatedById",
-                         "LastModifiedById"]
+    assert names[:7] == ["Id", "IsDeleted", "CreatedDate", "LastModifiedDate", "SystemModstamp",
+                         "CreatedById", "LastModifiedById"]
     assert "External_Id__c" in names
 
 
@@ -40,26 +41,26 @@ def test_standard_fields_look_like_salesforce(emulator):
         "type": "id", "label": "Account ID", "length": 18, "createable": False, "updateable": False,
         "nillable": False, "idLookup": True, "unique": False, "externalId": False, "defaultedOnCreate": True,
         "referenceTo": [], "relationshipName": None, "caseSensitive": False}
-    for name, label, ftype in (("CreatedDate", "Created Date", "datetime"), ("SystemModstamp", "System Modstamp",
-                                                                              "datetime"),
+    for name, label, ftype in (("CreatedDate", "Created Date", "datetime"),
+                               ("SystemModstamp", "System Modstamp", "datetime"),
                                ("IsDeleted", "Deleted", "boolean")):
         f = fields[name]
-        assert (f["label"], f["type"], f["createable"], f["updateable"], f["nillable"], f["defaultedOnCreate"],
-                f["length"]) == (label, ftype, False, False, False, True, 0)
+        assert (f["label"], f["type"], f["createable"], f["updateable"], f["nillable"],
+                f["defaultedOnCreate"], f["length"]) == (label, ftype, False, False, False, True, 0)
     created_by = fields["CreatedById"]
-    assert (created_by["type"], created_by["referenceTo"], created_by["relationshipName"], created_by["label"]) == (
-        "reference", ["User"], "CreatedBy", "Created By ID")
+    assert (created_by["type"], created_by["referenceTo"], created_by["relationshipName"],
+            created_by["label"]) == ("reference", ["User"], "CreatedBy", "Created By ID")
     name = fields["Name"]
-    assert (name["label"], name["type"], name["length"], name["nillable"], name["createable"], name["updateable"],
-            name["defaultedOnCreate"], name["nameField"]) == ("Account Name", "string", 255, False, True, True,
-                                                              False, True)
+    assert (name["label"], name["type"], name["length"], name["nillable"], name["createable"],
+            name["updateable"], name["defaultedOnCreate"],
+            name["nameField"]) == ("Account Name", "string", 255, False, True, True, False, True)
 
 
 def test_custom_and_reference_fields(emulator):
     fields = fields_by_name(ApiSession(emulator).get("/sobjects/Account/describe").json())
     ext = fields["External_Id__c"]
-    assert (ext["externalId"], ext["idLookup"], ext["unique"], ext["caseSensitive"], ext["custom"], ext["length"],
-            ext["nillable"]) == (True, True, True, False, True, 50, True)
+    assert (ext["externalId"], ext["idLookup"], ext["unique"], ext["caseSensitive"], ext["custom"],
+            ext["length"], ext["nillable"]) == (True, True, True, False, True, 50, True)
     active = fields["Active__c"]
     assert (active["type"], active["nillable"], active["defaultedOnCreate"], active["length"]) == (
         "boolean", False, True, 0)
@@ -70,7 +71,8 @@ def test_custom_and_reference_fields(emulator):
     assert [v["value"] for v in rating["picklistValues"]] == ["Hot", "Warm", "Cold"]
     assert rating["restrictedPicklist"] is True
     revenue = fields["AnnualRevenue"]
-    assert (revenue["type"], revenue["precision"], revenue["scale"], revenue["length"]) == ("currency", 18, 2, 0)
+    assert (revenue["type"], revenue["precision"], revenue["scale"],
+            revenue["length"]) == ("currency", 18, 2, 0)
 
 
 def test_child_relationships(emulator):
@@ -151,8 +153,8 @@ def test_schema_keys_reach_describe(emulator_factory, tmp_path, spec):
     body = ApiSession(server).get("/sobjects/Thing__c/describe").json()
     assert (body["labelPlural"], body["deletable"]) == ("Things Galore", False)
     fields = fields_by_name(body)
-    assert (fields["Code__c"]["caseSensitive"], fields["Code__c"]["createable"], fields["Code__c"]["label"]) == (
-        True, False, "Code")
+    code = fields["Code__c"]
+    assert (code["caseSensitive"], code["createable"], code["label"]) == (True, False, "Code")
     owner = fields["Owner__c"]
     assert (owner["nillable"], owner["updateable"], owner["cascadeDelete"], owner["relationshipOrder"]) == (
         False, False, True, 0)

@@ -98,7 +98,8 @@ def test_token_endpoint_can_fail_too(emulator):
 
 def test_admin_fault_endpoint(emulator):
     base = f"{emulator.base_url}/__emulator/faults"
-    put = requests.put(base, json={"rules": [{"status": 500, "path": "/limits"}], "failing_batch": 3}, timeout=10)
+    put = requests.put(base, json={"rules": [{"status": 500, "path": "/limits"}], "failing_batch": 3},
+                       timeout=10)
     assert put.status_code == 200
     assert put.json()["rules"][0]["status"] == 500
     assert put.json()["failing_batch"] == 3

@@ -22,7 +22,8 @@ def token_from_connection(conn: dict) -> dict:
     if auth_type == "access_token":
         return {"access_token": extra["access_token"], "instance_url": extra["instance_url"]}
     if auth_type == "password":
-        data = {"grant_type": "password", "client_id": extra["client_id"], "client_secret": extra["client_secret"],
+        data = {"grant_type": "password", "client_id": extra["client_id"],
+                "client_secret": extra["client_secret"],
                 "username": conn["login"], "password": conn["password"] + extra["security_token"]}
     elif auth_type == "client_credentials":
         data = {"grant_type": "client_credentials", "client_id": extra["client_id"],

@@ -14,8 +14,8 @@ from airflow_provider_sfbulk.emulator.testing import ApiSession
 from airflow_provider_sfbulk.emulator.worker import RESTART_MESSAGE
 
 CREATE_KEYS = ["id", "operation", "object", "createdById", "createdDate", "systemModstamp", "state",
-               "externalIdFieldName", "concurrencyMode", "contentType", "apiVersion", "contentUrl", "lineEnding",
-               "columnDelimiter"]
+               "externalIdFieldName", "concurrencyMode", "contentType", "apiVersion", "contentUrl",
+               "lineEnding", "columnDelimiter"]
 GET_KEYS = ["id", "operation", "object", "createdById", "createdDate", "systemModstamp", "state",
             "externalIdFieldName", "concurrencyMode", "contentType", "apiVersion", "jobType", "contentUrl",
             "lineEnding", "columnDelimiter", "numberRecordsProcessed", "numberRecordsFailed", "retries",
@@ -146,8 +146,9 @@ def test_create_accepts_every_option(emulator):
 
     api = ApiSession(emulator)
     rule = to_18("01Q5fE000000001")
-    info = api.create_ingest("Contact", "upsert", externalIdFieldName="external_id__c", columnDelimiter="PIPE",
-                             lineEnding="CRLF", assignmentRuleId=rule, contentType="CSV")
+    info = api.create_ingest("Contact", "upsert", externalIdFieldName="external_id__c",
+                             columnDelimiter="PIPE", lineEnding="CRLF", assignmentRuleId=rule,
+                             contentType="CSV")
     assert info["externalIdFieldName"] == "External_Id__c"
     assert info["columnDelimiter"] == "PIPE"
     assert info["lineEnding"] == "CRLF"
@@ -172,8 +173,9 @@ def test_second_put_is_rejected_with_salesforce_text(emulator):
     assert second.status_code == 400
     assert second.json() == [{
         "errorCode": "INVALIDJOB",
-        "message": f"Found multipe contents for job: <{job['id'][:15]}>, please 'Close' / 'Abort' / 'Delete' the "
-                   "current Job then create a new Job and make sure you only do 'PUT' once on a given Job.",
+        "message": f"Found multipe contents for job: <{job['id'][:15]}>, please 'Close' / 'Abort' / "
+                   "'Delete' the current Job then create a new Job and make sure you only do 'PUT' once on "
+                   "a given Job.",
     }]
 
 
@@ -214,7 +216,8 @@ def test_upload_size_limit(emulator_factory, chunked):
     data = accounts_csv(200)
     assert len(data) > 1000
     payload = iter([data[i:i + 100] for i in range(0, len(data), 100)]) if chunked else data
-    response = api.put(f"/jobs/ingest/{job['id']}/batches", data=payload, headers={"Content-Type": "text/csv"})
+    response = api.put(f"/jobs/ingest/{job['id']}/batches", data=payload,
+                       headers={"Content-Type": "text/csv"})
     assert response.status_code == 400
     assert response.json()[0]["errorCode"] == "EXCEEDED_MAX_SIZE"
     small = api.upload(job["id"], accounts_csv(2))

@@ -84,7 +84,8 @@ def test_password_grant_errors(emulator, overrides, error, description):
 def test_client_credentials_in_body_and_basic(emulator):
     config = emulator.config
     in_body = requests.post(token_url(emulator), data={
-        "grant_type": "client_credentials", "client_id": config.client_id, "client_secret": config.client_secret,
+        "grant_type": "client_credentials", "client_id": config.client_id,
+        "client_secret": config.client_secret,
     }, timeout=10)
     assert in_body.status_code == 200
     assert_token_shape(emulator, in_body.json())
@@ -198,7 +199,8 @@ def test_both_authorization_schemes(emulator, scheme):
 @pytest.mark.parametrize("header", [None, "Bearer nonsense", "Basic abc", "Bearer "])
 def test_missing_or_unknown_token_gets_the_exact_401_body(emulator, header):
     headers = {"Authorization": header} if header else {}
-    response = requests.get(f"{emulator.base_url}/services/data/v60.0/jobs/ingest", headers=headers, timeout=10)
+    response = requests.get(f"{emulator.base_url}/services/data/v60.0/jobs/ingest", headers=headers,
+                            timeout=10)
     assert response.status_code == 401
     assert response.content == INVALID_SESSION
 
@@ -244,7 +246,8 @@ def test_tokens_survive_a_restart(emulator_factory, tmp_path):
 
 def test_identity_url_answers(emulator):
     body = requests.post(token_url(emulator), data=password_params(emulator), timeout=10).json()
-    response = requests.get(body["id"], headers={"Authorization": f"Bearer {body['access_token']}"}, timeout=10)
+    response = requests.get(body["id"], headers={"Authorization": f"Bearer {body['access_token']}"},
+                            timeout=10)
     assert response.status_code == 200
     assert response.json()["user_id"] == identity.USER_ID
     assert response.json()["organization_id"] == identity.ORG_ID

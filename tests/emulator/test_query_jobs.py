@@ -164,7 +164,8 @@ def test_gzip_results(emulator):
     plain = requests.get(url, headers={**headers, "Accept-Encoding": "identity"}, timeout=10)
     assert "Content-Encoding" not in plain.headers
     assert int(plain.headers["Content-Length"]) == len(plain.content)
-    zipped = requests.get(url, headers={**headers, "Accept-Encoding": "gzip, deflate"}, stream=True, timeout=10)
+    zipped = requests.get(url, headers={**headers, "Accept-Encoding": "gzip, deflate"}, stream=True,
+                          timeout=10)
     assert zipped.headers["Content-Encoding"] == "gzip"
     assert zipped.headers["Sforce-NumberOfRecords"] == "50"
     assert gzip.decompress(zipped.raw.read()) == plain.content

@@ -42,7 +42,8 @@ def _insert_accounts(db: sqlite3.Connection, rows: list[dict[str, Any]]) -> None
         row = {"Id": make_id("001", POD, n), "IsDeleted": 0, "CreatedDate": "2024-01-31T10:00:00.000Z"}
         row.update(values)
         cols = ", ".join(f'"{c}"' for c in row)
-        db.execute(f'INSERT INTO "rec_Account" ({cols}) VALUES ({", ".join("?" * len(row))})', tuple(row.values()))
+        db.execute(f'INSERT INTO "rec_Account" ({cols}) VALUES ({", ".join("?" * len(row))})',
+                   tuple(row.values()))
 
 
 @pytest.fixture
@@ -82,7 +83,8 @@ def test_csv_bytes_quote_everything(db: sqlite3.Connection, schema: Schema, tmp_
     _insert_accounts(db, [
         {"Name": "Acme", "NumberOfEmployees": 12, "AnnualRevenue": 10.0, "Active__c": 1,
          "Customer_Since__c": "2024-01-31"},
-        {"Name": 'Comma, "quoted"\nnew line', "NumberOfEmployees": None, "AnnualRevenue": 1234.56, "Active__c": 0},
+        {"Name": 'Comma, "quoted"\nnew line', "NumberOfEmployees": None, "AnnualRevenue": 1234.56,
+         "Active__c": 0},
     ])
     rows = write(db, schema, tmp_path, "SELECT Id, Name, NumberOfEmployees, AnnualRevenue, Active__c, "
                  "Customer_Since__c, CreatedDate, Parent.Name FROM Account")
@@ -93,11 +95,13 @@ def test_csv_bytes_quote_everything(db: sqlite3.Connection, schema: Schema, tmp_
         b'"Id","Name","NumberOfEmployees","AnnualRevenue","Active__c","Customer_Since__c","CreatedDate",'
         b'"Parent.Name"\n'
         + f'"{id1}","Acme","12","10.0","true","2024-01-31","2024-01-31T10:00:00.000Z",""\n'.encode()
-        + f'"{id2}","Comma, ""quoted""\nnew line","","1234.56","false","","2024-01-31T10:00:00.000Z",""\n'.encode()
+        + (f'"{id2}","Comma, ""quoted""\nnew line","","1234.56","false","",'
+           '"2024-01-31T10:00:00.000Z",""\n').encode()
     )
 
 
-def test_multibyte_and_nul_survive_a_csv_round_trip(db: sqlite3.Connection, schema: Schema, tmp_path: Path) -> None:
+def test_multibyte_and_nul_survive_a_csv_round_trip(db: sqlite3.Connection, schema: Schema,
+                                                    tmp_path: Path) -> None:
     names = ["Ünïcødé 日本語 🚀", "nul\x00byte", "tab\there", "cr\r\nlf", '""', "semi;colon|pipe^caret`back"]
     _insert_accounts(db, [{"Name": n} for n in names])
     write(db, schema, tmp_path, "SELECT Name FROM Account")
@@ -108,7 +112,8 @@ def test_multibyte_and_nul_survive_a_csv_round_trip(db: sqlite3.Connection, sche
 
 @pytest.mark.parametrize("delimiter", sorted(COLUMN_DELIMITERS))
 @pytest.mark.parametrize("line_ending", sorted(LINE_ENDINGS))
-def test_dialects(db: sqlite3.Connection, schema: Schema, tmp_path: Path, delimiter: str, line_ending: str) -> None:
+def test_dialects(db: sqlite3.Connection, schema: Schema, tmp_path: Path, delimiter: str,
+                  line_ending: str) -> None:
     sep, eol = COLUMN_DELIMITERS[delimiter], LINE_ENDINGS[line_ending]
     values = ["plain", f"has{sep}delimiter", "multi\nline"]
     _insert_accounts(db, [{"Name": v, "BillingCity": "X"} for v in values])
@@ -140,7 +145,8 @@ def test_zero_rows_is_a_header_only_page(db: sqlite3.Connection, schema: Schema,
         read_page(tmp_path, encode_locator(0), 10)
 
 
-def test_pages_carry_headers_counts_and_locators(db: sqlite3.Connection, schema: Schema, tmp_path: Path) -> None:
+def test_pages_carry_headers_counts_and_locators(db: sqlite3.Connection, schema: Schema,
+                                                 tmp_path: Path) -> None:
     _insert_accounts(db, [{"Name": f"A{i:02d}"} for i in range(25)])
     write(db, schema, tmp_path, "SELECT Name FROM Account ORDER BY Name")
     pages = all_pages(tmp_path, 10)
@@ -197,7 +203,8 @@ def test_pages_concatenate_to_the_full_file(
 
 @pytest.mark.parametrize(
     "locator",
-    ["", "null", "Zm9v", "MDEw", "Mg==", "LTE", "MjU", "MjY", "MTAwMDAwMDA", "not base64!", "MTA=x", "A" * 40],
+    ["", "null", "Zm9v", "MDEw", "Mg==", "LTE", "MjU", "MjY", "MTAwMDAwMDA", "not base64!", "MTA=x",
+     "A" * 40],
 )
 def test_locators_we_did_not_issue_are_refused(
     db: sqlite3.Connection, schema: Schema, tmp_path: Path, locator: str
@@ -271,7 +278,8 @@ def test_abort_before_first_result(db: sqlite3.Connection, schema: Schema, tmp_p
         read_page(tmp_path, None, None)
 
 
-def test_failure_mid_write_leaves_no_temporary_files(db: sqlite3.Connection, schema: Schema, tmp_path: Path) -> None:
+def test_failure_mid_write_leaves_no_temporary_files(db: sqlite3.Connection, schema: Schema,
+                                                     tmp_path: Path) -> None:
     _insert_accounts(db, [{"Name": "A"}])
     compiled = compile_soql("SELECT Name FROM Account WHERE Name LIKE 'A%'", schema, include_deleted=False)
     db.execute('DROP TABLE "rec_Account"')
@@ -280,7 +288,8 @@ def test_failure_mid_write_leaves_no_temporary_files(db: sqlite3.Connection, sch
     assert list(tmp_path.iterdir()) == []
 
 
-def test_index_has_one_offset_per_row_plus_end(db: sqlite3.Connection, schema: Schema, tmp_path: Path) -> None:
+def test_index_has_one_offset_per_row_plus_end(db: sqlite3.Connection, schema: Schema,
+                                               tmp_path: Path) -> None:
     _insert_accounts(db, [{"Name": "x" * i} for i in range(1, 6)])
     write(db, schema, tmp_path, "SELECT Name FROM Account", fetch_rows=2)
     raw = (tmp_path / INDEX_FILE).read_bytes()
@@ -290,7 +299,8 @@ def test_index_has_one_offset_per_row_plus_end(db: sqlite3.Connection, schema: S
     assert offsets[-1] == len(data)
 
 
-def test_sql_formatting_agrees_with_format_value(db: sqlite3.Connection, schema: Schema, tmp_path: Path) -> None:
+def test_sql_formatting_agrees_with_format_value(db: sqlite3.Connection, schema: Schema,
+                                                 tmp_path: Path) -> None:
     """Booleans and integers are printed by SQLite; the text must stay what schema.format_value gives."""
     from airflow_provider_sfbulk.emulator.schema import format_value
 

@@ -167,11 +167,13 @@ def test_required_field_null_marker_and_missing_column(org: Org):
 
 def test_insert_with_id_value_and_read_only_field_are_row_errors(org: Org):
     [existing] = org.insert_accounts("A,A1")
-    result = org.run("Account", "insert", f"Id,Name,CreatedDate\n{existing},X,\n,Y,2020-01-01T00:00:00Z\n,Z,\n")
+    result = org.run("Account", "insert",
+                     f"Id,Name,CreatedDate\n{existing},X,\n,Y,2020-01-01T00:00:00Z\n,Z,\n")
     assert result.errors == [
         "INVALID_FIELD_FOR_INSERT_UPDATE:cannot specify Id in an insert call:Id --",
-        "INVALID_FIELD_FOR_INSERT_UPDATE:Unable to create/update fields: CreatedDate. Please check the security "
-        "settings of this field and verify that it is read/write for your profile or permission set.:CreatedDate --",
+        "INVALID_FIELD_FOR_INSERT_UPDATE:Unable to create/update fields: CreatedDate. Please check the "
+        "security settings of this field and verify that it is read/write for your profile or permission "
+        "set.:CreatedDate --",
     ]
     assert [row[2] for row in result.ok] == ["", ]
     assert [row[3] for row in result.ok] == ["Z"]
@@ -179,7 +181,8 @@ def test_insert_with_id_value_and_read_only_field_are_row_errors(org: Org):
 
 def test_header_names_match_case_insensitively_and_echo_as_uploaded(org: Org):
     result = org.run("Account", "insert", '"NAME","external_id__C"\nAcme,E-1\n')
-    assert result.texts["successfulResults"].splitlines()[0] == '"sf__Id","sf__Created","NAME","external_id__C"'
+    assert result.texts["successfulResults"].splitlines()[0] == (
+        '"sf__Id","sf__Created","NAME","external_id__C"')
     record = org.record("Account", result.ok[0][0])
     assert record is not None
     assert record["External_Id__c"] == "E-1"
@@ -188,7 +191,8 @@ def test_header_names_match_case_insensitively_and_echo_as_uploaded(org: Org):
 def test_column_count_mismatch_is_a_row_error(org: Org):
     result = org.run("Account", "insert", "Name,Phone,Website\nA,1,w\nB,2\n")
     assert result.failed == [
-        ["", "INVALID_FIELD:Number of fields in header is different from the row. header = 3 row = 2:--", "", "", ""]
+        ["", "INVALID_FIELD:Number of fields in header is different from the row. header = 3 row = 2:--",
+         "", "", ""]
     ]
     assert len(result.ok) == 1
 
@@ -234,8 +238,8 @@ def test_upsert_on_a_field_that_is_not_an_external_id_fails_the_job(org: Org):
     result = org.run("Account", "upsert", "Name\nA\n", external_id="Name")
     assert result.outcome.state is JobState.FAILED
     assert result.outcome.error_message == (
-        "InvalidJob : Field name provided, Name does not match an External ID, Salesforce Id, or indexed field "
-        "for Account"
+        "InvalidJob : Field name provided, Name does not match an External ID, Salesforce Id, or indexed "
+        "field for Account"
     )
 
 
@@ -315,8 +319,10 @@ def test_upsert_inserts_updates_and_rejects_duplicates(org: Org):
         "MISSING_ARGUMENT:External_Id__c not specified:--",
     ]
     assert org.record("Account", acc)["Name"] == "Renamed"  # type: ignore[index]
-    failed_update = org.run("Account", "upsert", "External_Id__c,Name\nK1,#N/A\n", external_id="External_Id__c")
-    assert failed_update.failed[0][:2] == [acc, "REQUIRED_FIELD_MISSING:Required fields are missing: [Name]:Name --"]
+    failed_update = org.run("Account", "upsert", "External_Id__c,Name\nK1,#N/A\n",
+                            external_id="External_Id__c")
+    assert failed_update.failed[0][:2] == [
+        acc, "REQUIRED_FIELD_MISSING:Required fields are missing: [Name]:Name --"]
     new = org.record("Account", result.ok[1][0])
     assert new is not None
     assert new["External_Id__c"] == "K2"
@@ -337,7 +343,8 @@ def test_upsert_matching_several_records_fails_duplicate_external_id(org: Org):
     ids = sorted(row[0] for row in created.ok)
     result = org.run("Contact", "upsert", "Email,LastName\nsame@example.com,C\n", external_id="Email")
     assert result.errors == [
-        f"DUPLICATE_EXTERNAL_ID:Email: more than one record found for external id field: [{ids[0]}, {ids[1]}]:--"
+        "DUPLICATE_EXTERNAL_ID:Email: more than one record found for external id field: "
+        f"[{ids[0]}, {ids[1]}]:--"
     ]
 
 
@@ -389,7 +396,8 @@ def test_parent_reference_by_external_id(org: Org):
     org.run("Account", "delete", f"Id\n{deleted}\n")
     result = org.run("Contact", "insert", "LastName,account.External_Id__c\nA,P-1\nB,P-404\nC,P-2\nD,\n")
     assert result.errors == [
-        "INVALID_FIELD:Foreign key external ID: P-404 not found for field External_Id__c in entity Account:--",
+        "INVALID_FIELD:Foreign key external ID: P-404 not found for field External_Id__c in entity "
+        "Account:--",
         "INVALID_FIELD:Foreign key external ID: P-2 not found for field External_Id__c in entity Account:--",
     ]
     by_name = {row[2]: row[0] for row in result.ok}
@@ -434,7 +442,8 @@ def test_unique_values_against_store_and_within_batch(org: Org):
     [holder] = org.insert_accounts("Holder,U-1")
     result = org.run("Account", "insert", "Name,External_Id__c\nA,U-1\nB,U-2\nC,U-2\n")
     assert result.errors == [
-        f"DUPLICATE_VALUE:duplicate value found: External_Id__c duplicates value on record with id: {holder[:15]}:--",
+        "DUPLICATE_VALUE:duplicate value found: External_Id__c duplicates value on record with id: "
+        f"{holder[:15]}:--",
         "DUPLICATE_VALUE:duplicate value found: <unknown> duplicates value on record with id: <unknown>:--",
     ]
     assert [row[2] for row in result.ok] == ["B"]
@@ -444,7 +453,8 @@ def test_unique_values_across_batches_of_one_job(org: Org):
     result = org.run("Account", "insert", "Name,External_Id__c\nA,U-1\nB,U-1\n", batch_size=1)
     first = result.ok[0][0]
     assert result.errors == [
-        f"DUPLICATE_VALUE:duplicate value found: External_Id__c duplicates value on record with id: {first[:15]}:--"
+        "DUPLICATE_VALUE:duplicate value found: External_Id__c duplicates value on record with id: "
+        f"{first[:15]}:--"
     ]
 
 
@@ -471,7 +481,8 @@ def test_lock_faults_fail_rows_deterministically_and_write_nothing(org: Org):
     result = org.run("Account", "insert", data, faults=IngestFaults(lock_row_rate=0.3, seed=1))
     locked = {row[2] for row in result.failed}
     assert 30 < len(locked) < 90
-    assert all(e.startswith("UNABLE_TO_LOCK_ROW:unable to obtain exclusive access to this record or 1 records: ")
+    assert all(e.startswith("UNABLE_TO_LOCK_ROW:unable to obtain exclusive access to this record or 1 "
+                            "records: ")
                and e.endswith(":--") for e in result.errors)
     assert org.count("Account") == 200 - len(locked)
     stored = {r[0] for r in org.conn.execute('SELECT "Name" FROM "rec_Account"')}
@@ -507,7 +518,8 @@ def test_failing_batch_fails_the_job_and_keeps_earlier_batches(org: Org):
     result = org.run("Account", "insert", data, batch_size=2, faults=IngestFaults(failing_batch=2))
     outcome = result.outcome
     assert outcome.state is JobState.FAILED
-    assert outcome.error_message == f"InternalServerError : Failed to process batch 2 after {BATCH_RETRIES} retries"
+    assert outcome.error_message == (
+        f"InternalServerError : Failed to process batch 2 after {BATCH_RETRIES} retries")
     assert outcome.retries == BATCH_RETRIES
     assert [row[2] for row in result.ok] == ["N0", "N1"]
     assert result.unprocessed == [[f"N{i}"] for i in range(2, 7)]
@@ -555,7 +567,8 @@ def test_bom_is_stripped(org: Org):
 
 @pytest.mark.parametrize(
     ("line_ending", "data"),
-    [("LF", "Name,BillingCity\r\nAcme,Oslo\r\nBeta,Rome\r\n"), ("CRLF", "Name,BillingCity\nAcme,Oslo\nBeta,Rome\n")],
+    [("LF", "Name,BillingCity\r\nAcme,Oslo\r\nBeta,Rome\r\n"),
+     ("CRLF", "Name,BillingCity\nAcme,Oslo\nBeta,Rome\n")],
 )
 def test_wrong_line_ending_fails_the_job(org: Org, line_ending: str, data: str):
     result = org.run("Account", "insert", data, line_ending=line_ending)
@@ -599,7 +612,8 @@ def test_delimiters_apply_to_results(org: Org, delimiter: str):
     quoted = '"' + value.replace('"', '""') + '"'
     result = org.run("Account", "insert", f"Name{d}BillingCity\nAcme{d}{quoted}\n", delimiter=delimiter)
     assert result.outcome.state is JobState.JOB_COMPLETE
-    assert result.texts["successfulResults"].splitlines()[0] == f'"sf__Id"{d}"sf__Created"{d}Name{d}BillingCity'
+    assert result.texts["successfulResults"].splitlines()[0] == (
+        f'"sf__Id"{d}"sf__Created"{d}Name{d}BillingCity')
     assert result.ok[0][2:] == ["Acme", value]
     assert result.texts["successfulResults"].endswith(f'"Acme"{d}{quoted}\n')
 
@@ -607,7 +621,8 @@ def test_delimiters_apply_to_results(org: Org, delimiter: str):
 def test_invalid_utf8_fails_before_any_row(org: Org):
     result = org.run("Account", "insert", b"Name\nGood\nBad\xff\nLater\n")
     assert result.outcome.state is JobState.FAILED
-    assert result.outcome.error_message == "InvalidBatch : Failed to parse CSV: invalid UTF-8 byte sequence on line 3"
+    assert result.outcome.error_message == (
+        "InvalidBatch : Failed to parse CSV: invalid UTF-8 byte sequence on line 3")
     assert org.count("Account") == 0
     assert result.unprocessed == [["Good"]]
     check_counts(result)
@@ -646,7 +661,8 @@ def test_memory_does_not_grow_with_the_upload(org: Org):
         spec = IngestSpec(f"750mem{rows}", "Account", "insert", None)
         tracemalloc.start()
         try:
-            outcome = process_ingest(org.conn, org.schema, spec, upload, org.path / f"mem{rows}", batch_size=250)
+            outcome = process_ingest(org.conn, org.schema, spec, upload, org.path / f"mem{rows}",
+                                     batch_size=250)
             peak_bytes = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
@@ -668,7 +684,8 @@ def test_concurrent_jobs_on_separate_connections(org: Org):
         conn.execute("PRAGMA busy_timeout=30000")
         try:
             upload = org.path / f"{name}.csv"
-            upload.write_text("Name,External_Id__c\n" + "".join(f"{name}{i},{name}-{i}\n" for i in range(1500)))
+            upload.write_text("Name,External_Id__c\n"
+                              + "".join(f"{name}{i},{name}-{i}\n" for i in range(1500)))
             spec = IngestSpec(f"750{name}", "Account", "insert", None)
             outcomes[name] = process_ingest(conn, org.schema, spec, upload, org.path / name, batch_size=100)
         finally:

@@ -49,7 +49,8 @@ def test_values_round_trip_exactly(tmp_path: Path, names, descriptions, delimite
         rows = list(zip(names, descriptions, strict=False))
         upload = workdir / "upload.csv"
         upload.write_bytes(
-            (f"Name{d}Description{eol}" + "".join(f"{_quote(n)}{d}{_quote(x)}{eol}" for n, x in rows)).encode()
+            (f"Name{d}Description{eol}"
+             + "".join(f"{_quote(n)}{d}{_quote(x)}{eol}" for n, x in rows)).encode()
         )
         spec = IngestSpec("750rt", "Account", "insert", None, delimiter, line_ending)
         outcome = process_ingest(conn, SCHEMA, spec, upload, workdir, batch_size=3)

@@ -58,7 +58,8 @@ def test_email_too_long_reports_length_first():
 def test_restricted_and_open_picklists():
     assert parse("Account", "Rating", "Hot") == "Hot"
     assert error_of("Account", "Rating", "hot") == (
-        "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST:Rating: bad value for restricted picklist field: hot:Rating --"
+        "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST:Rating: bad value for restricted picklist field: "
+        "hot:Rating --"
     )
     assert parse("Account", "Industry", "Space Mining") == "Space Mining"
 
@@ -128,8 +129,8 @@ def test_datetimes_are_stored_in_utc(text, stored):
 
 
 @pytest.mark.parametrize(
-    "text", ["2024-05-01 10:20:30Z", "2024-05-01T10:20:30", "2024-05-01T25:00:00Z", "2024-05-01T10:20:30.1234Z",
-             "2024-05-01T10:20:30+24:00", "2024-05-01"],
+    "text", ["2024-05-01 10:20:30Z", "2024-05-01T10:20:30", "2024-05-01T25:00:00Z",
+             "2024-05-01T10:20:30.1234Z", "2024-05-01T10:20:30+24:00", "2024-05-01"],
 )
 def test_datetime_rejects(text):
     assert error_of("Contact", "Last_Contacted__c", text).startswith("INVALID_TYPE_ON_FIELD_IN_RECORD:")

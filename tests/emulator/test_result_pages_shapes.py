@@ -1,4 +1,7 @@
-"""``resultPages`` in every shape real orgs have been seen to answer, switched by config, admin API and helper."""
+"""``resultPages`` in every shape real orgs have been seen to answer.
+
+The shape is switched by config, the admin API and the helper.
+"""
 
 from __future__ import annotations
 
@@ -123,7 +126,8 @@ def test_admin_endpoint_switches_at_runtime(loaded):
     changed = requests.put(admin, json={"result_pages_shape": "chunks"}, timeout=10)
     assert changed.status_code == 200
     assert changed.json()["result_pages_shape"] == "chunks"
-    assert list(api.get(f"/jobs/query/{job_id}/resultPages").json()) == ["resultChunks", "nextRecordsUrl", "done"]
+    assert list(api.get(f"/jobs/query/{job_id}/resultPages").json()) == [
+        "resultChunks", "nextRecordsUrl", "done"]
     assert requests.patch(admin, json={"result_pages_shape": "missing"}, timeout=10).status_code == 200
     assert api.get(f"/jobs/query/{job_id}/resultPages").status_code == 404
     bad = requests.put(admin, json={"result_pages_shape": "sideways"}, timeout=10)
@@ -131,7 +135,8 @@ def test_admin_endpoint_switches_at_runtime(loaded):
     assert bad.json()[0]["errorCode"] == "INVALID_SETTING"
     assert requests.put(admin, json={"nope": 1}, timeout=10).status_code == 400
     assert requests.delete(admin, timeout=10).json()["result_pages_shape"] == "documented"
-    assert list(api.get(f"/jobs/query/{job_id}/resultPages").json()) == ["resultPages", "nextRecordsUrl", "done"]
+    assert list(api.get(f"/jobs/query/{job_id}/resultPages").json()) == [
+        "resultPages", "nextRecordsUrl", "done"]
 
 
 def test_testing_helper_switches_shape(loaded):

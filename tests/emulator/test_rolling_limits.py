@@ -1,4 +1,7 @@
-"""Daily allocations count the last 24 hours (rolling), not the UTC day; aged usage is planted in the store."""
+"""Daily allocations count the last 24 hours (rolling), not the UTC day.
+
+Aged usage is planted in the store.
+"""
 
 from __future__ import annotations
 
@@ -50,7 +53,8 @@ def test_api_request_cap_follows_the_rolling_window(emulator_factory):
     server.app.store.increment("DailyApiRequests", 4, now=now - 23 * HOUR)
     capped = api.get("/limits")
     assert capped.status_code == 403
-    assert capped.json() == [{"errorCode": "REQUEST_LIMIT_EXCEEDED", "message": "TotalRequests Limit exceeded."}]
+    assert capped.json() == [
+        {"errorCode": "REQUEST_LIMIT_EXCEEDED", "message": "TotalRequests Limit exceeded."}]
     assert capped.headers["Sforce-Limit-Info"] == "api-usage=6/5"
 
 

@@ -28,7 +28,8 @@ def test_release_labels():
 
 
 def test_normalize_path():
-    assert normalize_path("/services/data/v60.0/jobs/query//750/results/") == "/services/data/v60.0/jobs/query/750/results"
+    assert (normalize_path("/services/data/v60.0/jobs/query//750/results/")
+            == "/services/data/v60.0/jobs/query/750/results")
     assert normalize_path("/") == "/"
     assert normalize_path("//") == "/"
 
@@ -39,7 +40,8 @@ def test_limits_and_limit_info_header(emulator):
     assert first.status_code == 200
     used = int(first.headers["Sforce-Limit-Info"].split("=")[1].split("/")[0])
     limits = first.json()
-    for key in ("DailyApiRequests", "DailyBulkApiBatches", "DailyBulkV2QueryJobs", "DailyBulkV2QueryFileStorageMB"):
+    for key in ("DailyApiRequests", "DailyBulkApiBatches", "DailyBulkV2QueryJobs",
+                "DailyBulkV2QueryFileStorageMB"):
         assert set(limits[key]) == {"Max", "Remaining"}
     assert limits["DailyApiRequests"]["Max"] - limits["DailyApiRequests"]["Remaining"] == used
     second = api.get("/limits")
@@ -53,7 +55,8 @@ def test_daily_api_request_limit(emulator_factory):
     assert statuses == [200, 200, 200, 403]
     blocked = api.get("/limits")
     assert blocked.status_code == 403
-    assert blocked.json() == [{"errorCode": "REQUEST_LIMIT_EXCEEDED", "message": "TotalRequests Limit exceeded."}]
+    assert blocked.json() == [
+        {"errorCode": "REQUEST_LIMIT_EXCEEDED", "message": "TotalRequests Limit exceeded."}]
     assert blocked.headers["Sforce-Limit-Info"] == "api-usage=5/3"
 
 

@@ -57,7 +57,8 @@ def parse(text: str) -> list[dict[str, str]]:
 
 
 def test_insert_upsert_delete_and_results(sf, emulator_tls):
-    records = [{"Name": f"SS {i}", "External_Id__c": f"SS-{i}", "NumberOfEmployees": str(i)} for i in range(30)]
+    records = [{"Name": f"SS {i}", "External_Id__c": f"SS-{i}", "NumberOfEmployees": str(i)}
+               for i in range(30)]
     inserted = sf.bulk2.Account.insert(records=records, wait=WAIT)
     assert len(inserted) == 1
     assert inserted[0]["numberRecordsProcessed"] == 30
@@ -69,7 +70,8 @@ def test_insert_upsert_delete_and_results(sf, emulator_tls):
     assert parse(sf.bulk2.Account.get_failed_records(job_id)) == []
     assert parse(sf.bulk2.Account.get_unprocessed_records(job_id)) == []
 
-    upserts = [{"External_Id__c": "SS-1", "Name": "SS one renamed"}, {"External_Id__c": "SS-new", "Name": "SS new"},
+    upserts = [{"External_Id__c": "SS-1", "Name": "SS one renamed"},
+               {"External_Id__c": "SS-new", "Name": "SS new"},
                {"External_Id__c": "SS-2", "NumberOfEmployees": "lots"}]
     upserted = sf.bulk2.Account.upsert(records=upserts, external_id_field="External_Id__c", wait=WAIT)
     assert upserted[0]["numberRecordsProcessed"] == 3
@@ -120,10 +122,11 @@ def test_query_with_paging_and_download(sf, emulator_tls, tmp_path: Path):
 
 def test_direct_session_with_instance_url(emulator_tls, monkeypatch):
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(emulator_tls.ca_path))
-    client = simple_salesforce.Salesforce(instance_url=emulator_tls.base_url, session_id=emulator_tls.get_token(),
-                                          version="60.0")
+    client = simple_salesforce.Salesforce(instance_url=emulator_tls.base_url,
+                                          session_id=emulator_tls.get_token(), version="60.0")
     result = client.bulk2.Opportunity.insert(
-        records=[{"Name": "Deal", "StageName": "Prospecting", "CloseDate": "2026-12-31", "Amount": "1000.50"}],
+        records=[{"Name": "Deal", "StageName": "Prospecting", "CloseDate": "2026-12-31",
+                  "Amount": "1000.50"}],
         wait=WAIT)
     assert result[0]["numberRecordsFailed"] == 0
     assert client.limits()["DailyApiRequests"]["Max"] == emulator_tls.config.daily_api_requests

@@ -143,7 +143,8 @@ def test_fields_custom_without_custom_fields(schema: Schema) -> None:
     err = error_of(plain, "SELECT FIELDS(CUSTOM) FROM Thing LIMIT 200")
     assert err.error_code == "MALFORMED_QUERY"
     assert err.message == "'FIELDS(...)' expansion function must result in at least one field being selected."
-    assert compile_soql("SELECT Id, FIELDS(CUSTOM) FROM Thing LIMIT 200", plain, include_deleted=False).columns == ["Id"]
+    assert compile_soql("SELECT Id, FIELDS(CUSTOM) FROM Thing LIMIT 200", plain,
+                        include_deleted=False).columns == ["Id"]
 
 
 def test_deleted_rows_only_with_query_all(conn: sqlite3.Connection, schema: Schema) -> None:
@@ -177,8 +178,10 @@ def test_deleted_rows_only_with_query_all(conn: sqlite3.Connection, schema: Sche
         ("WHERE Active__c = FALSE", ["acme labs", "Beta_Corp 100%"]),
         ("WHERE NOT Active__c = true", ["acme labs", "Beta_Corp 100%"]),
         ("WHERE NOT (Industry = 'Retail' OR Industry = 'Banking')", ["Acme", "acme labs"]),
-        ("WHERE (Industry = 'Retail' OR Industry = null) AND Active__c = false", ["acme labs", "Beta_Corp 100%"]),
-        ("WHERE Industry = 'Retail' OR (Industry = null AND Rating = 'Cold')", ["acme labs", "Beta_Corp 100%"]),
+        ("WHERE (Industry = 'Retail' OR Industry = null) AND Active__c = false",
+         ["acme labs", "Beta_Corp 100%"]),
+        ("WHERE Industry = 'Retail' OR (Industry = null AND Rating = 'Cold')",
+         ["acme labs", "Beta_Corp 100%"]),
         ("WHERE Parent.Name = 'Acme'", ["Élan"]),
         ("WHERE Parent.Name != 'Acme'", ["Acme", "acme labs", "Beta_Corp 100%"]),
         ("WHERE Id = '" + make_id("001", POD, 3)[:15] + "'", ["Beta_Corp 100%"]),
@@ -220,7 +223,8 @@ def test_like_to_regex_escapes() -> None:
 def test_string_escapes(conn: sqlite3.Connection, schema: Schema) -> None:
     assert names(conn, schema, "WHERE LastName = 'O\\'Brien'", obj="Contact") == ["O'Brien"]
     insert(conn, schema, "Account", 9, Name="tab\there \\ \"q\"\nline")
-    assert names(conn, schema, "WHERE Name = 'tab\\there \\\\ \\\"q\\\"\\nline'") == ["tab\there \\ \"q\"\nline"]
+    assert names(conn, schema, "WHERE Name = 'tab\\there \\\\ \\\"q\\\"\\nline'") == [
+        "tab\there \\ \"q\"\nline"]
 
 
 def test_values_are_parameters_not_sql(conn: sqlite3.Connection, schema: Schema) -> None:
@@ -256,7 +260,8 @@ def test_values_are_parameters_not_sql(conn: sqlite3.Connection, schema: Schema)
         ("WHERE CreatedDate < 2026-11-27t00:00:00-00:00", ["acme labs", "Beta_Corp 100%", "Élan"]),
     ],
 )
-def test_dates_and_datetimes(conn: sqlite3.Connection, schema: Schema, where: str, expected: list[str]) -> None:
+def test_dates_and_datetimes(conn: sqlite3.Connection, schema: Schema, where: str,
+                             expected: list[str]) -> None:
     assert sorted(names(conn, schema, where)) == sorted(expected)
 
 
@@ -318,28 +323,33 @@ def test_multiline_query_and_keyword_case(conn: sqlite3.Connection, schema: Sche
          "No such column 'Foo' on entity 'Account'. If you are attempting to use a custom field, be sure to "
          "append the '__c' after the custom field name. Please reference your WSDL or the describe call for "
          "the appropriate names."),
-        ("SELECT Id FROM Account WHERE Nope__c = 1", "INVALID_FIELD", 30, "No such column 'Nope__c' on entity"),
+        ("SELECT Id FROM Account WHERE Nope__c = 1", "INVALID_FIELD", 30,
+         "No such column 'Nope__c' on entity"),
         ("SELECT Id FROM Account ORDER BY Nope", "INVALID_FIELD", 33, "No such column 'Nope' on entity"),
-        ("SELECT Id, Account.Nope FROM Contact", "INVALID_FIELD", 12, "No such column 'Nope' on entity 'Account'"),
+        ("SELECT Id, Account.Nope FROM Contact", "INVALID_FIELD", 12,
+         "No such column 'Nope' on entity 'Account'"),
         ("SELECT Owner.Name FROM Account", "INVALID_FIELD", 8,
          "Didn't understand relationship 'Owner' in field path. If you are attempting to use a custom "
          "relationship, be sure to append the '__r' after the custom relationship name."),
-        ("SELECT CreatedBy.Name FROM Account", "INVALID_FIELD", 8, "Didn't understand relationship 'CreatedBy'"),
+        ("SELECT CreatedBy.Name FROM Account", "INVALID_FIELD", 8,
+         "Didn't understand relationship 'CreatedBy'"),
         ("SELECT Name.Foo FROM Account", "INVALID_FIELD", 8, "Didn't understand relationship 'Name'"),
         ("SELECT Id, FROM Account", "MALFORMED_QUERY", 12, "unexpected token: 'FROM'"),
         ("SELECT Id FROM Account WHERE", "MALFORMED_QUERY", 29, "unexpected token: '<EOF>'"),
-        ("SELECT Id FROM Account WHERE Name = 'a' AND Industry = 'b' OR Rating = 'Hot'", "MALFORMED_QUERY", 60,
-         "unexpected token: 'OR'"),
-        ("SELECT Id FROM Account WHERE Name = 'a' OR Industry = 'b' AND Rating = 'Hot'", "MALFORMED_QUERY", 59,
-         "unexpected token: 'AND'"),
+        ("SELECT Id FROM Account WHERE Name = 'a' AND Industry = 'b' OR Rating = 'Hot'",
+         "MALFORMED_QUERY", 60, "unexpected token: 'OR'"),
+        ("SELECT Id FROM Account WHERE Name = 'a' OR Industry = 'b' AND Rating = 'Hot'",
+         "MALFORMED_QUERY", 59, "unexpected token: 'AND'"),
         ("SELECT Id from $account", "MALFORMED_QUERY", 16, "line 1:15 unexpected token: '$'"),
         ("SELECT Id FROM Account;", "MALFORMED_QUERY", 23, "unexpected token: ';'"),
         ("SELECT Id FROM Account LIMIT x", "MALFORMED_QUERY", 30, "unexpected token: 'x'"),
         ("SELECT Id FROM Account LIMIT -1", "MALFORMED_QUERY", 30, "unexpected token: '-1'"),
         ("SELECT Id FROM Account WHERE Name IN ()", "MALFORMED_QUERY", 39, "unexpected token: ')'"),
-        ("SELECT Id FROM Account WHERE NumberOfEmployees < null", "MALFORMED_QUERY", 50, "unexpected token: 'null'"),
+        ("SELECT Id FROM Account WHERE NumberOfEmployees < null", "MALFORMED_QUERY", 50,
+         "unexpected token: 'null'"),
         ("SELECT Id FROM Account WHERE Name = 'abc", "MALFORMED_QUERY", 37, "Unterminated string literal"),
-        ("SELECT Id FROM Account WHERE Name = 'a\\qb'", "MALFORMED_QUERY", 37, "Illegal character sequence '\\q'"),
+        ("SELECT Id FROM Account WHERE Name = 'a\\qb'", "MALFORMED_QUERY", 37,
+         "Illegal character sequence '\\q'"),
         ("SELECT Id FROM Account WHERE CreatedDate > 2020-52-12T12:12:00-05:00", "MALFORMED_QUERY", 44,
          "Invalid datetime: 2020-52-12T12:12:00-05:00"),
         ("SELECT Id FROM Account WHERE CreatedDate > 2020-12-12T12:12:00", "MALFORMED_QUERY", 44,
@@ -362,7 +372,8 @@ def test_multiline_query_and_keyword_case(conn: sqlite3.Connection, schema: Sche
         ("SELECT Id FROM Account WHERE Active__c = 'true'", "INVALID_FIELD", 42,
          "field 'Active__c' must be of type boolean"),
         ("SELECT Id FROM Account WHERE Name = 5", "INVALID_FIELD", 37,
-         "value of filter criterion for field 'Name' must be of type string and should be enclosed in quotes"),
+         "value of filter criterion for field 'Name' must be of type string and should be enclosed in "
+         "quotes"),
         ("SELECT Id FROM Account WHERE Name = TODAY", "INVALID_FIELD", 37, "must be of type string"),
         ("SELECT Id FROM Account WHERE Description = 'x'", "INVALID_FIELD", 30,
          "field 'Description' can not be filtered in a query call"),
@@ -388,7 +399,8 @@ def test_errors(schema: Schema, soql: str, code: str, column: int, text: str) ->
     excerpt, caret, hint, *_ = err.message.lstrip("\n").split("\n")
     assert caret.strip() == "^"
     assert hint.startswith("ERROR at Row:")
-    assert excerpt[len(caret) - 1 :].startswith(soql.split("\n")[int(hint.split(":")[1]) - 1][column - 1 :][:5])
+    assert excerpt[len(caret) - 1 :].startswith(
+        soql.split("\n")[int(hint.split(":")[1]) - 1][column - 1 :][:5])
 
 
 def test_error_row_on_later_line(schema: Schema) -> None:
@@ -419,7 +431,8 @@ def test_unsupported_in_bulk_v2(schema: Schema, soql: str, text: str) -> None:
 
 def test_duplicate_field(schema: Schema) -> None:
     err = error_of(schema, "SELECT Id, name, NAME FROM Account")
-    assert (err.error_code, err.message) == ("INVALID_FIELD", "duplicate field selected: NAME".replace("NAME", "Name"))
+    assert (err.error_code, err.message) == (
+        "INVALID_FIELD", "duplicate field selected: NAME".replace("NAME", "Name"))
     err = error_of(schema, "SELECT Id, FIELDS(STANDARD) FROM Account")
     assert err.message == "duplicate field selected: Id"
 
@@ -437,7 +450,8 @@ def test_syntax_errors_win_over_unknown_names(schema: Schema) -> None:
 def test_deeper_than_five_levels_is_refused(schema: Schema) -> None:
     path = ".".join(["Parent"] * 6) + ".Name"
     assert error_of(schema, f"SELECT {path} FROM Account").error_code == "INVALID_FIELD"
-    compiled = compile_soql(f"SELECT {'.'.join(['Parent'] * 5)}.Name FROM Account", schema, include_deleted=False)
+    compiled = compile_soql(f"SELECT {'.'.join(['Parent'] * 5)}.Name FROM Account", schema,
+                            include_deleted=False)
     assert compiled.columns == ["Parent.Parent.Parent.Parent.Parent.Name"]
 
 
@@ -545,9 +559,9 @@ def test_where_matches_soql_semantics(records: list[dict[str, Any]], condition: 
     assert got == expected, text
 
 
-_CLOSE_DATES = ["2025-12-31", "2026-01-01", "2026-08-28", "2026-09-30", "2026-10-01", "2026-10-31", "2026-11-14",
-                "2026-11-15", "2026-11-21", "2026-11-22", "2026-11-26", "2026-11-27", "2026-11-28", "2026-11-29",
-                "2026-12-01", "2027-01-01", "2027-02-25"]
+_CLOSE_DATES = ["2025-12-31", "2026-01-01", "2026-08-28", "2026-09-30", "2026-10-01", "2026-10-31",
+                "2026-11-14", "2026-11-15", "2026-11-21", "2026-11-22", "2026-11-26", "2026-11-27",
+                "2026-11-28", "2026-11-29", "2026-12-01", "2027-01-01", "2027-02-25"]
 
 
 @pytest.mark.parametrize(
@@ -575,10 +589,12 @@ _CLOSE_DATES = ["2025-12-31", "2026-01-01", "2026-08-28", "2026-09-30", "2026-10
         ("next_n_days:2", ["2026-11-28", "2026-11-29"]),
     ],
 )
-def test_date_literal_ranges(conn: sqlite3.Connection, schema: Schema, literal: str, expected: list[str]) -> None:
+def test_date_literal_ranges(conn: sqlite3.Connection, schema: Schema, literal: str,
+                             expected: list[str]) -> None:
     for n, day in enumerate(_CLOSE_DATES, start=1):
         insert(conn, schema, "Opportunity", n, Name=day, StageName="Prospecting", CloseDate=day)
-    rows = run(conn, schema, f"SELECT CloseDate FROM Opportunity WHERE CloseDate = {literal} ORDER BY CloseDate")
+    rows = run(conn, schema,
+               f"SELECT CloseDate FROM Opportunity WHERE CloseDate = {literal} ORDER BY CloseDate")
     assert [r[0] for r in rows] == expected
 
 
@@ -588,10 +604,11 @@ def test_unknown_date_literals(schema: Schema, literal: str) -> None:
     assert err.error_code == "MALFORMED_QUERY"
 
 
-_FRAGMENTS = ["SELECT", "Id", "Name", ",", "FROM", "Account", "Contact", "WHERE", "=", "!=", "<", "LIKE", "IN",
-              "NOT", "AND", "OR", "(", ")", "'x'", "'", "\\", "5", "-1", "2024-01-31", "2024-01-31T10:00:00Z",
-              "TODAY", "LAST_N_DAYS:3", "null", "true", "ORDER", "BY", "DESC", "NULLS", "LAST", "LIMIT", ".",
-              "Account.Name", "Parent", "FIELDS", "COUNT", "GROUP", "OFFSET", ":", "é", "\n", "$", ";",
+_FRAGMENTS = ["SELECT", "Id", "Name", ",", "FROM", "Account", "Contact", "WHERE", "=", "!=", "<", "LIKE",
+              "IN", "NOT", "AND", "OR", "(", ")", "'x'", "'", "\\", "5", "-1", "2024-01-31",
+              "2024-01-31T10:00:00Z", "TODAY", "LAST_N_DAYS:3", "null", "true", "ORDER", "BY", "DESC",
+              "NULLS", "LAST", "LIMIT", ".", "Account.Name", "Parent", "FIELDS", "COUNT", "GROUP", "OFFSET",
+              ":", "é", "\n", "$", ";",
               "(SELECT Id FROM Account", "(SELECT AccountId FROM Contact WHERE"]
 
 
@@ -626,13 +643,15 @@ def test_any_input_fails_only_with_soql_error(text: str) -> None:
     [
         ("SELECT LastName FROM Contact WHERE AccountId IN (SELECT Id FROM Account WHERE Industry = 'retail')",
          ["Müller"]),
-        ("SELECT LastName FROM Contact WHERE AccountId NOT IN (SELECT Id FROM Account WHERE Industry = 'Retail')",
+        ("SELECT LastName FROM Contact WHERE AccountId NOT IN "
+         "(SELECT Id FROM Account WHERE Industry = 'Retail')",
          ["Ng", "O'Brien", "Smith"]),  # NOT IN keeps the contact without an account
         ("SELECT LastName FROM Contact WHERE AccountId IN (SELECT Id FROM Account WHERE ParentId != null) "
          "OR LastName = 'Smith'", ["Ng", "Smith"]),
         ("SELECT Name FROM Account WHERE Id IN (SELECT AccountId FROM Contact)",
          ["Acme", "Beta_Corp 100%", "Élan"]),
-        ("SELECT Name FROM Account WHERE Id NOT IN (SELECT AccountId FROM Contact)", ["acme labs"]),  # null ids ignored
+        # null ids ignored
+        ("SELECT Name FROM Account WHERE Id NOT IN (SELECT AccountId FROM Contact)", ["acme labs"]),
         ("SELECT Name FROM Account WHERE Id IN (SELECT ParentId FROM Account)", ["Acme"]),
         ("SELECT Name FROM Account WHERE Id IN (SELECT Account.ParentId FROM Contact)", ["Acme"]),
         ("SELECT Name FROM Account WHERE Id IN (SELECT AccountId FROM Contact WHERE Account.Name LIKE 'A%') "

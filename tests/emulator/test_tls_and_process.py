@@ -43,7 +43,8 @@ def test_tls_certificates_are_reused(emulator_factory, tmp_path):
 
 def test_cli_parser_builds_a_config(tmp_path):
     args = build_parser().parse_args([
-        "--data-dir", str(tmp_path), "--port", "0", "--seed-records", "Account=5", "--seed-records", "Contact=2",
+        "--data-dir", str(tmp_path), "--port", "0", "--seed-records", "Account=5",
+        "--seed-records", "Contact=2",
         "--fault", "status=503,rate=0.1,path=/jobs", "--batch-delay", "0.5", "--token-ttl", "60", "--tls",
         "--retention", "3600", "--lock-row-rate", "0.25", "--failing-batch", "2", "--seed", "9",
     ])
@@ -65,8 +66,8 @@ def test_cli_rejects_bad_flags(tmp_path, bad, capsys):
 
 
 def test_separate_process_serves_and_stops(tmp_path):
-    with start_emulator_process(tmp_path / "proc", extra_args=["--seed-records", "Account=6",
-                                                               "--fault", "status=503,times=1,path=/limits"]) as proc:
+    with start_emulator_process(tmp_path / "proc", extra_args=[
+            "--seed-records", "Account=6", "--fault", "status=503,times=1,path=/limits"]) as proc:
         assert proc.base_url.startswith("http://127.0.0.1:")
         assert any("client_id" in line for line in proc.output)
         data = {"grant_type": "password", "client_id": "sfbulk-emulator-client",
@@ -74,8 +75,9 @@ def test_separate_process_serves_and_stops(tmp_path):
                 "password": "emulator-passwordEMULATORTOKEN123"}
         token = requests.post(f"{proc.base_url}/services/oauth2/token", data=data, timeout=10).json()
         headers = {"Authorization": f"Bearer {token['access_token']}"}
-        assert requests.get(f"{proc.base_url}/services/data/v60.0/limits", headers=headers, timeout=10).status_code == 503
-        assert requests.get(f"{proc.base_url}/services/data/v60.0/limits", headers=headers, timeout=10).ok
+        limits = f"{proc.base_url}/services/data/v60.0/limits"
+        assert requests.get(limits, headers=headers, timeout=10).status_code == 503
+        assert requests.get(limits, headers=headers, timeout=10).ok
         records = requests.get(f"{proc.base_url}/__emulator/records/Account", timeout=10).json()
         assert records["totalSize"] == 6
     assert proc.process.returncode == 0
