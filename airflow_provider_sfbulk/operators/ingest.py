@@ -16,28 +16,18 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 
 from airflow_provider_sfbulk.common.checkpoint import TaskCheckpoint
 from airflow_provider_sfbulk.common.paths import storage_conn_id, task_results_path, to_storage_path
-from airflow_provider_sfbulk.csvio.failed_rows import DEFAULT_RETRYABLE_ERROR_CODES
-from airflow_provider_sfbulk.csvio.split import (
-    DEFAULT_MAX_BYTES,
-    CsvPart,
-    CsvValidationError,
-    required_columns_for,
-    resolve_delimiter,
-    resolve_line_ending,
-    split_csv,
-)
+from airflow_provider_sfbulk.csvio.dialect import required_columns_for, resolve_delimiter, resolve_line_ending
+from airflow_provider_sfbulk.csvio.errors import CsvValidationError
+from airflow_provider_sfbulk.csvio.failed_rows import DEFAULT_RETRYABLE_ERROR_CODES, write_failed_rows
+from airflow_provider_sfbulk.csvio.scanner import DEFAULT_MAX_BYTES
+from airflow_provider_sfbulk.csvio.split import CsvPart, split_csv
 from airflow_provider_sfbulk.exceptions import (
     SalesforceBulkError,
     SalesforceBulkInvalidStateError,
     SalesforceBulkOutcomeUnknownError,
 )
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
-from airflow_provider_sfbulk.ingest.results import (
-    JobResults,
-    download_job_results,
-    write_failed_rows,
-    write_manifest,
-)
+from airflow_provider_sfbulk.ingest.results import JobResults, download_job_results, write_manifest
 from airflow_provider_sfbulk.links.job import SalesforceBulkJobLink
 from airflow_provider_sfbulk.operators.base import DEADLINE_KEY, SalesforceBulkBaseOperator
 from airflow_provider_sfbulk.protocol.api import MULTIPART_MAX_BYTES, JobInfo
