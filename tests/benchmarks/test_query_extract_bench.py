@@ -27,7 +27,8 @@ import pytest
 from airflow_provider_sfbulk.emulator.testing import EmulatorProcess, connection_json, start_emulator_process
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
 from airflow_provider_sfbulk.protocol.states import JobState
-from airflow_provider_sfbulk.query.extract import ExtractOptions, extract_query_results
+from airflow_provider_sfbulk.query.extract import extract_query_results
+from airflow_provider_sfbulk.query.options import ExtractOptions
 
 pytestmark = pytest.mark.benchmark
 

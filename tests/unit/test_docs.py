@@ -444,7 +444,7 @@ def test_xcom_examples_match_the_docstrings(heading: str, class_path: str) -> No
 
 
 def test_query_xcom_example_matches_the_code() -> None:
-    from airflow_provider_sfbulk.query.extract import ExtractResult
+    from airflow_provider_sfbulk.query.manifest import ExtractResult
 
     produced = ExtractResult(
         job_id="750", files=[], record_count=0, columns=[], manifest="m", results_path="r"
@@ -474,7 +474,7 @@ def test_result_layout_names_are_the_real_ones() -> None:
     from airflow_provider_sfbulk.ingest.results import MANIFEST_NAME
     from airflow_provider_sfbulk.links.job import LINK_XCOM_KEY
     from airflow_provider_sfbulk.protocol.states import RESULT_SETS
-    from airflow_provider_sfbulk.query.extract import MANIFEST_FORMAT, PARTS_FOLDER
+    from airflow_provider_sfbulk.query.manifest import MANIFEST_FORMAT, PARTS_FOLDER
 
     text = read("results-and-xcom.md")
     section, key = RESULTS_BASE_OPTION

@@ -21,13 +21,10 @@ from airflow_provider_sfbulk.exceptions import SalesforceBulkTransientError
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
 from airflow_provider_sfbulk.protocol.retry import RetryPolicy
 from airflow_provider_sfbulk.protocol.waiting import PollSchedule
-from airflow_provider_sfbulk.query.extract import (
-    MANIFEST_NAME,
-    ExtractOptions,
-    QueryExtractError,
-    extract_query_results,
-    result_pages_supported,
-)
+from airflow_provider_sfbulk.query.errors import QueryExtractError
+from airflow_provider_sfbulk.query.extract import extract_query_results
+from airflow_provider_sfbulk.query.manifest import MANIFEST_NAME
+from airflow_provider_sfbulk.query.options import ExtractOptions, result_pages_supported
 
 CONN_ID = "salesforce_bulk_default"
 ONE_TRY = RetryPolicy(max_attempts=1, base_delay=0.0, max_delay=0.0)
@@ -225,6 +222,26 @@ def test_a_page_the_hook_gives_up_on_is_fetched_again(loaded: EmulatorServer, tm
     assert [page.attempts for page in result.pages] == [2, 1, 1]
     _, rows = _read_rows([_local(uri) for uri in result.files])
     assert sorted(map(tuple, rows)) == _expected(loaded)
+
+
+def test_page_retries_wait_as_the_protocol_retry_policy_says(
+    loaded: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with SalesforceBulkHook(CONN_ID, retry_policy=FAST) as hook:
+        job_id = _run_query(hook)
+    waits: list[tuple[RetryPolicy, int]] = []
+
+    def backoff(policy: RetryPolicy, retry_number: int, rng: Any = None) -> float:
+        waits.append((policy, retry_number))
+        return 0.0
+
+    monkeypatch.setattr(RetryPolicy, "backoff", backoff)
+    loaded.set_faults([{"status": 503, "method": "GET", "path": "/results$", "times": 2}])
+    options = ExtractOptions(max_records_per_page=100, concurrency=1, page_attempts=3, page_retry_delay=5.0)
+    result = extract_query_results(_factory(ONE_TRY), job_id, tmp_path, options)
+    assert [page.attempts for page in result.pages] == [3, 1, 1]
+    assert waits == [(options.page_retry_policy, 1), (options.page_retry_policy, 2)]
+    assert (options.page_retry_policy.max_attempts, options.page_retry_policy.base_delay) == (3, 5.0)
 
 
 def test_a_page_that_keeps_failing_fails_the_extract(loaded: EmulatorServer, tmp_path: Path) -> None:
