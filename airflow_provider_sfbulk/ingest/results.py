@@ -43,7 +43,7 @@ _SUCCESS, _FAILED, _UNPROCESSED = RESULT_SETS
 
 @dataclass(frozen=True)
 class ResultFile:
-    """One downloaded result set."""
+    """One downloaded result set: where it is, its records (header excluded), its size and SHA-256."""
 
     result_set: str
     uri: str
@@ -52,6 +52,7 @@ class ResultFile:
     sha256: str
 
     def to_dict(self) -> dict[str, Any]:
+        """The manifest entry of this file."""
         return {
             "result_set": self.result_set,
             "uri": self.uri,
@@ -70,29 +71,36 @@ class JobResults:
 
     @property
     def job_id(self) -> str:
+        """The job's id."""
         return self.job.id
 
     def count(self, result_set: str) -> int:
+        """Records in one result set (0 when it was not downloaded)."""
         found = self.files.get(result_set)
         return found.records if found else 0
 
     @property
     def successful(self) -> int:
+        """Records in ``successfulResults``."""
         return self.count(_SUCCESS)
 
     @property
     def failed(self) -> int:
+        """Records in ``failedResults``."""
         return self.count(_FAILED)
 
     @property
     def unprocessed(self) -> int:
+        """Records in ``unprocessedrecords``."""
         return self.count(_UNPROCESSED)
 
     @property
     def total(self) -> int:
+        """Records over the three result sets."""
         return self.successful + self.failed + self.unprocessed
 
     def to_dict(self) -> dict[str, Any]:
+        """The manifest entry of this job: its final state, the three counts and the files."""
         return {
             "id": self.job.id,
             "state": self.job.state.value,
@@ -137,22 +145,3 @@ def write_manifest(folder: ObjectStoragePath, document: dict[str, Any]) -> str:
     returns its URI."""
     return write_json_atomic(folder / MANIFEST_NAME, document, indent=2)
 
-
-def download_query_results(hook: Any, job: JobInfo | str, folder: ObjectStoragePath) -> list[ResultFile]:
-    """Stream every result page of a finished query job into ``<folder>/<job_id>/results-<n>.csv``
-    (each page keeps its header row), following ``Sforce-Locator`` until Salesforce says ``null``."""
-    info = job if isinstance(job, JobInfo) else hook.get_job(job, JobKind.QUERY)
-    target = folder / info.id
-    target.mkdir(parents=True, exist_ok=True)
-    files: list[ResultFile] = []
-    locator: str | None = None
-    while True:
-        path = target / f"results-{len(files) + 1:05d}.csv"
-        with path.open("wb") as handle:
-            tee = CsvTee(handle)
-            page = hook.download_query_page(info.id, tee, locator=locator)
-            tee.close()
-        files.append(ResultFile("results", str(path), tee.records, tee.stored_bytes, tee.sha256))
-        locator = page.next_locator
-        if not locator:
-            return files
