@@ -36,15 +36,14 @@ def header_names(
     field: re.Pattern[bytes],
     delimiter: bytes,
     source: str,
-    check: bool,
 ) -> tuple[str, ...]:
-    """The unquoted names of a header line (``line`` without its line ending), checked when ``check``.
+    """The unquoted names of a header line (``line`` without its line ending), checked: empty,
+    space-padded and duplicate names are refused, and so is a one-column header that holds another Bulk
+    API delimiter (:class:`CsvValidationError`).
 
     :param field: matches one field (quoted or not) of the file's dialect.
     :param delimiter: the column delimiter, one byte.
     :param source: the file's name, for messages.
-    :param check: refuse empty, space-padded and duplicate names, and a header that suggests another
-        delimiter (:class:`CsvValidationError`).
     """
     names: list[str] = []
     pos, end, delimiter_code = 0, len(line), delimiter[0]
@@ -59,9 +58,8 @@ def header_names(
             pos = stop + 1
             continue
         break
-    if check:
-        _check_delimiter(names, line, delimiter, source)
-        _check_names(names, source)
+    _check_delimiter(names, line, delimiter, source)
+    _check_names(names, source)
     return tuple(names)
 
 

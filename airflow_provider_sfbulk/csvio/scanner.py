@@ -241,7 +241,7 @@ class Scanner:
 
     @property
     def line_ending(self) -> str:
-        """``lineEnding`` name of the file: the declared one, or the header's when none was declared."""
+        """The declared ``lineEnding`` name, ``LF`` or ``CRLF`` (every record must end with it)."""
         return "CRLF" if self._crlf else "LF"
 
     def _read(self, size: int) -> None:
@@ -458,7 +458,6 @@ class Scanner:
             field=self._field_rx,
             delimiter=self._delim,
             source=self.source,
-            check=True,
         )
         self.line_number += self._buf.count(b"\n", 0, body_end + term)
         self._pos = body_end + term
