@@ -66,6 +66,7 @@ def test_counts_and_header(data: bytes, records: int, header_length: int | None)
 def test_unbalanced_quotes_are_reported() -> None:
     tee, _ = _tee(b'"Id"\n"unterminated\n')
     assert tee.ends_inside_quotes
+    assert tee.records == 1  # the open record counts, as a last record without a line ending does
     with pytest.raises(CsvShapeError, match="unbalanced quotes"):
         tee.check_balanced()
     balanced, _ = _tee(b'"Id"\n"closed"\n')
