@@ -64,11 +64,10 @@ _.result_record_count  # query_results.py: the row count of a stored result, whi
 # build the SELECT), so the field stays even though nothing reads it back.
 _.upload_bytes
 
-# --- TEMPORARY: until the restructure of these modules lands -----------------------------------------------
-# Findings in files other engineers are rewriting; the integration removes each line or the code.
-_.succeeded  # protocol/waiting.py WaitOutcome.succeeded: read by tests, scripts/_demo_run.py and docs
-_.last_record_number  # csvio/split.py Part: read only by tests
-_.reported_record_count  # query/extract.py PageEntry: a manifest field written with asdict()
-_.attempts  # query/extract.py PageEntry: a manifest field written with asdict()
-_.resumed_pages  # query/extract.py ExtractResult: read only by tests
-_.bytes_stored  # query/extract.py ExtractResult: read only by tests
+# Public result and manifest fields: written to manifests with asdict() or read by callers and tests.
+_.succeeded  # WaitOutcome.succeeded: used by scripts/_demo_run.py and the docs' examples
+_.last_record_number  # CsvPart: the number of the part's last source record (public, tested)
+_.reported_record_count  # PageEntry: the page's Sforce-NumberOfRecords, a manifest field
+_.attempts  # PageEntry: downloads a page took, a manifest field
+_.resumed_pages  # ExtractResult: pages kept from an earlier run (public result field)
+_.bytes_stored  # ExtractResult: bytes stored (public result field)

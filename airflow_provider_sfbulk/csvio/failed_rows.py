@@ -1,21 +1,15 @@
-"""Streaming tools over Bulk API 2.0 ingest result files.
+"""The failed-rows writer: split ``failedResults`` files into final failures and rows worth another job.
 
-An ingest job has three result sets (Bulk API 2.0 guide, "Get Job Successful/Failed Record Results",
-"Get Job Unprocessed Record Results"):
+An ingest job's ``failedResults`` file holds ``sf__Id``, ``sf__Error``, then the uploaded columns (Bulk
+API 2.0 guide, "Get Job Failed Record Results"), in the job's column delimiter and line ending.
+``sf__Error`` reads ``<STATUS_CODE>:<message>:<fields> --``; the status code is the text before the first
+``:`` (:func:`error_code`).
 
-``successfulResults``   ``sf__Id``, ``sf__Created``, then the uploaded columns
-``failedResults``       ``sf__Id``, ``sf__Error``, then the uploaded columns
-``unprocessedrecords``  the uploaded columns only
-
-They are written with the job's column delimiter and line ending; everything here reads either line
-ending. ``sf__Error`` reads ``<STATUS_CODE>:<message>:<fields> --``; the status code is the text before
-the first ``:``. Files can be gigabytes, so every function streams: rows are read one at a time with the
-``csv`` module and nothing holds a whole file.
-
-:class:`RetryFileBuilder` (and the :func:`write_retry_file` / :func:`copy_unprocessed` shortcuts) builds
-the CSV for a follow-up job from several jobs' result files: only the rows worth retrying, the ``sf__``
-columns dropped, the uploaded columns in their original order under one header, values re-quoted so
-that the output passes :func:`airflow_provider_sfbulk.csvio.split.split_csv` with the same dialect.
+:func:`write_failed_rows` streams several such files (rows are read one at a time with the ``csv``
+module; nothing holds a whole file) into two outputs: the rows whose code is retryable, with the uploaded
+columns only and in their original order (ready for a new job: they pass
+:func:`~airflow_provider_sfbulk.csvio.split.split_csv` with the same dialect), and the others, every
+column kept.
 """
 
 from __future__ import annotations
@@ -24,30 +18,19 @@ import csv
 import io
 import re
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator
-from contextlib import contextmanager
-from typing import IO, NamedTuple
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
 
-from airflow_provider_sfbulk.csvio.split import (
-    CsvSource,
-    CsvValidationError,
-    resolve_delimiter,
-    resolve_line_ending,
-)
-from airflow_provider_sfbulk.csvio.split import count_records as _count_records
+from airflow_provider_sfbulk.csvio.dialect import resolve_delimiter, resolve_line_ending
 from airflow_provider_sfbulk.protocol.states import LINE_ENDINGS
 
 __all__ = [
     "DEFAULT_RETRYABLE_ERROR_CODES",
     "RESULT_COLUMNS",
-    "FailedRow",
-    "RetryFileBuilder",
-    "copy_unprocessed",
-    "count_records",
+    "FailedSplit",
     "error_code",
-    "iter_failed_rows",
-    "summarize_errors",
-    "write_retry_file",
+    "write_failed_rows",
 ]
 
 #: Row errors that go away by themselves: lock contention and a momentarily unavailable API.
@@ -59,19 +42,8 @@ DEFAULT_RETRYABLE_ERROR_CODES: frozenset[str] = frozenset(
 RESULT_COLUMNS: frozenset[str] = frozenset({"sf__Id", "sf__Error", "sf__Created"})
 
 _ERROR_COLUMN = "sf__Error"
+#: Rows gathered before one write to the output.
 _FLUSH_ROWS = 1000
-
-
-class FailedRow(NamedTuple):
-    """One row of a ``failedResults`` file.
-
-    :param error_code: the status code of ``sf__Error`` (text before the first ``:``), e.g.
-        ``UNABLE_TO_LOCK_ROW``.
-    :param row: every column of the row by header name, ``sf__Id`` and ``sf__Error`` included.
-    """
-
-    error_code: str
-    row: dict[str, str]
 
 
 def error_code(sf_error: str) -> str:
@@ -79,252 +51,147 @@ def error_code(sf_error: str) -> str:
     return sf_error.split(":", 1)[0].strip()
 
 
-@contextmanager
-def _rows(stream: IO[bytes], delimiter: str, source: str) -> Iterator[Iterator[list[str]]]:
-    """Rows of a result stream (header first); both line endings; a leading BOM is ignored."""
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
-    try:
-        reader = csv.reader(text, delimiter=delimiter, quotechar='"', doublequote=True, strict=True)
-        yield _checked(reader, source)
-    finally:
-        text.detach()  # leave the caller's stream open
+@dataclass
+class FailedSplit:
+    """What :func:`write_failed_rows` wrote.
 
-
-def _checked(reader: Iterator[list[str]], source: str) -> Iterator[list[str]]:
-    try:
-        yield from reader
-    except csv.Error as exc:
-        line = getattr(reader, "line_num", None)
-        raise CsvValidationError(
-            "malformed_result", f"cannot read the result file: {exc}", source=source, line_number=line
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise CsvValidationError(
-            "invalid_utf8", f"the result file is not UTF-8 ({exc.reason})", source=source
-        ) from None
-
-
-def _name(stream: object) -> str:
-    name = getattr(stream, "name", None)
-    return str(name) if isinstance(name, str) else "<result stream>"
-
-
-def count_records(stream: CsvSource, delimiter: str = "COMMA", line_ending: str | None = None) -> int:
-    """Rows of a result file (header excluded); an empty body counts 0. See
-    :func:`airflow_provider_sfbulk.csvio.split.count_records`."""
-    return _count_records(stream, delimiter, line_ending)
-
-
-def iter_failed_rows(stream: IO[bytes], delimiter: str = "COMMA") -> Iterator[FailedRow]:
-    """Yield each row of a ``failedResults`` stream as a :class:`FailedRow`, one at a time.
-
-    :param stream: the file opened in binary mode; it is read to its end and left open.
-    :param delimiter: the job's ``columnDelimiter`` (name or character).
-    """
-    _, char = resolve_delimiter(delimiter)
-    source = _name(stream)
-    with _rows(stream, char, source) as rows:
-        header = next(rows, None)
-        if header is None:
-            return
-        if _ERROR_COLUMN not in header:
-            raise CsvValidationError(
-                "not_failed_results", f"no {_ERROR_COLUMN} column: not a failedResults file", source=source
-            )
-        where = header.index(_ERROR_COLUMN)
-        width = len(header)
-        for number, values in enumerate(rows, start=1):
-            if len(values) != width:
-                raise _width_error(source, number, len(values), width)
-            yield FailedRow(error_code(values[where]), dict(zip(header, values, strict=True)))
-
-
-def summarize_errors(stream: IO[bytes], delimiter: str = "COMMA") -> dict[str, int]:
-    """Count the rows of a ``failedResults`` stream per error code, most frequent first."""
-    counts: Counter[str] = Counter(row.error_code for row in iter_failed_rows(stream, delimiter))
-    return dict(counts.most_common())
-
-
-def _width_error(source: str, record: int, got: int, width: int) -> CsvValidationError:
-    return CsvValidationError(
-        "field_count",
-        f"the row has {got} field(s) but the header has {width}",
-        source=source,
-        record_number=record,
-    )
-
-
-class RetryFileBuilder:
-    """Write one CSV for a follow-up job out of several jobs' result files, streaming.
-
-    The first result file that has a header fixes the columns (its uploaded columns, ``sf__`` columns
-    dropped, in file order); later files must have the same uploaded columns, in any order, and are
-    mapped onto them. Nothing is written until the first row, so an output with no rows stays empty.
-
-    :param out: binary stream the CSV is written to (left open).
-    :param delimiter: ``columnDelimiter`` of the new job (name or character).
-    :param line_ending: ``lineEnding`` of the new job.
-    :param input_delimiter: delimiter of the result files (default: the same as ``delimiter``).
+    :param kept: rows written to ``kept_out`` (final failures).
+    :param retried: rows written to ``retry_out``.
+    :param kept_codes: kept rows per error code.
+    :param retried_codes: retried rows per error code.
+    :param columns: the uploaded columns (``sf__`` columns dropped), ``None`` when no file had a header.
     """
 
-    def __init__(
-        self,
-        out: IO[bytes],
-        *,
-        delimiter: str = "COMMA",
-        line_ending: str = "LF",
-        input_delimiter: str | None = None,
-    ) -> None:
+    kept: int = 0
+    retried: int = 0
+    kept_codes: Counter[str] = field(default_factory=Counter)
+    retried_codes: Counter[str] = field(default_factory=Counter)
+    columns: tuple[str, ...] | None = None
+
+
+class _CsvOut:
+    """Writes rows in the job's dialect; nothing (not even the header) until the first row.
+
+    A value is quoted when it holds the delimiter, a quote, a CR or an LF (``csv.writer`` would leave a
+    lone CR bare, which Salesforce and the splitter read as a broken line); a row of one empty value is
+    written ``""``, as an empty line is not a record.
+    """
+
+    def __init__(self, out: IO[bytes] | None, delimiter: str, line_ending: str) -> None:
         self._out = out
-        _, self._delimiter = resolve_delimiter(delimiter)
-        _, self._input_delimiter = resolve_delimiter(input_delimiter or delimiter)
-        self._terminator = LINE_ENDINGS[resolve_line_ending(line_ending)]
-        self._needs_quotes = re.compile("[" + re.escape(self._delimiter) + '"\r\n]').search
-        self.columns: tuple[str, ...] | None = None
-        self.rows_written = 0
-        self._header_written = False
+        self._delimiter = delimiter
+        self._terminator = line_ending
+        self._needs_quotes = re.compile("[" + re.escape(delimiter) + '"\r\n]').search
         self._pending: list[str] = []
-
-    def add_failed_results(
-        self, stream: IO[bytes], retryable_codes: Collection[str] = DEFAULT_RETRYABLE_ERROR_CODES
-    ) -> tuple[int, dict[str, int]]:
-        """Copy the rows of a ``failedResults`` stream whose error code is in ``retryable_codes``.
-
-        Returns ``(rows written, {error code: rows skipped})``.
-        """
-        retryable = frozenset(retryable_codes)
-        skipped: Counter[str] = Counter()
-        written = 0
-        source = _name(stream)
-        with _rows(stream, self._input_delimiter, source) as rows:
-            header = next(rows, None)
-            if header is None:
-                return 0, {}
-            if _ERROR_COLUMN not in header:
-                raise CsvValidationError(
-                    "not_failed_results",
-                    f"no {_ERROR_COLUMN} column: not a failedResults file",
-                    source=source,
-                )
-            where = header.index(_ERROR_COLUMN)
-            picks = self._mapping(header, source)
-            width = len(header)
-            for number, values in enumerate(rows, start=1):
-                if len(values) != width:
-                    raise _width_error(source, number, len(values), width)
-                code = error_code(values[where])
-                if code in retryable:
-                    self._row([values[i] for i in picks])
-                    written += 1
-                else:
-                    skipped[code] += 1
-        self._flush()
-        return written, dict(skipped)
-
-    def add_unprocessed(self, stream: IO[bytes]) -> int:
-        """Copy every row of an ``unprocessedrecords`` stream; returns the rows written."""
-        written = 0
-        source = _name(stream)
-        with _rows(stream, self._input_delimiter, source) as rows:
-            header = next(rows, None)
-            if header is None:
-                return 0
-            picks = self._mapping(header, source)
-            width = len(header)
-            for number, values in enumerate(rows, start=1):
-                if len(values) != width:
-                    raise _width_error(source, number, len(values), width)
-                self._row([values[i] for i in picks])
-                written += 1
-        self._flush()
-        return written
-
-    def _mapping(self, header: list[str], source: str) -> list[int]:
-        """Indexes of this file's columns in output order."""
-        data_columns = [name for name in header if name not in RESULT_COLUMNS]
-        if len(set(data_columns)) != len(data_columns):
-            raise CsvValidationError(
-                "duplicate_header_name", "the result file repeats a column name", source=source
-            )
-        if self.columns is None:
-            self.columns = tuple(data_columns)
-        elif set(data_columns) != set(self.columns):
-            raise CsvValidationError(
-                "column_mismatch",
-                f"columns {', '.join(data_columns)} differ from the first file's {', '.join(self.columns)}",
-                source=source,
-            )
-        return [header.index(name) for name in self.columns]
+        self.header: list[str] | None = None
 
     def _quote(self, value: str) -> str:
         if self._needs_quotes(value):
             return '"' + value.replace('"', '""') + '"'
         return value
 
-    def _line(self, values: Iterable[str]) -> str:
-        quoted = [self._quote(v) for v in values]
-        if len(quoted) == 1 and quoted[0] == "":
-            quoted[0] = '""'  # an empty line would not be a record
-        return self._delimiter.join(quoted) + self._terminator
+    def _line(self, values: Sequence[str]) -> str:
+        if len(values) == 1 and values[0] == "":
+            return '""' + self._terminator
+        return self._delimiter.join(map(self._quote, values)) + self._terminator
 
-    def _row(self, values: list[str]) -> None:
-        if not self._header_written:
-            assert self.columns is not None
-            self._pending.append(self._line(self.columns))
-            self._header_written = True
+    def row(self, values: Sequence[str]) -> None:
+        if self._out is None:
+            return
+        if self.header is not None:
+            self._pending.append(self._line(self.header))
+            self.header = None  # written
         self._pending.append(self._line(values))
-        self.rows_written += 1
         if len(self._pending) >= _FLUSH_ROWS:
-            self._flush()
+            self.flush()
 
-    def _flush(self) -> None:
-        if self._pending:
+    def flush(self) -> None:
+        if self._pending and self._out is not None:
             self._out.write("".join(self._pending).encode("utf-8"))
             self._pending.clear()
 
 
-def write_retry_file(
-    failed_results_streams: Iterable[IO[bytes]],
-    out: IO[bytes],
-    retryable_codes: Collection[str] = DEFAULT_RETRYABLE_ERROR_CODES,
+class _FailedRowsSplitter:
+    """One :func:`write_failed_rows` call: the header fixed by the first file, and the two outputs."""
+
+    def __init__(self, kept: _CsvOut, retry: _CsvOut) -> None:
+        self.kept = kept
+        self.retry = retry
+        self.split = FailedSplit()
+        self.full_header: list[str] | None = None
+        self.data_header: list[str] = []
+
+    def add(self, path: Any, rows: Iterable[list[str]], header: list[str], retryable: frozenset[str]) -> None:
+        if _ERROR_COLUMN not in header:
+            raise ValueError(f"{path} is not a failedResults file (no sf__Error column)")
+        if self.full_header is None:
+            self.full_header = list(header)
+            self.data_header = [name for name in header if name not in RESULT_COLUMNS]
+            self.kept.header = self.full_header
+            self.retry.header = self.data_header
+            self.split.columns = tuple(self.data_header)
+        if set(header) != set(self.full_header):
+            raise ValueError(f"{path}: columns differ from the first failedResults file")
+        full_index = [header.index(name) for name in self.full_header]
+        data_index = [header.index(name) for name in self.data_header]
+        where = header.index(_ERROR_COLUMN)
+        split = self.split
+        for values in rows:
+            code = error_code(values[where])
+            if code in retryable:
+                self.retry.row([values[i] for i in data_index])
+                split.retried += 1
+                split.retried_codes[code] += 1
+            else:
+                self.kept.row([values[i] for i in full_index])
+                split.kept += 1
+                split.kept_codes[code] += 1
+
+
+def _as_path(item: Any) -> Any:
+    """A path object with ``open("rb")``: ``item`` itself, or a storage path for URI or path text."""
+    if hasattr(item, "open"):
+        return item
+    from airflow.providers.common.compat.sdk import ObjectStoragePath  # only text needs Airflow's storage
+
+    return ObjectStoragePath(item)
+
+
+def write_failed_rows(
+    failed_files: Iterable[tuple[Any, Collection[str]]],
+    *,
+    kept_out: IO[bytes] | None,
+    retry_out: IO[bytes] | None,
     delimiter: str = "COMMA",
     line_ending: str = "LF",
-    *,
-    unprocessed_streams: Iterable[IO[bytes]] = (),
-    input_delimiter: str | None = None,
-) -> tuple[int, dict[str, int]]:
-    """Build the CSV of a retry job from ``failedResults`` (and optionally ``unprocessedrecords``) files.
+) -> FailedSplit:
+    """Split the rows of ``failedResults`` files into rows to retry and rows kept as failures.
 
-    Keeps the failed rows whose error code is in ``retryable_codes`` and every unprocessed row, drops
-    the ``sf__`` columns, writes one header with the uploaded columns in their original order.
+    Each file comes with its retryable error codes: rows with such a code go to ``retry_out`` (uploaded
+    columns only, ready for a new job), the others to ``kept_out`` (every column, ``sf__`` included).
 
-    :param input_delimiter: delimiter of the result files, when it differs from ``delimiter``.
-    :returns: ``(rows written, {error code: failed rows skipped because the code is not retryable})``.
+    Both outputs use one header taken from the first file with one; later files are mapped onto it by
+    column name. Outputs with no rows stay empty; ``None`` discards that side.
+
+    :param failed_files: ``(path, retryable codes)`` pairs; a path is an ``ObjectStoragePath``, a
+        :class:`pathlib.Path` or a URI/path text.
+    :param delimiter: ``columnDelimiter`` of the files and of the outputs (name or character).
+    :param line_ending: ``lineEnding`` of the outputs (the files may use either).
     """
-    builder = RetryFileBuilder(
-        out, delimiter=delimiter, line_ending=line_ending, input_delimiter=input_delimiter
-    )
-    skipped: Counter[str] = Counter()
-    for stream in failed_results_streams:
-        _, skipped_here = builder.add_failed_results(stream, retryable_codes)
-        skipped.update(skipped_here)
-    for stream in unprocessed_streams:
-        builder.add_unprocessed(stream)
-    return builder.rows_written, dict(skipped)
-
-
-def copy_unprocessed(
-    streams: Iterable[IO[bytes]],
-    out: IO[bytes],
-    delimiter: str = "COMMA",
-    line_ending: str = "LF",
-    *,
-    input_delimiter: str | None = None,
-) -> int:
-    """Concatenate ``unprocessedrecords`` files of several jobs under one header; returns rows written."""
-    builder = RetryFileBuilder(
-        out, delimiter=delimiter, line_ending=line_ending, input_delimiter=input_delimiter
-    )
-    for stream in streams:
-        builder.add_unprocessed(stream)
-    return builder.rows_written
+    _, char = resolve_delimiter(delimiter)
+    terminator = LINE_ENDINGS[resolve_line_ending(line_ending)]
+    splitter = _FailedRowsSplitter(_CsvOut(kept_out, char, terminator), _CsvOut(retry_out, char, terminator))
+    for item, codes in failed_files:
+        path = _as_path(item)
+        with path.open("rb") as raw:
+            text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+            try:
+                reader = csv.reader(text, delimiter=char, strict=True)
+                header = next(reader, None)
+                if header:
+                    splitter.add(path, reader, header, frozenset(codes))
+            finally:
+                text.detach()
+    splitter.kept.flush()
+    splitter.retry.flush()
+    return splitter.split

@@ -20,9 +20,10 @@ from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 from airflow_provider_sfbulk.common.logs import Log
 from airflow_provider_sfbulk.common.threads import HookPerThread, run_concurrently
+from airflow_provider_sfbulk.csvio.failed_rows import write_failed_rows
 from airflow_provider_sfbulk.ingest.journal import LoadJournal
 from airflow_provider_sfbulk.ingest.parts import PartFiles, new_round
-from airflow_provider_sfbulk.ingest.results import download_job_results, write_failed_rows, write_manifest
+from airflow_provider_sfbulk.ingest.results import download_job_results, write_manifest
 from airflow_provider_sfbulk.ingest.spec import LOCK_ERROR_CODE, LoadSpec
 from airflow_provider_sfbulk.ingest.state import (
     Part,

@@ -14,12 +14,9 @@ from collections.abc import Callable, Collection
 from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 from airflow_provider_sfbulk.common.logs import Log
-from airflow_provider_sfbulk.csvio.split import (
-    CsvPart,
-    CsvValidationError,
-    required_columns_for,
-    split_csv,
-)
+from airflow_provider_sfbulk.csvio.dialect import required_columns_for
+from airflow_provider_sfbulk.csvio.errors import CsvValidationError
+from airflow_provider_sfbulk.csvio.split import CsvPart, split_csv
 from airflow_provider_sfbulk.ingest.errors import IngestInputError
 from airflow_provider_sfbulk.ingest.spec import LoadSpec
 from airflow_provider_sfbulk.ingest.state import Part, Round

@@ -10,8 +10,9 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_provider_sfbulk.csvio.dialect import resolve_delimiter, resolve_line_ending
 from airflow_provider_sfbulk.csvio.failed_rows import DEFAULT_RETRYABLE_ERROR_CODES
-from airflow_provider_sfbulk.csvio.split import DEFAULT_MAX_BYTES, resolve_delimiter, resolve_line_ending
+from airflow_provider_sfbulk.csvio.scanner import DEFAULT_MAX_BYTES
 from airflow_provider_sfbulk.ingest.errors import IngestInputError
 from airflow_provider_sfbulk.protocol.api import MULTIPART_MAX_BYTES
 from airflow_provider_sfbulk.protocol.states import IngestOperation

@@ -16,7 +16,7 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 
 from airflow_provider_sfbulk.common.paths import storage_conn_id, task_results_path, to_storage_path
 from airflow_provider_sfbulk.csvio.failed_rows import DEFAULT_RETRYABLE_ERROR_CODES
-from airflow_provider_sfbulk.csvio.split import DEFAULT_MAX_BYTES
+from airflow_provider_sfbulk.csvio.scanner import DEFAULT_MAX_BYTES
 from airflow_provider_sfbulk.exceptions import SalesforceBulkError
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
 from airflow_provider_sfbulk.ingest.collect import LoadSummary

@@ -22,14 +22,10 @@ from airflow_provider_sfbulk.protocol.states import (
     QueryOperation,
 )
 from airflow_provider_sfbulk.protocol.waiting import WaitOutcome
-from airflow_provider_sfbulk.query.extract import (
-    COMPRESSIONS,
-    OUTPUT_MODES,
-    ExtractOptions,
-    ExtractResult,
-    QueryExtractError,
-    extract_query_results,
-)
+from airflow_provider_sfbulk.query.errors import QueryExtractError
+from airflow_provider_sfbulk.query.extract import extract_query_results
+from airflow_provider_sfbulk.query.manifest import ExtractResult
+from airflow_provider_sfbulk.query.options import COMPRESSIONS, OUTPUT_MODES, ExtractOptions
 
 __all__ = ["STATE_KEY", "SalesforceBulkQueryOperator"]
 
@@ -167,6 +163,7 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
     # --- entry points -----------------------------------------------------------------------------------
 
     def execute(self, context: Any) -> dict[str, Any]:
+        """Create (or reconnect to) the query job, wait for it, then extract its results."""
         self._check_rendered()
         checkpoint = self.checkpoint(context)
         state = self._job_for_task(context, checkpoint)

@@ -10,16 +10,15 @@ from airflow.providers.common.compat.sdk import AirflowException
 
 from airflow_provider_sfbulk.common.job_ids import parse_job_ids
 from airflow_provider_sfbulk.common.paths import task_results_path, to_storage_path
-from airflow_provider_sfbulk.ingest.results import (
-    download_job_results,
-    download_query_results,
-    write_manifest,
-)
+from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
+from airflow_provider_sfbulk.ingest.results import download_job_results, write_manifest
 from airflow_provider_sfbulk.links.job import SalesforceBulkJobLink
 from airflow_provider_sfbulk.operators.base import SalesforceBulkBaseOperator
 from airflow_provider_sfbulk.protocol.api import job_kind
 from airflow_provider_sfbulk.protocol.states import RESULT_SETS, JobKind, JobState
 from airflow_provider_sfbulk.protocol.waiting import WaitOutcome
+from airflow_provider_sfbulk.query.errors import QueryExtractError
+from airflow_provider_sfbulk.query.extract import extract_query_results
 
 __all__ = ["SalesforceBulkJobResultsOperator"]
 
@@ -30,8 +29,13 @@ class SalesforceBulkJobResultsOperator(SalesforceBulkBaseOperator):
     Jobs still running are waited for first (deferred or polling, as the base operator does) unless
     ``wait_for_completion=False``, in which case a running job fails the task. Ingest jobs give three files
     each (``successfulResults``, ``failedResults``, ``unprocessedrecords``: ``<results_path>/<job_id>/
-    <set>.csv``); query jobs one file per result page (``<job_id>/results-<n>.csv``, each with its
-    header). Counts and SHA-256 of every file go to a ``manifest.json`` beside them.
+    <set>.csv``); query jobs one file per result page (``<job_id>/part-00000.csv``..., each with its
+    header) and the job's own ``<job_id>/manifest.json``, written by the query extraction path
+    (:func:`~airflow_provider_sfbulk.query.extract.extract_query_results`): every page's count is
+    checked against its ``Sforce-NumberOfRecords`` and the total against ``numberRecordsProcessed``
+    (a mismatch fails the task naming the page), pages come from ``resultPages`` in parallel where the
+    API version has it, and a rerun into the same folder downloads only the pages it lacks. Counts and
+    SHA-256 of every file go to a ``manifest.json`` in ``results_path``.
 
     XCom for ingest jobs::
 
@@ -82,6 +86,7 @@ class SalesforceBulkJobResultsOperator(SalesforceBulkBaseOperator):
             raise AirflowException(f"job_ids: {err}") from err
 
     def execute(self, context: Any) -> dict[str, Any]:
+        """Wait for the jobs (unless ``wait_for_completion=False``), then write their results."""
         ids = self._ids()
         kind = job_kind(self.job_kind)
         try:
@@ -98,6 +103,7 @@ class SalesforceBulkJobResultsOperator(SalesforceBulkBaseOperator):
         return self._write(context, None)
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the trigger fired: write the results."""
         return self._write(context, self.outcome_from_event(event))
 
     def _write(self, context: Any, outcome: WaitOutcome | None) -> dict[str, Any]:
@@ -108,63 +114,16 @@ class SalesforceBulkJobResultsOperator(SalesforceBulkBaseOperator):
         kind = job_kind(self.job_kind)
         folder = to_storage_path(self.results_path) if self.results_path else task_results_path(context)
         started = datetime.now(timezone.utc).isoformat()
-        jobs: list[dict[str, Any]] = []
         result: dict[str, Any] = {"job_kind": kind.value, "job_ids": ids, "results_path": str(folder)}
         if kind is JobKind.INGEST:
-            lists: dict[str, list[str]] = {name: [] for name in RESULT_SETS}
-            for job_id in ids:
-                results = download_job_results(self.hook, job_id, folder)
-                entry = results.to_dict()
-                jobs.append(entry)
-                for name, found in results.files.items():
-                    if found.records:
-                        lists[name].append(found.uri)
-                self.log.info(
-                    "Job %s %s: successful=%d failed=%d unprocessed=%d",
-                    job_id,
-                    results.job.state.value,
-                    results.successful,
-                    results.failed,
-                    results.unprocessed,
-                )
-            result.update(
-                records_successful=sum(j["records_successful"] for j in jobs),
-                records_failed=sum(j["records_failed"] for j in jobs),
-                records_unprocessed=sum(j["records_unprocessed"] for j in jobs),
-                successful_results=lists["successfulResults"],
-                failed_results=lists["failedResults"],
-                unprocessed_records=lists["unprocessedrecords"],
-            )
+            jobs = self._write_ingest(ids, folder, result)
         else:
-            pages: list[str] = []
-            for job_id in ids:
-                info = self.hook.get_job(job_id, kind)
-                files = (
-                    download_query_results(self.hook, info, folder)
-                    if info.state is JobState.JOB_COMPLETE
-                    else []
-                )
-                jobs.append(
-                    {
-                        "id": info.id,
-                        "state": info.state.value,
-                        "error_message": info.error_message,
-                        "records": sum(f.records for f in files),
-                        "files": [f.to_dict() for f in files],
-                    }
-                )
-                pages.extend(f.uri for f in files)
-                self.log.info(
-                    "Job %s %s: %d record(s) in %d page(s)",
-                    job_id,
-                    info.state.value,
-                    jobs[-1]["records"],
-                    len(files),
-                )
-            result.update(records=sum(j["records"] for j in jobs), results=pages)
+            jobs = self._write_query(ids, folder, result)
         manifest = {"job_kind": kind.value, "written_at": started, "jobs": jobs}
         result["manifest"] = write_manifest(folder, manifest)
-        result["jobs"] = [{key: value for key, value in job.items() if key != "files"} for job in jobs]
+        result["jobs"] = [
+            {key: value for key, value in job.items() if key not in ("files", "manifest")} for job in jobs
+        ]
         broken = [job for job in jobs if job["state"] != JobState.JOB_COMPLETE.value]
         if broken and self.fail_on_job_failure:
             details = "; ".join(
@@ -173,3 +132,68 @@ class SalesforceBulkJobResultsOperator(SalesforceBulkBaseOperator):
             context["ti"].xcom_push(key="return_value", value=result)
             raise AirflowException(f"{len(broken)} job(s) did not complete: {details}")
         return result
+
+    def _write_ingest(self, ids: list[str], folder: Any, result: dict[str, Any]) -> list[dict[str, Any]]:
+        """The three result sets of each ingest job, into ``<folder>/<job_id>/<set>.csv``."""
+        jobs: list[dict[str, Any]] = []
+        lists: dict[str, list[str]] = {name: [] for name in RESULT_SETS}
+        for job_id in ids:
+            results = download_job_results(self.hook, job_id, folder)
+            jobs.append(results.to_dict())
+            for name, found in results.files.items():
+                if found.records:
+                    lists[name].append(found.uri)
+            self.log.info(
+                "Job %s %s: successful=%d failed=%d unprocessed=%d",
+                job_id,
+                results.job.state.value,
+                results.successful,
+                results.failed,
+                results.unprocessed,
+            )
+        result.update(
+            records_successful=sum(j["records_successful"] for j in jobs),
+            records_failed=sum(j["records_failed"] for j in jobs),
+            records_unprocessed=sum(j["records_unprocessed"] for j in jobs),
+            successful_results=lists["successfulResults"],
+            failed_results=lists["failedResults"],
+            unprocessed_records=lists["unprocessedrecords"],
+        )
+        return jobs
+
+    def _write_query(self, ids: list[str], folder: Any, result: dict[str, Any]) -> list[dict[str, Any]]:
+        """Extract each complete query job's pages through the query extraction path.
+
+        Into ``<folder>/<job_id>/`` with that job's own manifest, counts checked, resumable.
+        """
+        conn_id = self.salesforce_conn_id
+        jobs: list[dict[str, Any]] = []
+        pages: list[str] = []
+        for job_id in ids:
+            info = self.hook.get_job(job_id, JobKind.QUERY)
+            entry: dict[str, Any] = {
+                "id": info.id,
+                "state": info.state.value,
+                "error_message": info.error_message,
+            }
+            if info.state is JobState.JOB_COMPLETE:
+                try:
+                    extract = extract_query_results(
+                        lambda: SalesforceBulkHook(salesforce_conn_id=conn_id), info.id, folder / info.id
+                    )
+                except QueryExtractError as err:
+                    raise AirflowException(str(err)) from err
+                entry.update(records=extract.record_count, manifest=extract.manifest, files=extract.files)
+                pages.extend(extract.files)
+            else:
+                entry.update(records=0, files=[])
+            jobs.append(entry)
+            self.log.info(
+                "Job %s %s: %d record(s) in %d file(s)",
+                job_id,
+                info.state.value,
+                entry["records"],
+                len(entry["files"]),
+            )
+        result.update(records=sum(j["records"] for j in jobs), results=pages)
+        return jobs

@@ -1,4 +1,4 @@
-"""Speed and memory of the CSV splitter on a generated ~200 MB file.
+"""Speed and memory of the CSV scanner, the split and the download tee on a generated ~200 MB file.
 
 Run explicitly: ``.venv/bin/pytest tests/benchmarks/test_csv_split_bench.py -m benchmark -s``.
 ``SFBULK_BENCH_MB`` changes the file size. Each measurement runs in a fresh interpreter; its peak RSS
@@ -46,7 +46,8 @@ def _generate(path: Path, kind: str) -> int:
                     )
                 else:
                     row = (
-                        f'"Acme, Corp. {i}","EXT-{i:010d}","+1 415 555 {i % 10000:04d}","buyer{i}@example.com",'
+                        f'"Acme, Corp. {i}","EXT-{i:010d}","+1 415 555 {i % 10000:04d}",'
+                        f'"buyer{i}@example.com",'
                         f'"She said ""ship it""\nsecond line, Zürich 東京 {i}","{i * 7 % 1000000}.50",'
                         f'"Technology","San Francisco"\n'
                     )
@@ -60,7 +61,9 @@ def _generate(path: Path, kind: str) -> int:
 
 _RUNNER = r"""
 import json, sys, time
-from airflow_provider_sfbulk.csvio import split as csv_split
+from airflow_provider_sfbulk.csvio.scanner import inspect_csv
+from airflow_provider_sfbulk.csvio.split import split_csv
+from airflow_provider_sfbulk.csvio.tee import CsvTee
 
 
 def status(key):
@@ -74,12 +77,17 @@ with open("/proc/self/clear_refs", "w") as f:
 rss_before = status("VmRSS:")
 wall, cpu = time.perf_counter(), time.process_time()
 if mode == "inspect":
-    records, parts = csv_split.inspect_csv(source).record_count, 0
-elif mode == "count":
-    with open(source, "rb") as stream:
-        records, parts = csv_split.count_records(stream), 0
+    records, parts = inspect_csv(source).record_count, 0
+elif mode == "tee":
+    # what a result or page download does per chunk: count, hash and store (here: to /dev/null)
+    with open(source, "rb") as stream, open("/dev/null", "wb") as sink:
+        tee = CsvTee(sink)
+        while chunk := stream.read(1 << 20):
+            tee.write(chunk)
+        tee.close()
+        records, parts = tee.check_balanced(), 0
 else:
-    with csv_split.split_csv(source, 50_000_000, spool_dir=spool) as split:
+    with split_csv(source, 50_000_000, spool_dir=spool) as split:
         records, parts = split.record_count, len(split)
         assert sum(p.record_count for p in split.parts) == records
         assert all(p.byte_count <= 50_000_000 for p in split.parts)
@@ -109,7 +117,7 @@ def test_split_speed_and_memory(kind: str, tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     spool.mkdir()
     report = {}
-    for mode in ("inspect", "count", "split"):
+    for mode in ("inspect", "tee", "split"):
         result = _run(mode, source, spool)
         assert result["records"] == records
         wall_speed = megabytes / result["wall"]

@@ -27,7 +27,8 @@ import pytest
 from airflow_provider_sfbulk.emulator.testing import EmulatorProcess, connection_json, start_emulator_process
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
 from airflow_provider_sfbulk.protocol.states import JobState
-from airflow_provider_sfbulk.query.extract import ExtractOptions, extract_query_results
+from airflow_provider_sfbulk.query.extract import extract_query_results
+from airflow_provider_sfbulk.query.options import ExtractOptions
 
 pytestmark = pytest.mark.benchmark
 
@@ -90,7 +91,8 @@ def test_query_extract_speed_and_memory(emulator_process: EmulatorProcess, tmp_p
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(emulator_process, timeout=600))
     started = time.perf_counter()
     _seed(emulator_process.base_url, ROWS)
-    print(f"\n[query extract bench] seeded {ROWS:,} Accounts in {time.perf_counter() - started:.1f} s", flush=True)
+    elapsed = time.perf_counter() - started
+    print(f"\n[query extract bench] seeded {ROWS:,} Accounts in {elapsed:.1f} s", flush=True)
     with SalesforceBulkHook(CONN_ID) as hook:
         job = hook.create_query_job(QUERY)
         deadline = time.monotonic() + JOB_TIMEOUT

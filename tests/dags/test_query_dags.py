@@ -154,7 +154,9 @@ def _rows(uris: list[str], delimiter: str = ",") -> tuple[list[str], list[tuple[
     return header, rows
 
 
-def _expected(server: EmulatorServer, fields: list[str], *, include_deleted: bool = False) -> list[tuple[str, ...]]:
+def _expected(
+    server: EmulatorServer, fields: list[str], *, include_deleted: bool = False
+) -> list[tuple[str, ...]]:
     return sorted(
         tuple("" if record[name] is None else str(record[name]) for name in fields)
         for record in server.records("Account", include_deleted=include_deleted)
@@ -178,8 +180,8 @@ def test_small_and_multi_page_extracts(emulator, salesforce_conn, dags, tmp_path
                                             "deferrable": deferrable}},
             {"task_id": "result_pages", "kwargs": {"soql": SOQL, "deferrable": deferrable,
                                                    "max_records_per_page": 70, "download_concurrency": 3}},
-            {"task_id": "locator", "kwargs": {"soql": SOQL, "deferrable": deferrable, "use_result_pages": False,
-                                              "max_records_per_page": 70,
+            {"task_id": "locator", "kwargs": {"soql": SOQL, "deferrable": deferrable,
+                                              "use_result_pages": False, "max_records_per_page": 70,
                                               "results_path": str(tmp_path / "locator")}},
         ],
     )
@@ -211,7 +213,8 @@ def test_query_all_sees_deleted_rows(emulator, salesforce_conn, dags) -> None:
     state, values = dags.run(
         "query_all",
         [{"task_id": "live", "kwargs": {"soql": soql, "output_mode": "single"}},
-         {"task_id": "everything", "kwargs": {"soql": soql, "operation": "queryAll", "output_mode": "single"}}],
+         {"task_id": "everything",
+          "kwargs": {"soql": soql, "operation": "queryAll", "output_mode": "single"}}],
     )
     assert state == "success"
     _, live = _rows(values["live"]["files"])
@@ -283,8 +286,10 @@ def test_failed_job_and_bad_soql_fail_their_tasks(emulator_factory, salesforce_c
         while time.monotonic() < deadline:
             jobs = [j for j in api.get("/jobs/query").json()["records"] if j["state"] == "UploadComplete"]
             if jobs:
-                server.app.store.update_job(jobs[0]["id"], only_if_state=[JobState.UPLOAD_COMPLETE],
-                                            state=JobState.FAILED, error_message="Query too complex: add a filter")
+                server.app.store.update_job(
+                    jobs[0]["id"], only_if_state=[JobState.UPLOAD_COMPLETE], state=JobState.FAILED,
+                    error_message="Query too complex: add a filter",
+                )
                 api.patch(f"/jobs/ingest/{blocker['id']}", json={"state": "Aborted"})
                 return
             time.sleep(0.02)

@@ -122,7 +122,8 @@ def anchors(path: Path) -> set[str]:
 
 
 def code_blocks(text: str, language: str) -> list[str]:
-    return [textwrap.dedent(body) for lang, body in _CODE_BLOCK.findall(textwrap.dedent(text)) if lang == language]
+    blocks = _CODE_BLOCK.findall(textwrap.dedent(text))
+    return [textwrap.dedent(body) for lang, body in blocks if lang == language]
 
 
 def all_code_blocks(language: str) -> list[tuple[str, str]]:
@@ -133,7 +134,9 @@ def all_code_blocks(language: str) -> list[tuple[str, str]]:
         for match in re.finditer(r"^( *)```(\w*)[^\n]*\n(.*?)^\1```", text, re.S | re.M):
             indent, lang, body = match.groups()
             if lang == language:
-                lines = [line[len(indent) :] if line.startswith(indent) else line for line in body.splitlines()]
+                lines = [
+                    line[len(indent) :] if line.startswith(indent) else line for line in body.splitlines()
+                ]
                 blocks.append((page.name, "\n".join(lines)))
     return blocks
 
@@ -242,7 +245,11 @@ def test_the_package_has_the_classes_this_test_expects() -> None:
 def test_every_public_class_has_a_section_in_operators_md() -> None:
     text = read("operators.md")
     found = sections(text)
-    missing = [cls.__name__ for cls in PUBLIC_CLASSES if f"`{cls.__name__}`" not in text and cls.__name__ not in found]
+    missing = [
+        cls.__name__
+        for cls in PUBLIC_CLASSES
+        if f"`{cls.__name__}`" not in text and cls.__name__ not in found
+    ]
     assert not missing, f"classes without documentation in docs/operators.md: {missing}"
     missing_sections = [heading for heading in DOCUMENTED if heading not in found]
     assert not missing_sections, f"missing '## <Class>' sections in docs/operators.md: {missing_sections}"
@@ -288,7 +295,9 @@ def test_every_hook_method_and_exception_is_named() -> None:
 
     text = read("operators.md")
     section = sections(text)["SalesforceBulkHook"]
-    internal = {"get_conn", "close", "aclose", "get_connection_form_widgets", "get_ui_field_behaviour", "config"}
+    internal = {
+        "get_conn", "close", "aclose", "get_connection_form_widgets", "get_ui_field_behaviour", "config"
+    }
     names: set[str] = set()
     for hook in (SalesforceBulkHook, SalesforceBulkAsyncHook):
         for klass in hook.__mro__:
@@ -444,7 +453,7 @@ def test_xcom_examples_match_the_docstrings(heading: str, class_path: str) -> No
 
 
 def test_query_xcom_example_matches_the_code() -> None:
-    from airflow_provider_sfbulk.query.extract import ExtractResult
+    from airflow_provider_sfbulk.query.manifest import ExtractResult
 
     produced = ExtractResult(
         job_id="750", files=[], record_count=0, columns=[], manifest="m", results_path="r"
@@ -474,7 +483,7 @@ def test_result_layout_names_are_the_real_ones() -> None:
     from airflow_provider_sfbulk.ingest.results import MANIFEST_NAME
     from airflow_provider_sfbulk.links.job import LINK_XCOM_KEY
     from airflow_provider_sfbulk.protocol.states import RESULT_SETS
-    from airflow_provider_sfbulk.query.extract import MANIFEST_FORMAT, PARTS_FOLDER
+    from airflow_provider_sfbulk.query.manifest import MANIFEST_FORMAT, PARTS_FOLDER
 
     text = read("results-and-xcom.md")
     section, key = RESULTS_BASE_OPTION

@@ -1,70 +1,56 @@
-"""ingest_results: counting writer (records, sha256, restart), failed-row split, base operator wait."""
+"""ingest.results (downloads counted through the tee, the manifest), failed-row split, base operator wait."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import time
 from typing import Any
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, TaskDeferred
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from airflow_provider_sfbulk.common.checkpoint import TaskCheckpoint
 from airflow_provider_sfbulk.common.paths import to_storage_path
+from airflow_provider_sfbulk.csvio.failed_rows import write_failed_rows
 from airflow_provider_sfbulk.emulator.testing import ApiSession
-from airflow_provider_sfbulk.ingest.results import CountingWriter, write_failed_rows
+from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
+from airflow_provider_sfbulk.ingest.results import MANIFEST_NAME, download_job_results, write_manifest
 from airflow_provider_sfbulk.operators.base import DEADLINE_KEY, SalesforceBulkBaseOperator
 from airflow_provider_sfbulk.triggers.job import SalesforceBulkJobTrigger
 
 
-def _csv(rows: list[list[str]], terminator: str) -> bytes:
-    import csv
-
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator=terminator, quoting=csv.QUOTE_ALL).writerows(rows)
-    return buffer.getvalue().encode()
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    rows=st.lists(st.lists(st.text(alphabet='a,"\n\r é', max_size=6), min_size=2, max_size=2), max_size=8),
-    chunk=st.integers(min_value=1, max_value=7),
-    terminator=st.sampled_from(["\n", "\r\n"]),
-)
-def test_counting_writer_counts_records_whatever_the_chunks(rows, chunk, terminator):
-    data = _csv([["h1", "h2"], *rows], terminator)
-    out = io.BytesIO()
-    writer = CountingWriter(out)
-    for start in range(0, len(data), chunk):
-        writer.write(data[start : start + chunk])
-    assert writer.records == len(rows)
-    assert writer.sha256 == hashlib.sha256(data).hexdigest()
-    assert out.getvalue() == data
+def test_download_job_results_counts_and_hashes_what_it_stores(emulator, salesforce_conn, tmp_path):
+    salesforce_conn(emulator)
+    job_id = ApiSession(emulator).run_ingest(
+        "Account", "insert", b'Name,NumberOfEmployees\nAcme,1\n"Two\nLines ""quoted""",2\n,3\n'
+    )["id"]
+    with SalesforceBulkHook() as hook:
+        results = download_job_results(hook, job_id, to_storage_path(tmp_path))
+    assert (results.successful, results.failed, results.unprocessed) == (2, 1, 0)
+    for name, found in results.files.items():
+        stored = (tmp_path / job_id / f"{name}.csv").read_bytes()
+        assert (found.bytes, found.sha256) == (len(stored), hashlib.sha256(stored).hexdigest())
+    assert b'"Two\nLines ""quoted"""' in (tmp_path / job_id / "successfulResults.csv").read_bytes()
 
 
-def test_counting_writer_edge_cases():
-    for data, expected in [(b"", 0), (b"h\n", 0), (b"h\nx", 1), (b'h\n"a\nb"\n', 1), (b"h\r\nx\r\ny\r\n", 2)]:
-        writer = CountingWriter(io.BytesIO())
-        writer.write(data)
-        assert writer.records == expected, data
+def test_write_manifest_replaces_the_file_whole(tmp_path):
+    folder = to_storage_path(tmp_path / "out")
+    first = write_manifest(folder, {"jobs": [1, 2, 3], "note": "first"})
+    assert first.endswith(f"/out/{MANIFEST_NAME}")
+    write_manifest(folder, {"jobs": []})
+    assert json.loads((tmp_path / "out" / MANIFEST_NAME).read_text()) == {"jobs": []}
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [MANIFEST_NAME]  # no temporary file left
 
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("cannot render")
 
-def test_counting_writer_restarts_only_from_the_start():
-    out = io.BytesIO()
-    writer = CountingWriter(out)
-    writer.write(b"h\nx\n")
-    assert writer.seekable()
-    with pytest.raises(OSError, match="only seeks back"):
-        writer.seek(2)
-    writer.seek(writer.tell() - writer.bytes_written)
-    writer.truncate()
-    writer.write(b"h\ny\nz\n")
-    assert writer.records == 2
-    assert out.getvalue() == b"h\ny\nz\n"
-    assert writer.sha256 == hashlib.sha256(b"h\ny\nz\n").hexdigest()
+    with pytest.raises(RuntimeError):
+        write_manifest(folder, {"jobs": [Unprintable()]})
+    # A write that fails half-way leaves the previous manifest whole, not an empty or partial file.
+    assert json.loads((tmp_path / "out" / MANIFEST_NAME).read_text()) == {"jobs": []}
 
 
 def test_write_failed_rows_splits_by_code(tmp_path):
@@ -125,7 +111,8 @@ def test_wait_defers_with_persisted_absolute_deadline(emulator, salesforce_conn,
 def test_wait_does_not_defer_finished_jobs_and_polls_otherwise(emulator, salesforce_conn, context):
     salesforce_conn(emulator)
     job = ApiSession(emulator).run_ingest("Account", "insert", b"Name\nA\n")
-    outcome = Waiter(task_id="w", deferrable=True).wait_for_jobs(context, [job["id"]], "ingest", method_name="x")
+    waiter = Waiter(task_id="w", deferrable=True)
+    outcome = waiter.wait_for_jobs(context, [job["id"]], "ingest", method_name="x")
     assert outcome.status == "success"
     outcome = Waiter(task_id="w", deferrable=False, poll_interval=0.05).wait_for_jobs(
         context, [job["id"]], "ingest", method_name="x"

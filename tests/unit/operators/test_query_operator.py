@@ -1,4 +1,7 @@
-"""SalesforceBulkQueryOperator against the emulator, driven directly (execute / execute_complete / on_kill)."""
+"""SalesforceBulkQueryOperator against the emulator, driven directly.
+
+(execute / execute_complete / on_kill)
+"""
 
 from __future__ import annotations
 
@@ -135,7 +138,8 @@ def test_extract_in_the_worker(emulator, salesforce_conn, results_base) -> None:
         (r["Id"], r["Name"]) for r in emulator.records("Account")
     )
     assert [job["id"] for job in query_jobs(emulator)] == [result["job_id"]]
-    assert context["ti"].xcoms[LINK_XCOM_KEY] == {"instance_url": emulator.base_url, "job_ids": [result["job_id"]]}
+    link = {"instance_url": emulator.base_url, "job_ids": [result["job_id"]]}
+    assert context["ti"].xcoms[LINK_XCOM_KEY] == link
     assert TaskCheckpoint.for_task(context).get(STATE_KEY) is None  # cleared after success
     manifest = json.loads(Path(result["manifest"].removeprefix("file://")).read_text())
     assert [page["record_count"] for page in manifest["pages"]] == [50, 50, 20]
@@ -159,7 +163,8 @@ def test_extract_deferrable_gzip_pages(emulator, salesforce_conn, results_base, 
 
 def test_bad_soql_fails_at_once_with_salesforce_message(emulator, salesforce_conn, results_base) -> None:
     salesforce_conn(emulator)
-    with pytest.raises(AirflowFailException, match=r"(?s)Salesforce rejected the query: HTTP 400 INVALID_FIELD.*No such column .Nope."):
+    expected = r"(?s)Salesforce rejected the query: HTTP 400 INVALID_FIELD.*No such column .Nope."
+    with pytest.raises(AirflowFailException, match=expected):
         operator(soql="SELECT Id, Nope FROM Account").execute(make_context())
     assert query_jobs(emulator) == []
 
@@ -181,7 +186,9 @@ def test_parameters_are_checked_at_parse_time() -> None:
         operator(download_concurrency=0)
 
 
-def test_failed_job_fails_the_task_with_its_error_message(slow_emulator, salesforce_conn, results_base) -> None:
+def test_failed_job_fails_the_task_with_its_error_message(
+    slow_emulator, salesforce_conn, results_base
+) -> None:
     from airflow_provider_sfbulk.protocol.states import JobState
 
     salesforce_conn(slow_emulator)
@@ -202,7 +209,8 @@ def test_failed_job_fails_the_task_with_its_error_message(slow_emulator, salesfo
     assert len(errors) == 1
     assert isinstance(errors[0], AirflowException)
     assert str(errors[0]) == (
-        f"Salesforce query job {job['id']} ended Failed: Query timed out: retried more than 15 times; add a filter"
+        f"Salesforce query job {job['id']} ended Failed: "
+        "Query timed out: retried more than 15 times; add a filter"
     )
     # The checkpoint keeps the failed job; a retry runs the query again instead of reusing it.
     assert TaskCheckpoint.for_task(context).get(STATE_KEY)["job_id"] == job["id"]
@@ -263,7 +271,8 @@ def test_retry_reuses_the_job_and_resumes(emulator, salesforce_conn, results_bas
     assert [job["id"] for job in query_jobs(emulator)] == [state["job_id"]]  # the query ran once
     assert result["results_path"] == state["results_path"]  # the first try's folder, resumed
     assert result["record_count"] == 100
-    assert sorted(row[0] for row in rows_of(result["files"])) == sorted(r["Id"] for r in emulator.records("Account"))
+    expected = sorted(r["Id"] for r in emulator.records("Account"))
+    assert sorted(row[0] for row in rows_of(result["files"])) == expected
 
 
 def test_changed_query_is_not_served_by_the_old_job(emulator, salesforce_conn, results_base) -> None:

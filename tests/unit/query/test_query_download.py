@@ -21,13 +21,10 @@ from airflow_provider_sfbulk.exceptions import SalesforceBulkTransientError
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
 from airflow_provider_sfbulk.protocol.retry import RetryPolicy
 from airflow_provider_sfbulk.protocol.waiting import PollSchedule
-from airflow_provider_sfbulk.query.extract import (
-    MANIFEST_NAME,
-    ExtractOptions,
-    QueryExtractError,
-    extract_query_results,
-    result_pages_supported,
-)
+from airflow_provider_sfbulk.query.errors import QueryExtractError
+from airflow_provider_sfbulk.query.extract import extract_query_results
+from airflow_provider_sfbulk.query.manifest import MANIFEST_NAME
+from airflow_provider_sfbulk.query.options import ExtractOptions, result_pages_supported
 
 CONN_ID = "salesforce_bulk_default"
 ONE_TRY = RetryPolicy(max_attempts=1, base_delay=0.0, max_delay=0.0)
@@ -104,7 +101,9 @@ def loaded(emulator: EmulatorServer, salesforce_conn: Callable[..., str]) -> Emu
     return emulator
 
 
-def _factory(policy: RetryPolicy = FAST, cls: type[SalesforceBulkHook] = SalesforceBulkHook) -> Callable[[], Any]:
+def _factory(
+    policy: RetryPolicy = FAST, cls: type[SalesforceBulkHook] = SalesforceBulkHook
+) -> Callable[[], Any]:
     return lambda: cls(CONN_ID, retry_policy=policy)
 
 
@@ -227,6 +226,26 @@ def test_a_page_the_hook_gives_up_on_is_fetched_again(loaded: EmulatorServer, tm
     assert sorted(map(tuple, rows)) == _expected(loaded)
 
 
+def test_page_retries_wait_as_the_protocol_retry_policy_says(
+    loaded: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with SalesforceBulkHook(CONN_ID, retry_policy=FAST) as hook:
+        job_id = _run_query(hook)
+    waits: list[tuple[RetryPolicy, int]] = []
+
+    def backoff(policy: RetryPolicy, retry_number: int, rng: Any = None) -> float:
+        waits.append((policy, retry_number))
+        return 0.0
+
+    monkeypatch.setattr(RetryPolicy, "backoff", backoff)
+    loaded.set_faults([{"status": 503, "method": "GET", "path": "/results$", "times": 2}])
+    options = ExtractOptions(max_records_per_page=100, concurrency=1, page_attempts=3, page_retry_delay=5.0)
+    result = extract_query_results(_factory(ONE_TRY), job_id, tmp_path, options)
+    assert [page.attempts for page in result.pages] == [3, 1, 1]
+    assert waits == [(options.page_retry_policy, 1), (options.page_retry_policy, 2)]
+    assert (options.page_retry_policy.max_attempts, options.page_retry_policy.base_delay) == (3, 5.0)
+
+
 def test_a_page_that_keeps_failing_fails_the_extract(loaded: EmulatorServer, tmp_path: Path) -> None:
     with SalesforceBulkHook(CONN_ID, retry_policy=FAST) as hook:
         job_id = _run_query(hook)
@@ -243,7 +262,10 @@ def test_a_page_that_keeps_failing_fails_the_extract(loaded: EmulatorServer, tmp
 
 @pytest.mark.parametrize("use_result_pages", PAGING)
 def test_a_second_run_resumes_after_the_stored_pages(
-    emulator: EmulatorServer, salesforce_conn: Callable[..., str], tmp_path: Path, use_result_pages: bool | None
+    emulator: EmulatorServer,
+    salesforce_conn: Callable[..., str],
+    tmp_path: Path,
+    use_result_pages: bool | None,
 ) -> None:
     salesforce_conn(emulator)
     emulator.seed("Account", 250, seed=7)
@@ -368,12 +390,16 @@ def test_unfinished_job_is_refused(loaded: EmulatorServer, tmp_path: Path) -> No
         extract_query_results(_factory(), job.id, tmp_path)
 
 
-def test_other_dialects(emulator: EmulatorServer, salesforce_conn: Callable[..., str], tmp_path: Path) -> None:
+def test_other_dialects(
+    emulator: EmulatorServer, salesforce_conn: Callable[..., str], tmp_path: Path
+) -> None:
     salesforce_conn(emulator)
     with SalesforceBulkHook(CONN_ID, retry_policy=FAST) as hook:
         _ingest_tricky(hook)
         job = hook.create_query_job(SOQL, column_delimiter="PIPE", line_ending="CRLF")
-        hook.wait_for_jobs([job.id], "query", schedule=PollSchedule(0.02, 1.5, 0.2), deadline=time.time() + 30)
+        hook.wait_for_jobs(
+            [job.id], "query", schedule=PollSchedule(0.02, 1.5, 0.2), deadline=time.time() + 30
+        )
     result = extract_query_results(
         _factory(), job.id, tmp_path, ExtractOptions(output="single", max_records_per_page=2)
     )
@@ -407,7 +433,8 @@ def test_a_damaged_page_fails_with_a_clear_error(loaded: EmulatorServer, tmp_pat
             writable.write(b'"')
             return super().download_query_page(job, writable, *args, **kwargs)
 
-    with pytest.raises(QueryExtractError, match=r"page 0 \(locator None\) is not well-formed CSV: .*unbalanced"):
+    expected = r"page 0 \(locator None\) is not well-formed CSV: .*unbalanced"
+    with pytest.raises(QueryExtractError, match=expected):
         extract_query_results(_factory(cls=Garbles), job_id, tmp_path)
 
 
@@ -420,7 +447,9 @@ def test_the_first_error_wins_and_other_pages_stop(loaded: EmulatorServer, tmp_p
     class RefusesPageTwo(SalesforceBulkHook):
         def download_query_page(self, job: str, writable: Any, locator: str | None = None, **kw: Any) -> Any:
             if locator == "MTAw":  # the locator of row 100, as the emulator spells it
-                raise SalesforceBulkBadRequestError("locator refused", status=400, error_code="INVALID_LOCATOR")
+                raise SalesforceBulkBadRequestError(
+                    "locator refused", status=400, error_code="INVALID_LOCATOR"
+                )
             return super().download_query_page(job, writable, locator=locator, **kw)
 
     with pytest.raises(SalesforceBulkBadRequestError, match="locator refused"):

@@ -8,16 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_sfbulk.csvio.split import (
-    CsvValidationError,
-    count_records,
-    inspect_csv,
-    iter_csv_parts,
-    required_columns_for,
-    resolve_delimiter,
-    resolve_line_ending,
-    split_csv,
-)
+from airflow_provider_sfbulk.csvio.dialect import required_columns_for, resolve_delimiter, resolve_line_ending
+from airflow_provider_sfbulk.csvio.errors import CsvValidationError
+from airflow_provider_sfbulk.csvio.scanner import inspect_csv
+from airflow_provider_sfbulk.csvio.split import iter_csv_parts, split_csv
 
 
 def _inspect(data: bytes, **kwargs) -> None:
@@ -432,15 +426,6 @@ def test_object_storage_path_source(tmp_path: Path) -> None:
         assert _parts(split) == [b'Name\n"a\nb"\n', b"Name\nc\n"]
     with path.open("rb") as stream:
         assert inspect_csv(stream).record_count == 2
-
-
-def test_count_records_tolerates_empty_and_header_only_streams() -> None:
-    assert count_records(io.BytesIO(b"")) == 0
-    assert count_records(io.BytesIO(b'"sf__Id","sf__Error",Name\n')) == 0
-    assert count_records(io.BytesIO(b'"sf__Id","sf__Error",Name\r\n"","X:y --","a\r\nb"\r\n')) == 1
-    assert count_records(io.BytesIO(b"A;B\n1;2\n3;4"), ";") == 2
-    with pytest.raises(CsvValidationError, match="field"):
-        count_records(io.BytesIO(b"A,B\n1\n"))
 
 
 @pytest.mark.timeout(20)
