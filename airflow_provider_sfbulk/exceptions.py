@@ -23,6 +23,7 @@ from __future__ import annotations
 from airflow.providers.common.compat.sdk import AirflowException
 
 __all__ = [
+    "Cancelled",
     "SalesforceBulkAuthError",
     "SalesforceBulkBadRequestError",
     "SalesforceBulkConfigError",
@@ -36,6 +37,14 @@ __all__ = [
     "SalesforceBulkRateLimitError",
     "SalesforceBulkTransientError",
 ]
+
+
+class Cancelled(Exception):
+    """Raised by work that noticed its stop event: another item of the same batch failed first.
+
+    Not a :class:`SalesforceBulkError`: it never leaves the thread runner
+    (:func:`~airflow_provider_sfbulk.common.threads.run_concurrently` raises the first real error).
+    """
 
 
 class SalesforceBulkError(AirflowException):

@@ -12,9 +12,13 @@ someone can act on.
   contention. The XCom reflects the merged outcome (``retry_rounds``, every job id).
 * ``report_failed_rows`` receives the XCom (paths, never records), streams the failed-rows files from
   object storage and summarises them by error code: hand that to a data-quality channel or a ticket.
+* **Fix and reload.** Beside the failed-rows files (which keep Salesforce's ``sf__Id`` and ``sf__Error``)
+  the operator writes the same rows in the source's own columns and dialect:
+  ``failed_rows_to_reload`` in the XCom. Fix the values in that file, then trigger this DAG with
+  ``{"fixed_rows_file": "<path or URI of the fixed file>"}``: ``reload_fixed_rows`` loads exactly that
+  file (an upsert, so loading it twice does no harm). Without the parameter it is skipped.
 
-The failed-rows CSV keeps the uploaded columns after ``sf__Id`` and ``sf__Error``, so fixing the data and
-loading the file again is a copy away. Connection: ``salesforce_bulk_default``.
+Connection: ``salesforce_bulk_default``.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from airflow.providers.common.compat.sdk import DAG, ObjectStoragePath, task
+from airflow.providers.common.compat.sdk import DAG, ObjectStoragePath, Param, task
 
 from airflow_provider_sfbulk.operators.ingest import SalesforceBulkIngestOperator
 
@@ -43,6 +47,13 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     tags=["salesforce", "bulk-api", "example"],
+    params={
+        "fixed_rows_file": Param(
+            None,
+            type=["null", "string"],
+            description="A corrected failed_rows_to_reload file to load (path or URI); empty: skip",
+        )
+    },
 ) as dag:
     load_invoices = SalesforceBulkIngestOperator(
         task_id="load_invoices",
@@ -79,9 +90,31 @@ with DAG(
             "retry_rounds": load["retry_rounds"],
             "jobs": len(load["job_ids"]),
             "failed_files": load["failed_results"],
+            "to_fix_and_reload": load["failed_rows_to_reload"],
         }
+        if load["failed_rows_to_reload"]:
+            print(
+                f"Fix the rows in {load['failed_rows_to_reload']} and trigger this DAG with "
+                '{"fixed_rows_file": "<the fixed file>"} to load them'
+            )
         if sum(by_code.values()) != load["records_failed"]:
             raise ValueError(f"the failed-rows files hold {sum(by_code.values())} rows, XCom says {summary}")
         return summary
 
-    report_failed_rows(load_invoices.output)
+    @task.short_circuit
+    def fixed_rows_given(params: dict[str, Any] | None = None) -> bool:
+        """Go on only when the run names a fixed file to load."""
+        return bool((params or {}).get("fixed_rows_file"))
+
+    reload_fixed_rows = SalesforceBulkIngestOperator(
+        task_id="reload_fixed_rows",
+        object_name="Invoice__c",
+        operation="upsert",
+        external_id_field="Invoice_Number__c",
+        source="{{ params.fixed_rows_file }}",
+        deferrable=True,
+        poll_interval=POLL_SECONDS,
+        timeout=3600,
+    )
+
+    report_failed_rows(load_invoices.output) >> fixed_rows_given() >> reload_fixed_rows

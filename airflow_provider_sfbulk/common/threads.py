@@ -12,15 +12,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Generic, TypeVar
 
+from airflow_provider_sfbulk.exceptions import Cancelled
+
 __all__ = ["Cancelled", "HookPerThread", "run_concurrently"]
 
 H = TypeVar("H")
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-class Cancelled(Exception):
-    """Raised by work that noticed the stop event: another item failed first."""
 
 
 class HookPerThread(Generic[H]):

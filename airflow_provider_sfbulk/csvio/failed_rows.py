@@ -15,10 +15,12 @@ column kept.
 from __future__ import annotations
 
 import csv
+import functools
 import io
+import pathlib
 import re
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -60,10 +62,12 @@ class FailedSplit:
     :param kept_codes: kept rows per error code.
     :param retried_codes: retried rows per error code.
     :param columns: the uploaded columns (``sf__`` columns dropped), ``None`` when no file had a header.
+    :param resubmitted: rows of ``unprocessedrecords`` files written to ``retry_out``.
     """
 
     kept: int = 0
     retried: int = 0
+    resubmitted: int = 0
     kept_codes: Counter[str] = field(default_factory=Counter)
     retried_codes: Counter[str] = field(default_factory=Counter)
     columns: tuple[str, ...] | None = None
@@ -114,22 +118,30 @@ class _CsvOut:
 class _FailedRowsSplitter:
     """One :func:`write_failed_rows` call: the header fixed by the first file, and the two outputs."""
 
-    def __init__(self, kept: _CsvOut, retry: _CsvOut) -> None:
+    def __init__(self, kept: _CsvOut, retry: _CsvOut, kept_data: _CsvOut) -> None:
         self.kept = kept
         self.retry = retry
+        self.kept_data = kept_data
         self.split = FailedSplit()
         self.full_header: list[str] | None = None
-        self.data_header: list[str] = []
+        self.data_header: list[str] | None = None
+
+    def _fix_data_header(self, data_header: list[str]) -> None:
+        if self.data_header is None:
+            self.data_header = data_header
+            self.retry.header = data_header
+            self.kept_data.header = data_header
+            self.split.columns = tuple(data_header)
 
     def add(self, path: Any, rows: Iterable[list[str]], header: list[str], retryable: frozenset[str]) -> None:
+        """Split the rows of one ``failedResults`` file."""
         if _ERROR_COLUMN not in header:
             raise ValueError(f"{path} is not a failedResults file (no sf__Error column)")
         if self.full_header is None:
             self.full_header = list(header)
-            self.data_header = [name for name in header if name not in RESULT_COLUMNS]
             self.kept.header = self.full_header
-            self.retry.header = self.data_header
-            self.split.columns = tuple(self.data_header)
+        self._fix_data_header([name for name in header if name not in RESULT_COLUMNS])
+        assert self.data_header is not None
         if set(header) != set(self.full_header):
             raise ValueError(f"{path}: columns differ from the first failedResults file")
         full_index = [header.index(name) for name in self.full_header]
@@ -144,17 +156,36 @@ class _FailedRowsSplitter:
                 split.retried_codes[code] += 1
             else:
                 self.kept.row([values[i] for i in full_index])
+                self.kept_data.row([values[i] for i in data_index])
                 split.kept += 1
                 split.kept_codes[code] += 1
 
+    def add_unprocessed(self, path: Any, rows: Iterable[list[str]], header: list[str]) -> None:
+        """Copy every row of one ``unprocessedrecords`` file to the retry output."""
+        if any(name in RESULT_COLUMNS for name in header):
+            raise ValueError(f"{path} is not an unprocessedrecords file (it has sf__ columns)")
+        self._fix_data_header(list(header))
+        assert self.data_header is not None
+        if set(header) != set(self.data_header):
+            uploaded = ", ".join(self.data_header)
+            raise ValueError(f"{path}: columns differ from the uploaded columns {uploaded}")
+        index = [header.index(name) for name in self.data_header]
+        for values in rows:
+            self.retry.row([values[i] for i in index])
+            self.split.resubmitted += 1
+
 
 def _as_path(item: Any) -> Any:
-    """A path object with ``open("rb")``: ``item`` itself, or a storage path for URI or path text."""
+    """A path object with ``open("rb")``: ``item`` itself, or a local :class:`~pathlib.Path` for text.
+
+    URIs of object stores must come as path objects (``ObjectStoragePath``): this module reads files, it
+    does not know storage connections.
+    """
     if hasattr(item, "open"):
         return item
-    from airflow.providers.common.compat.sdk import ObjectStoragePath  # only text needs Airflow's storage
-
-    return ObjectStoragePath(item)
+    if "://" in str(item):
+        raise ValueError(f"{item}: pass an ObjectStoragePath for a URI, not its text")
+    return pathlib.Path(item)
 
 
 def write_failed_rows(
@@ -164,6 +195,8 @@ def write_failed_rows(
     retry_out: IO[bytes] | None,
     delimiter: str = "COMMA",
     line_ending: str = "LF",
+    unprocessed_files: Iterable[Any] = (),
+    kept_data_out: IO[bytes] | None = None,
 ) -> FailedSplit:
     """Split the rows of ``failedResults`` files into rows to retry and rows kept as failures.
 
@@ -175,23 +208,48 @@ def write_failed_rows(
 
     :param failed_files: ``(path, retryable codes)`` pairs; a path is an ``ObjectStoragePath``, a
         :class:`pathlib.Path` or a URI/path text.
+    :param unprocessed_files: ``unprocessedrecords`` files whose every row goes to ``retry_out`` too (after
+        the failed rows), mapped onto the same columns.
+    :param kept_data_out: the kept rows again, in the uploaded columns only: a file a team can fix and load
+        as it is.
     :param delimiter: ``columnDelimiter`` of the files and of the outputs (name or character).
     :param line_ending: ``lineEnding`` of the outputs (the files may use either).
     """
     _, char = resolve_delimiter(delimiter)
     terminator = LINE_ENDINGS[resolve_line_ending(line_ending)]
-    splitter = _FailedRowsSplitter(_CsvOut(kept_out, char, terminator), _CsvOut(retry_out, char, terminator))
+    splitter = _FailedRowsSplitter(
+        _CsvOut(kept_out, char, terminator),
+        _CsvOut(retry_out, char, terminator),
+        _CsvOut(kept_data_out, char, terminator),
+    )
     for item, codes in failed_files:
-        path = _as_path(item)
-        with path.open("rb") as raw:
-            text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-            try:
-                reader = csv.reader(text, delimiter=char, strict=True)
-                header = next(reader, None)
-                if header:
-                    splitter.add(path, reader, header, frozenset(codes))
-            finally:
-                text.detach()
-    splitter.kept.flush()
-    splitter.retry.flush()
+        _read(item, char, functools.partial(_add_failed, splitter, frozenset(codes)))
+    for item in unprocessed_files:
+        _read(item, char, splitter.add_unprocessed)
+    for out in (splitter.kept, splitter.retry, splitter.kept_data):
+        out.flush()
     return splitter.split
+
+
+def _add_failed(
+    splitter: _FailedRowsSplitter,
+    codes: frozenset[str],
+    path: Any,
+    rows: Iterable[list[str]],
+    header: list[str],
+) -> None:
+    splitter.add(path, rows, header, codes)
+
+
+def _read(item: Any, delimiter: str, take: Callable[[Any, Iterable[list[str]], list[str]], None]) -> None:
+    """Open one result file and hand ``take(path, rows, header)`` its rows (files with no header skip)."""
+    path = _as_path(item)
+    with path.open("rb") as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+        try:
+            reader = csv.reader(text, delimiter=delimiter, strict=True)
+            header = next(reader, None)
+            if header:
+                take(path, reader, header)
+        finally:
+            text.detach()

@@ -29,8 +29,8 @@ import hashlib
 import threading
 from typing import Any
 
-from airflow_provider_sfbulk.common.threads import Cancelled
 from airflow_provider_sfbulk.csvio.errors import CsvShapeError
+from airflow_provider_sfbulk.exceptions import Cancelled
 
 __all__ = ["MAX_HEADER_BYTES", "CsvTee"]
 
@@ -68,7 +68,7 @@ class CsvTee:
     :param gzip_level: compress what is stored with gzip at this level (1..9); ``None`` stores as received.
         Counting always sees the CSV as received.
     :param stop: when this event is set, the next :meth:`write` raises
-        :class:`~airflow_provider_sfbulk.common.threads.Cancelled` (another download failed).
+        :class:`~airflow_provider_sfbulk.exceptions.Cancelled` (another download failed).
     :param restartable: offer the hook's restart protocol: when ``out`` is seekable (and nothing is
         compressed), the tee is seekable too, and seeking back to where it started (what the hook does
         before it restarts an interrupted download) resets every counter; other seeks are refused.

@@ -23,7 +23,7 @@ from airflow_provider_sfbulk.common.checkpoint import TaskCheckpoint
 from airflow_provider_sfbulk.common.logs import Log
 from airflow_provider_sfbulk.common.threads import HookPerThread
 from airflow_provider_sfbulk.exceptions import SalesforceBulkError
-from airflow_provider_sfbulk.ingest.collect import LoadSummary, ResultCollector
+from airflow_provider_sfbulk.ingest.collect import ResultCollector
 from airflow_provider_sfbulk.ingest.earlier import resume_earlier_load
 from airflow_provider_sfbulk.ingest.errors import IngestInputError
 from airflow_provider_sfbulk.ingest.journal import LoadJournal
@@ -31,8 +31,10 @@ from airflow_provider_sfbulk.ingest.loader import PartLoader
 from airflow_provider_sfbulk.ingest.orphans import abort_orphans
 from airflow_provider_sfbulk.ingest.parts import PartFiles, new_round
 from airflow_provider_sfbulk.ingest.preflight import check_columns, check_daily_batches
+from airflow_provider_sfbulk.ingest.retries import plan_retry
 from airflow_provider_sfbulk.ingest.spec import LoadSpec
 from airflow_provider_sfbulk.ingest.state import LoadState, Part, Phase, Round
+from airflow_provider_sfbulk.ingest.summary import LoadSummary, summarize
 from airflow_provider_sfbulk.protocol.api import JobInfo
 from airflow_provider_sfbulk.protocol.describe import ObjectDescribe
 from airflow_provider_sfbulk.protocol.states import JobKind, JobState
@@ -92,6 +94,7 @@ class IngestLoad:
         self._stored = stored
         self._journal: LoadJournal | None = None
         self._describes: dict[str, ObjectDescribe] = {}
+        self._stopped = False
 
     # --- the journal ----------------------------------------------------------------------------
 
@@ -178,18 +181,17 @@ class IngestLoad:
     def advance(self) -> WaitFor | LoadSummary:
         """Go as far as possible without waiting; see the module documentation."""
         loader = PartLoader(self.spec, self.journal, self.files, self.hooks, self.log)
-        collector = ResultCollector(
-            self.spec, self.journal, self.folder, self.files, self.hooks, self._stored, self.log
-        )
+        collector = ResultCollector(self.spec, self.journal, self.folder, self.hooks, self.log)
         while True:
             round_ = self.state.current
             if not round_.collected:
-                loader.submit(round_)
-                abort_orphans(self.spec, self.journal, self.hook, self.log)
+                if not self._stopped:
+                    loader.submit(round_)
+                    abort_orphans(self.spec, self.journal, self.hook, self.log)
                 waiting = round_.parts_in(Phase.UPLOADED)
-                if waiting and any(part.broken for part in round_.parts):
-                    # The load fails anyway: start no more jobs. An Open job has processed nothing, so
-                    # aborting it loses nothing; its rows come back as unprocessed records.
+                if waiting and (self._stopped or any(part.broken for part in round_.parts)):
+                    # The load fails anyway (or the task is being killed): start no more jobs. An Open job
+                    # has processed nothing, so aborting it loses nothing; its rows come back unprocessed.
                     for part in waiting:
                         loader.abort_unstarted(part)
                     continue
@@ -203,11 +205,20 @@ class IngestLoad:
                 if running:
                     more = bool(round_.parts_in(Phase.UPLOADED))
                     return WaitFor([part.job_id for part in running if part.job_id], "any" if more else "all")
+                self._check_stopped(round_)
                 collector.collect(round_)
-                if collector.plan_retry(round_):
+                retry = not self._stopped and plan_retry(
+                    self.spec, self.journal, round_,
+                    folder=self.folder, files=self.files, stored=self._stored, log=self.log,
+                )
+                if retry:
                     continue
             self.journal.forget_jobs()
-            return collector.summarize(self.checkpoint.backend)
+            return summarize(
+                self.spec, self.journal,
+                folder=self.folder, stored=self._stored, checkpoint_backend=self.checkpoint.backend,
+                log=self.log,
+            )
 
     def apply_outcome(self, outcome: WaitOutcome) -> None:
         """Take in what a wait learned; on ``timeout`` abort the unfinished jobs and raise."""
@@ -262,6 +273,21 @@ class IngestLoad:
                 self.journal.record(part, job.id, job.state.value)
 
         return seen
+
+    def stop(self) -> None:
+        """Start no more work: the task is being killed (its jobs are being aborted).
+
+        Jobs not started yet are aborted, no retry round is planned; the results of the jobs that exist
+        are still collected, so the outcome says what was loaded before the kill.
+        """
+        self._stopped = True
+
+    def _check_stopped(self, round_: Round) -> None:
+        """After a kill, a round with parts that never got a job cannot be summed up: stop there."""
+        if self._stopped and any(not part.phase.has_data_in_a_job for part in round_.parts):
+            raise SalesforceBulkError(
+                "the task was killed before every part had a job; the checkpoint keeps the load for a retry"
+            )
 
     def jobs_in_flight(self) -> list[str]:
         """Jobs this process created that may still run (for aborting them when the task is killed)."""

@@ -235,18 +235,43 @@ class PartLoader:
             self.journal.update(part, phase=Phase.CLOSED, state=job.state.value)
 
     def abandon(self, part: Part, why: str, hook: SalesforceBulkHook | None = None) -> None:
-        """Give up the part's job (aborting it when ``hook`` is given); a new job will carry the part."""
+        """Give up the part's job (aborting it when ``hook`` is given); a new job will carry the part.
+
+        A job that may hold the part's rows is given up only once it is aborted: if the abort fails, the
+        part stays with it and the error is raised (the next try aborts it first), since closing it later
+        would load the rows twice. If the job moved on meanwhile, it keeps the part.
+        """
         job_id = part.job_id
         assert job_id is not None
-        if hook is not None:
-            try:
-                hook.abort_job(job_id, JobKind.INGEST)
-            except SalesforceBulkError as err:
-                self.log.warning("Job %s could not be aborted: %s", job_id, err)
+        if hook is not None and not self._aborted_for_good(hook, part, job_id):
+            return
         self.log.warning(
             "Part %d: job %s abandoned (%s); a new job will carry the part", part.index, job_id, why
         )
         self.journal.abandon(part, job_id)
+
+    def _aborted_for_good(self, hook: SalesforceBulkHook, part: Part, job_id: str) -> bool:
+        """Abort the job before the part leaves it; False when the job moved on and keeps the part."""
+        try:
+            hook.abort_job(job_id, JobKind.INGEST)
+            return True
+        except SalesforceBulkInvalidStateError:
+            job = hook.get_job(job_id, JobKind.INGEST)
+            if job.state is JobState.ABORTED:
+                return True
+            if job.state is JobState.OPEN:
+                raise
+            self.log.warning(
+                "Part %d: job %s is %s after all; it keeps the part", part.index, job_id, job.state.value
+            )
+            self.journal.update(part, phase=Phase.CLOSED, state=job.state.value)
+            return False
+        except SalesforceBulkError as err:
+            raise SalesforceBulkError(
+                f"part {part.index}: job {job_id} may hold the part's rows and could not be aborted ({err}); "
+                "the part goes into no other job until it is (the next try aborts it first)",
+                job_id=job_id,
+            ) from err
 
     # --- closing ------------------------------------------------------------------------------------
 

@@ -55,6 +55,7 @@ class LoadSpec:
     limits_check: str = "fail"
     allow_hard_delete: bool = False
     describe_check: bool = True
+    retry_unprocessed_records: bool = True
 
     def check_numbers(self) -> None:
         """Checks that do not depend on templates (the operator runs them when the DAG is parsed)."""
@@ -115,6 +116,10 @@ class LoadSpec:
     def multipart_limit(self) -> int:
         """Largest single part sent with the one-request multipart create."""
         return min(self.multipart_max_bytes, MULTIPART_MAX_BYTES)
+
+    def resubmits_unprocessed(self, round_number: int) -> bool:
+        """True when the unprocessed rows of round ``round_number`` go into a new round."""
+        return self.retry_unprocessed_records and round_number < max(1, self.retry_failed_records)
 
     def retry_codes(self, round_number: int) -> set[str]:
         """Error codes whose rows are sent again after round ``round_number``."""

@@ -23,6 +23,7 @@ __all__ = [
     "CREATED_DATE_RESOLUTION",
     "STATE_VERSION",
     "ClockOffset",
+    "JobStats",
     "LoadState",
     "LostCreate",
     "Part",
@@ -122,6 +123,30 @@ class ResultFileSummary:
 
 
 @dataclass
+class JobStats:
+    """What Salesforce reports about one job's work: internal retries and processing times (ms)."""
+
+    retries: int | None = None
+    total_processing_time: int | None = None
+    apex_processing_time: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form (Salesforce's names)."""
+        return {
+            "retries": self.retries,
+            "totalProcessingTime": self.total_processing_time,
+            "apexProcessingTime": self.apex_processing_time,
+        }
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> JobStats:
+        """Read the JSON form back."""
+        return cls(
+            document.get("retries"), document.get("totalProcessingTime"), document.get("apexProcessingTime")
+        )
+
+
+@dataclass
 class PartResults:
     """What collecting one finished job found: its final state, counts and the three stored files."""
 
@@ -136,6 +161,7 @@ class PartResults:
     files: dict[str, ResultFileSummary]
     records_sent: int
     reconciled: bool
+    stats: JobStats = field(default_factory=JobStats)
 
     @property
     def completed(self) -> bool:
@@ -160,6 +186,7 @@ class PartResults:
             "files": {name: summary.to_json() for name, summary in self.files.items()},
             "records_sent": self.records_sent,
             "reconciled": self.reconciled,
+            "stats": self.stats.to_json(),
         }
 
     @classmethod
@@ -177,6 +204,7 @@ class PartResults:
             files={name: ResultFileSummary.from_json(f) for name, f in document["files"].items()},
             records_sent=document["records_sent"],
             reconciled=document["reconciled"],
+            stats=JobStats.from_json(document.get("stats") or {}),
         )
 
 
@@ -283,16 +311,22 @@ class RetryPlan:
     :param rows: failed rows written to the retry file.
     :param file: URI of the retry file (when rows were written).
     :param by_code: rows per error code.
+    :param resubmitted: unprocessed rows (of jobs that failed or were aborted part-way) sent again.
     """
 
     codes: list[str]
     rows: int = 0
     file: str | None = None
     by_code: dict[str, int] | None = None
+    resubmitted: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form."""
-        document: dict[str, Any] = {"codes": list(self.codes), "rows": self.rows}
+        document: dict[str, Any] = {
+            "codes": list(self.codes),
+            "rows": self.rows,
+            "resubmitted": self.resubmitted,
+        }
         if self.file is not None:
             document["file"] = self.file
         if self.by_code is not None:
@@ -307,6 +341,7 @@ class RetryPlan:
             document.get("rows", 0),
             document.get("file"),
             document.get("by_code"),
+            document.get("resubmitted", 0),
         )
 
 

@@ -19,11 +19,11 @@ from airflow_provider_sfbulk.csvio.failed_rows import DEFAULT_RETRYABLE_ERROR_CO
 from airflow_provider_sfbulk.csvio.scanner import DEFAULT_MAX_BYTES
 from airflow_provider_sfbulk.exceptions import SalesforceBulkError
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
-from airflow_provider_sfbulk.ingest.collect import LoadSummary
 from airflow_provider_sfbulk.ingest.errors import IngestInputError
 from airflow_provider_sfbulk.ingest.journal import STATE_KEY
 from airflow_provider_sfbulk.ingest.load import IngestLoad, WaitFor
 from airflow_provider_sfbulk.ingest.spec import LoadSpec
+from airflow_provider_sfbulk.ingest.summary import LoadSummary
 from airflow_provider_sfbulk.links.job import SalesforceBulkJobLink
 from airflow_provider_sfbulk.operators.base import DEADLINE_KEY, SalesforceBulkBaseOperator
 from airflow_provider_sfbulk.protocol.api import MULTIPART_MAX_BYTES
@@ -92,6 +92,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
          "records_successful": 990, "records_failed": 10, "records_unprocessed": 0,
          "successful_results": [uri, ...], # files with at least one row
          "failed_results": [uri, ...],     # final failures only (rows retried successfully are gone)
+         "failed_rows_to_reload": uri,     # the same rows in the source's columns, to fix and load
          "unprocessed_records": [uri, ...],
          "retry_rounds": 1,                # follow-up jobs of retried rows
          "manifest": uri, "results_path": uri}
@@ -118,6 +119,9 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
     :param limits_check: ``fail`` (default), ``warn`` or ``off``: compare the batches the load needs with
         the org's remaining ``DailyBulkApiBatches`` before any job is created.
     :param allow_hard_delete: must be True for ``hardDelete``, which bypasses the Recycle Bin.
+    :param retry_unprocessed_records: send the unprocessed rows of a job that failed or was aborted
+        part-way (and of jobs aborted because another failed) again in a new job, for up to
+        ``max(1, retry_failed_records)`` rounds.
     :param describe_check: before any job, read the object's describe and refuse a header that does not
         fit it (unknown columns or references, fields not createable or updateable, required fields
         missing on insert, an external id that cannot match).
@@ -166,6 +170,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
         allow_hard_delete: bool = False,
         restart_load: bool | str = False,
         describe_check: bool = True,
+        retry_unprocessed_records: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -190,6 +195,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
         self.allow_hard_delete = allow_hard_delete
         self.restart_load = restart_load
         self.describe_check = describe_check
+        self.retry_unprocessed_records = retry_unprocessed_records
         self._spec().check_numbers()
         self._load: IngestLoad | None = None
 
@@ -215,6 +221,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
             limits_check=self.limits_check,
             allow_hard_delete=self.allow_hard_delete,
             describe_check=self.describe_check,
+            retry_unprocessed_records=self.retry_unprocessed_records,
         )
 
     def _results_folder(self, context: Context) -> ObjectStoragePath:
@@ -300,7 +307,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
     def _finish(self, context: Context, load: IngestLoad, summary: LoadSummary) -> dict[str, Any]:
         state = load.state
         if not state.stats_sent:
-            self._stats(state.started_at, summary.result)
+            self._stats(state.started_at, summary.result, summary.job_stats)
             state.stats_sent = True
             load.journal.save()
         self._active_job_ids = []
@@ -314,6 +321,12 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
         load.journal.delete()
         load.checkpoint.delete(DEADLINE_KEY)
         return summary.result
+
+    def on_kill(self) -> None:
+        """Stop the load (no further job, no retry round), then abort its jobs (``cancel_on_kill``)."""
+        if self._load is not None:
+            self._load.stop()
+        super().on_kill()
 
     def jobs_to_abort(self) -> list[str]:
         """The jobs being waited for and those this process created that may still run."""
@@ -329,12 +342,14 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
         except Exception as err:  # the link is a convenience
             self.log.debug("Could not store the job link: %s", err)
 
-    def _stats(self, started_at: float, result: dict[str, Any]) -> None:
+    def _stats(self, started_at: float, result: dict[str, Any], stats: dict[str, int]) -> None:
         tags = {"object": self.object_name, "operation": self.operation}
         try:
             for name in ("records_sent", "records_successful", "records_failed", "records_unprocessed"):
                 Stats.incr(f"sfbulk.ingest.{name}", result[name], tags=tags)
             Stats.incr("sfbulk.ingest.jobs", len(result["job_ids"]), tags=tags)
+            for name, value in stats.items():
+                Stats.incr(f"sfbulk.ingest.{name}", value, tags=tags)
             Stats.timing("sfbulk.ingest.duration", timedelta(seconds=time.time() - started_at), tags=tags)
         except Exception as err:  # metrics never fail a load
             self.log.debug("Could not send metrics: %s", err)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 from airflow_provider_sfbulk.emulator.testing import ApiSession, EmulatorServer
 
@@ -30,7 +31,11 @@ EXAMPLE_IDS = (
 
 
 def _csv_rows(path: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+    return _csv_rows_text(path.read_text(encoding="utf-8"))
+
+
+def _csv_rows_text(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
 
 
 class ExampleRun:
@@ -170,6 +175,36 @@ def test_load_with_failures_reports_and_retries_only_retryable_rows(
     assert load["records_successful"] == len(stored)
     for uri in report["failed_files"]:
         assert uri.startswith("file://")
+    assert run.task_state("reload_fixed_rows") == "skipped"  # no fixed file given
+
+
+def test_load_with_failures_fix_and_reload(emulator: EmulatorServer, salesforce_conn, run_example, tmp_path):
+    salesforce_conn(emulator)
+    first = run_example("example_sfbulk_load_with_failures")
+    assert first.state == "success"
+    to_fix = first.xcom("report_failed_rows")["to_fix_and_reload"]
+    text = ObjectStoragePath(to_fix).read_text(encoding="utf-8")
+    rows = _csv_rows_text(text)
+    assert [row["Invoice_Number__c"] for row in rows] == [
+        "INV-2024-0005", "INV-2024-0011", "INV-2024-0017", "INV-2024-0023"
+    ]
+    assert list(rows[0]) == list(_csv_rows(EXAMPLES / "data" / "invoices.csv")[0])  # the source's columns
+    fixed = (
+        text.replace("Invoice 5,,", "Invoice 5,10.00,")
+        .replace("Overdue", "Sent")
+        .replace("not-an-email", "billing17@customer.example")
+        .replace('"12,50"', "12.50")
+    )
+    fixed_file = tmp_path / "invoices-fixed.csv"
+    fixed_file.write_text(fixed, encoding="utf-8")
+    second = run_example("example_sfbulk_load_with_failures", fixed_rows_file=str(fixed_file))
+    assert second.state == "success"
+    reload = second.xcom("reload_fixed_rows")
+    assert (reload["records_sent"], reload["records_successful"], reload["records_failed"]) == (4, 4, 0)
+    stored = {r["Invoice_Number__c"] for r in emulator.records("Invoice__c")}
+    all_keys = {row["Invoice_Number__c"] for row in _csv_rows(EXAMPLES / "data" / "invoices.csv")}
+    assert stored == all_keys
+    assert len(emulator.records("Invoice__c")) == len(all_keys)  # upserts: nothing doubled
 
 
 def test_extract_to_storage(emulator: EmulatorServer, salesforce_conn, run_example, tmp_path):

@@ -229,17 +229,17 @@ def test_upsert_with_parent_reference_and_hard_delete(slow_emulator, salesforce_
 
 
 def test_failed_rows_are_retried_alone(emulator, salesforce_conn, dags, monkeypatch):
-    from airflow_provider_sfbulk.ingest import collect as collect_module
+    from airflow_provider_sfbulk.ingest import retries as retries_module
 
     salesforce_conn(emulator)
     emulator.set_faults(lock_row_rate=0.5, seed=11)
-    real = collect_module.write_failed_rows
+    real = retries_module.write_failed_rows
 
     def clear_then_write(*args: Any, **kwargs: Any) -> Any:
         emulator.set_faults(lock_row_rate=0.0)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(collect_module, "write_failed_rows", clear_then_write)
+    monkeypatch.setattr(retries_module, "write_failed_rows", clear_then_write)
     source = dags.file("a.csv", ["Name"], [[f"Row {i}"] for i in range(20)])
     state, values = dags.run("ingest_retry_rows", [
         {"task_id": "load", "kwargs": {"object_name": "Account", "operation": "insert", "source": source,

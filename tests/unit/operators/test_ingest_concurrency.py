@@ -14,7 +14,7 @@ from _fakes import FakeTI
 from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 from airflow_provider_sfbulk.emulator.testing import ApiSession
-from airflow_provider_sfbulk.ingest import collect as collect_module
+from airflow_provider_sfbulk.ingest import retries as retries_module
 from airflow_provider_sfbulk.ingest.loader import PartLoader
 from airflow_provider_sfbulk.ingest.state import Part
 from airflow_provider_sfbulk.operators.ingest import SalesforceBulkIngestOperator
@@ -111,7 +111,7 @@ def test_lock_retry_round_runs_one_job_at_a_time(emulator_factory, salesforce_co
     server = emulator_factory(batch_size=2, batch_delay=0.02)
     salesforce_conn(server)
     server.set_faults(lock_row_rate=0.6, seed=3)
-    real_write = collect_module.write_failed_rows
+    real_write = retries_module.write_failed_rows
     spy: list[CloseSpy] = []
 
     def clear_faults_then_write(*args: Any, **kwargs: Any) -> Any:
@@ -120,7 +120,7 @@ def test_lock_retry_round_runs_one_job_at_a_time(emulator_factory, salesforce_co
             spy.append(CloseSpy(server, monkeypatch))
         return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(collect_module, "write_failed_rows", clear_faults_then_write)
+    monkeypatch.setattr(retries_module, "write_failed_rows", clear_faults_then_write)
     source = write_rows(tmp_path / "a.csv", ["Name"], [[f"N{i}"] for i in range(40)])
     result = run(source, lock_retry=True, max_records_per_job=4, job_concurrency=4, multipart_max_bytes=0)
     assert result["retry_rounds"] == 1

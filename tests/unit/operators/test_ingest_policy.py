@@ -14,7 +14,7 @@ from _fakes import FakeTI
 from airflow.providers.common.compat.sdk import AirflowFailException, ObjectStoragePath
 
 from airflow_provider_sfbulk.emulator.testing import ApiSession
-from airflow_provider_sfbulk.ingest import collect as collect_module
+from airflow_provider_sfbulk.ingest import retries as retries_module
 from airflow_provider_sfbulk.operators.ingest import SalesforceBulkIngestOperator
 
 pytestmark = pytest.mark.usefixtures("results_base")
@@ -109,13 +109,13 @@ def test_failed_rows_fail_the_task_after_results_are_written(emulator, salesforc
 def test_retry_of_only_the_failed_rows(emulator, salesforce_conn, tmp_path, monkeypatch):
     salesforce_conn(emulator)
     emulator.set_faults(lock_row_rate=0.5, seed=7)
-    real = collect_module.write_failed_rows
+    real = retries_module.write_failed_rows
 
     def clear_faults_then_write(*args: Any, **kwargs: Any) -> Any:
         emulator.set_faults(lock_row_rate=0.0)  # the locks are gone by the time the retry runs
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(collect_module, "write_failed_rows", clear_faults_then_write)
+    monkeypatch.setattr(retries_module, "write_failed_rows", clear_faults_then_write)
     data = [[f"Acme {i}", "Hot"] for i in range(30)] + [["Bad", "Lukewarm"]]
     result = run(write(tmp_path / "a.csv", ["Name", "Rating"], data), retry_failed_records=2,
                  max_failed_records=1)
@@ -137,13 +137,13 @@ def test_retry_of_only_the_failed_rows(emulator, salesforce_conn, tmp_path, monk
 def test_lock_retry_falls_back_to_one_job_at_a_time(emulator, salesforce_conn, tmp_path, monkeypatch):
     salesforce_conn(emulator)
     emulator.set_faults(lock_row_rate=0.6, seed=3)
-    real = collect_module.write_failed_rows
+    real = retries_module.write_failed_rows
 
     def clear_faults_then_write(*args: Any, **kwargs: Any) -> Any:
         emulator.set_faults(lock_row_rate=0.0)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(collect_module, "write_failed_rows", clear_faults_then_write)
+    monkeypatch.setattr(retries_module, "write_failed_rows", clear_faults_then_write)
     source = write(tmp_path / "a.csv", ["Name"], [[f"N{i}"] for i in range(40)])
     result = run(source, lock_retry=True, max_records_per_job=10, job_concurrency=4, multipart_max_bytes=0)
     manifest = json.loads(ObjectStoragePath(result["manifest"]).read_text())
@@ -227,7 +227,8 @@ def test_after_a_failed_job_no_further_job_starts(emulator_factory, salesforce_c
     context = {"ti": FakeTI()}
     source = write(tmp_path / "a.csv", ["Name"], [[f"N{i}"] for i in range(30)])
     with pytest.raises(AirflowFailException, match="Failed to process batch 1"):
-        run(source, context, max_records_per_job=10, job_concurrency=1, multipart_max_bytes=0)
+        run(source, context, max_records_per_job=10, job_concurrency=1, multipart_max_bytes=0,
+            retry_unprocessed_records=False)
     states = sorted(job["state"] for job in jobs(server))
     assert states == ["Aborted", "Aborted", "Failed"]  # the two jobs still Open were never started
     pushed = context["ti"].xcoms["return_value"]

@@ -64,7 +64,7 @@ def test_write_failed_rows_splits_by_code(tmp_path):
     second.write_bytes(b'"sf__Id","sf__Error",Rating,Name\n"","UNABLE_TO_LOCK_ROW:x:--","Cold","C\n2"\n')
     kept, retry = io.BytesIO(), io.BytesIO()
     split = write_failed_rows(
-        [(str(to_storage_path(first)), {"UNABLE_TO_LOCK_ROW"}), (str(to_storage_path(second)), {"X"})],
+        [(to_storage_path(first), {"UNABLE_TO_LOCK_ROW"}), (to_storage_path(second), {"X"})],
         kept_out=kept, retry_out=retry,
     )
     assert (split.retried, split.kept) == (1, 2)
