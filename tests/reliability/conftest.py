@@ -29,14 +29,14 @@ import requests
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "unit" / "operators"))
 
-from _fakes import FakeTI  # noqa: E402
-from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred  # noqa: E402
-from proxy import FaultProxy  # noqa: E402
+from _fakes import FakeTI
+from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
+from proxy import FaultProxy
 
-from airflow_provider_sfbulk.emulator.testing import ApiSession, EmulatorServer  # noqa: E402
-from airflow_provider_sfbulk.hooks import bulk as bulk_hooks  # noqa: E402
-from airflow_provider_sfbulk.protocol.retry import RetryPolicy  # noqa: E402
-from airflow_provider_sfbulk.triggers.job import SalesforceBulkJobTrigger  # noqa: E402
+from airflow_provider_sfbulk.emulator.testing import ApiSession, EmulatorServer
+from airflow_provider_sfbulk.hooks import bulk as bulk_hooks
+from airflow_provider_sfbulk.protocol.retry import RetryPolicy
+from airflow_provider_sfbulk.triggers.job import SalesforceBulkJobTrigger
 
 #: Tries of one task (the first included), as ``retries=3`` would allow.
 MAX_TRIES = 4

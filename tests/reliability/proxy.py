@@ -176,7 +176,7 @@ class FaultProxy:
         if loop is not None and thread is not None and thread.is_alive():
             try:
                 asyncio.run_coroutine_threadsafe(self._astop(), loop).result(timeout)
-            except Exception:  # noqa: S110 - stopping anyway
+            except Exception:  # stopping anyway
                 pass
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout)
