@@ -97,6 +97,7 @@ class Rig:
     def unfinished_jobs(self) -> list[tuple[str, str, str]]:
         """Jobs of either kind still Open, UploadComplete or InProgress (after the emulator settles)."""
         self.emulator.wait_idle(20)
+        self.api = direct_api(self.emulator)  # a fresh token: a scenario may have expired every token
         return [(kind, job["id"], job["state"]) for kind in ("ingest", "query") for job in self.jobs(kind)
                 if job["state"] in UNFINISHED]
 
@@ -150,7 +151,8 @@ async def _first_event(trigger: SalesforceBulkJobTrigger) -> dict[str, Any]:
     return await asyncio.wait_for(first(), timeout=60)
 
 
-def run_try(op: Any, context: dict[str, Any], run: TaskRun) -> dict[str, Any]:
+def run_try(op: Any, context: dict[str, Any], run: TaskRun,
+            on_defer: Callable[[], Any] | None = None) -> dict[str, Any]:
     """One try, as Airflow runs it: ``execute``; on ``TaskDeferred`` the trigger is rebuilt from its
     serialised form, run to its first event, and the named method resumes the task (maybe deferring again)."""
     try:
@@ -159,6 +161,8 @@ def run_try(op: Any, context: dict[str, Any], run: TaskRun) -> dict[str, Any]:
         deferred = first
     for _ in range(MAX_DEFERRALS):
         run.deferrals += 1
+        if on_defer is not None:
+            on_defer()
         classpath, kwargs = deferred.trigger.serialize()
         event = asyncio.run(_first_event(SalesforceBulkJobTrigger(**kwargs)))
         try:
@@ -168,7 +172,8 @@ def run_try(op: Any, context: dict[str, Any], run: TaskRun) -> dict[str, Any]:
     raise AssertionError(f"still deferring after {MAX_DEFERRALS} deferrals")
 
 
-def run_task(make_op: Callable[[], Any], *, task_id: str, max_tries: int = MAX_TRIES) -> TaskRun:
+def run_task(make_op: Callable[[], Any], *, task_id: str, max_tries: int = MAX_TRIES,
+             on_defer: Callable[[], Any] | None = None) -> TaskRun:
     """Run a task until it succeeds, fails for good, or has used ``max_tries`` tries (a fresh operator
     and the next try number each time, like a retried task instance)."""
     run = TaskRun()
@@ -176,7 +181,7 @@ def run_task(make_op: Callable[[], Any], *, task_id: str, max_tries: int = MAX_T
         run.tries = try_number
         ti = FakeTI(try_number, task_id=task_id)
         try:
-            run.result = run_try(make_op(), {"ti": ti}, run)
+            run.result = run_try(make_op(), {"ti": ti}, run, on_defer)
             run.xcom = run.result
             return run
         except AirflowFailException as err:
