@@ -109,12 +109,12 @@ def rig_factory(emulator_factory: Callable[..., EmulatorServer], salesforce_conn
     ``HTTP_PROXY`` set; the proxy stops at teardown."""
     proxies: list[FaultProxy] = []
 
-    def make(**config: Any) -> Rig:
+    def make(conn_timeout: float = 10, **config: Any) -> Rig:
         emulator = emulator_factory(**config)
         api = direct_api(emulator)
         proxy = FaultProxy(emulator.base_url).start()
         proxies.append(proxy)
-        salesforce_conn(emulator, timeout=10)
+        salesforce_conn(emulator, timeout=conn_timeout)
         for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("HTTP_PROXY", proxy.base_url)

@@ -62,5 +62,32 @@ def describe(rig: Rig, run: TaskRun, scenario: Scenario, extra: dict[str, Any] |
 
 def apply(rig: Rig, scenario: Scenario) -> None:
     rig.proxy.set_faults([Fault(f.kind, f.path, method=f.method, status=f.status, retry_after=f.retry_after,
-                                rate=f.rate, times=f.times, skip=f.skip, name=f.name)
+                                rate=f.rate, times=f.times, skip=f.skip, seconds=f.seconds, name=f.name)
                           for f in scenario.faults], seed=SEED)
+
+
+def check_retry_after(rig: Rig, msg: str) -> None:
+    """After each injected answer with ``Retry-After``, the same request came back no sooner than it said."""
+    exchanges = rig.proxy.exchanges
+    for i, e in enumerate(exchanges):
+        rule = next((f for f in rig.proxy.faults if f.name == e.fault), None)
+        if rule is None or rule.kind != "status" or rule.retry_after is None:
+            continue
+        again = next((later for later in exchanges[i + 1:]
+                      if later.method == e.method and _short(later.target) == _short(e.target)), None)
+        assert again is not None, f"the request answered {rule.status} was never repeated: {msg}"
+        waited = again.started - e.finished
+        assert waited >= float(rule.retry_after) * 0.9, (
+            f"retried {waited:.2f}s after a Retry-After of {rule.retry_after}s: {msg}")
+
+
+def check_no_secrets(rig: Rig, texts: list[str], msg: str) -> None:
+    """No credential of the connection and no access token the clients used appears in ``texts``."""
+    cfg = rig.emulator.config
+    secrets = {"password": cfg.password, "client_secret": cfg.client_secret,
+               "security_token": cfg.security_token, "password+token": cfg.password + cfg.security_token}
+    secrets.update({f"access token {i}": token for i, token in enumerate(sorted(rig.proxy.bearer_tokens))})
+    assert rig.proxy.bearer_tokens, "no bearer token crossed the proxy"
+    for name, value in secrets.items():
+        for text in texts:
+            assert value not in text, f"{name} leaked into the logs or an error message: {msg}"

@@ -17,7 +17,9 @@ requests to let through first (``skip``). Kinds:
 - ``status``: answer ``status`` (503, 429, ...) with ``Retry-After`` when given, without forwarding;
 - ``drop_before``: read the request, then close the client connection; nothing reaches the server;
 - ``drop_after``: forward, let the server act and answer, then close the client connection unanswered;
-- ``cut_body``: forward, send the status, the headers (full ``Content-Length``) and half the body, close.
+- ``cut_body``: forward, send the status, the headers (full ``Content-Length``) and half the body, close;
+- ``stall``: read the request, answer nothing for ``seconds`` (at most :data:`MAX_STALL`), then close
+  without forwarding: a server that hangs (the client's read timeout must end the wait).
 
 Every request is recorded (:attr:`FaultProxy.exchanges`) with the fault that fired, if any.
 """
@@ -36,7 +38,9 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
-KINDS = ("status", "drop_before", "drop_after", "cut_body")
+KINDS = ("status", "drop_before", "drop_after", "cut_body", "stall")
+#: Upper bound of a ``stall`` (every wait of the proxy stops by itself).
+MAX_STALL = 30.0
 
 #: Headers that belong to one hop and are never forwarded.
 HOP_HEADERS = frozenset(
@@ -77,6 +81,7 @@ class Fault:
     rate: float = 1.0
     times: int | None = 1
     skip: int = 0
+    seconds: float = 0.0
     name: str = ""
     # state
     seen: int = field(default=0, init=False)
@@ -87,6 +92,8 @@ class Fault:
             raise ValueError(f"kind must be one of {KINDS}, not {self.kind!r}")
         if not 0.0 <= self.rate <= 1.0:
             raise ValueError("rate must be between 0 and 1")
+        if not 0.0 <= self.seconds <= MAX_STALL:
+            raise ValueError(f"seconds must be between 0 and {MAX_STALL}")
         self._pattern = re.compile(self.path)
         if not self.name:
             self.name = f"{self.kind}{'' if self.kind != 'status' else self.status} {self.method or '*'} {self.path}"
@@ -123,6 +130,8 @@ class FaultProxy:
         self._faults: list[Fault] = list(faults)
         self._lock = threading.Lock()
         self._exchanges: list[Exchange] = []
+        #: Every bearer token clients sent (the secrets checks look for them in logs and errors).
+        self.bearer_tokens: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -254,6 +263,10 @@ class FaultProxy:
         started = time.monotonic()
         rule = self._choose(request.method, target)
         kind = rule.kind if rule else None
+        authorization = request.headers.get("Authorization", "")
+        if authorization.startswith("Bearer "):
+            with self._lock:
+                self.bearer_tokens.add(authorization[len("Bearer "):])
         if rule is not None and kind == "status":
             await request.read()
             headers = {"Content-Type": "application/json"}
@@ -264,6 +277,12 @@ class FaultProxy:
                     b'[{"errorCode":"REQUEST_LIMIT_EXCEEDED","message":"ConcurrentRequests (injected)"}]')
             self._record(request, target, rule, rule.status, None, started)
             return web.Response(status=rule.status, body=body, headers=headers)
+        if kind == "stall":
+            await request.read()
+            assert rule is not None
+            self._record(request, target, rule, None, None, started)  # now: the client gives up first
+            await asyncio.sleep(rule.seconds)
+            return self._drop(request)
         if kind == "drop_before":
             await request.read()
             self._record(request, target, rule, None, None, started)

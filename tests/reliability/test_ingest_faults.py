@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import Rig, TaskRun, read_csv_uri, rows_in, run_task
-from harness import SEED, Scenario, apply, describe, fault
+from harness import SEED, Scenario, apply, check_no_secrets, check_retry_after, describe, fault
 from proxy import (
     INGEST_CREATE,
     INGEST_FAILED,
@@ -88,6 +88,10 @@ SCENARIOS = [
     s("close-drop_before", fault("drop_before", INGEST_JOB, "PATCH")),
     s("close-drop_after", fault("drop_after", INGEST_JOB, "PATCH")),
     s("close-cut_body", fault("cut_body", INGEST_JOB, "PATCH")),
+    # stall: the server hangs; the connection's timeout (1 s here) must end the wait
+    s("token-stall", fault("stall", TOKEN, "POST", seconds=3), options={"conn_timeout": 1}),
+    s("upload-stall", fault("stall", INGEST_UPLOAD, "PUT", seconds=3), options={"conn_timeout": 1}),
+    s("poll-stall", fault("stall", INGEST_JOB, "GET", seconds=3), options={"conn_timeout": 1}),
     # poll (GET /jobs/ingest/{id})
     s("poll-503", fault("status", INGEST_JOB, "GET", status=503, times=2)),
     s("poll-429-retry-after", fault("status", INGEST_JOB, "GET", status=429, retry_after="1")),
@@ -104,6 +108,10 @@ SCENARIOS = [
       deferrable=True, options={"expire_tokens_on_defer": True}),
     s("token-renewal-outage-in-trigger", fault("drop_after", TOKEN, "POST", skip=1, times=4),
       deferrable=True, min_fired=4, options={"expire_tokens_on_defer": True}),
+    s("poll-drop_after-deferred-rolling-window", fault("drop_after", INGEST_JOB, "GET", times=3, skip=2),
+      deferrable=True, options={"job_concurrency": 1}),
+    s("poll-stall-deferred", fault("stall", INGEST_JOB, "GET", seconds=3, skip=3), deferrable=True,
+      options={"conn_timeout": 1}),
     s("poll-storm-deferred", fault("status", INGEST_JOB, "GET", status=503, rate=0.4, times=6),
       fault("drop_before", INGEST_JOB, "GET", rate=0.3, times=3), deferrable=True),
     # result sets (GET .../successfulResults, failedResults, unprocessedrecords): SAFE, restart from byte 0
@@ -139,6 +147,8 @@ MULTIPART_SCENARIOS = [
       fault("status", INGEST_LIST, "GET", status=503), min_fired=2, options=MULTIPART),
     s("multipart-create-drop_after+list-cut_body", fault("drop_after", INGEST_CREATE, "POST"),
       fault("cut_body", INGEST_LIST, "GET"), min_fired=2, options=MULTIPART),
+    s("multipart-create-drop_after+list-outage", fault("drop_after", INGEST_CREATE, "POST"),
+      fault("status", INGEST_LIST, "GET", status=503, times=4), min_fired=5, options=MULTIPART),
     s("multipart-create-drop_after+list-drop_after", fault("drop_after", INGEST_CREATE, "POST"),
       fault("drop_after", INGEST_LIST, "GET"), min_fired=2, options=MULTIPART),
 ]
@@ -150,7 +160,8 @@ def params(scenarios: list[Scenario]) -> list[Any]:
 
 
 def make_operator(src: str, scenario: Scenario, multipart: bool) -> SalesforceBulkIngestOperator:
-    return SalesforceBulkIngestOperator(
+    extra = {"job_concurrency": scenario.options["job_concurrency"]} if "job_concurrency" in scenario.options else {}
+    return SalesforceBulkIngestOperator(**extra,
         task_id="load", source=src, object_name="Account", operation="insert",
         max_records_per_job=None if multipart else PER_JOB, multipart_max_bytes=100_000 if multipart else 0,
         upload_concurrency=1, max_failed_records=ROWS, deferrable=scenario.deferrable,
@@ -184,6 +195,8 @@ def check_ingest(rig: Rig, run: TaskRun, rows: list[tuple[str, str]], scenario: 
     result_ids = sorted(row["sf__Id"] for uri in xcom["successful_results"] for row in read_csv_uri(uri))
     assert result_ids == sorted(r["Id"] for r in records), f"sf__Id vs org Ids: {msg}"
     assert rig.unfinished_jobs() == [], f"jobs left unfinished in the org: {msg}"
+    if "retry-after" in scenario.id:  # in-try retries only; a failed try is retried by Airflow's delay
+        check_retry_after(rig, msg)
 
 
 def run_scenario(rig_factory: Any, tmp_path: Path, scenario: Scenario) -> tuple[Rig, TaskRun, list[tuple[str, str]]]:
@@ -191,7 +204,8 @@ def run_scenario(rig_factory: Any, tmp_path: Path, scenario: Scenario) -> tuple[
     rows = source_rows(scenario.options.get("rows", ROWS))
     # ingest batches of 10 rows taking a while: jobs still run when the task first checks them (deferred
     # runs must really defer)
-    rig = rig_factory(batch_size=10, batch_delay=0.1 if scenario.deferrable else 0.03)
+    rig = rig_factory(conn_timeout=scenario.options.get("conn_timeout", 10), batch_size=10,
+                      batch_delay=0.1 if scenario.deferrable else 0.03)
     src = write_source(tmp_path / "accounts.csv", rows)
     apply(rig, scenario)
     on_defer = rig.emulator.expire_tokens if scenario.options.get("expire_tokens_on_defer") else None
@@ -200,9 +214,11 @@ def run_scenario(rig_factory: Any, tmp_path: Path, scenario: Scenario) -> tuple[
 
 
 @pytest.mark.parametrize("scenario", params(SCENARIOS + MULTIPART_SCENARIOS))
-def test_ingest_under_wire_faults(rig_factory, tmp_path, scenario):
+def test_ingest_under_wire_faults(rig_factory, tmp_path, caplog, capsys, scenario):
     rig, run, rows = run_scenario(rig_factory, tmp_path, scenario)
     check_ingest(rig, run, rows, scenario)
+    captured = capsys.readouterr()
+    check_no_secrets(rig, [caplog.text, captured.out, captured.err, *run.errors], scenario.id)
 
 
 def test_clean_run_through_the_proxy(rig_factory, tmp_path):

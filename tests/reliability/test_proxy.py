@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -138,3 +139,34 @@ def test_stop_releases_the_port_and_is_idempotent(emulator):
     p.stop()
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         pass
+
+
+def test_a_connection_host_at_the_proxy_routes_only_the_token(emulator, proxy, monkeypatch):
+    """Why the suite uses HTTP_PROXY: the emulator's token answer names the emulator itself as instance_url
+    (it has no public-base-URL setting), so a connection whose host is the proxy sends only the token
+    request through it; every instance call goes straight to the emulator."""
+    from airflow_provider_sfbulk.emulator.testing import connection_json
+    from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
+
+    for name in ("HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AIRFLOW_CONN_SF_VIA_HOST", connection_json(proxy.base_url))
+    hook = SalesforceBulkHook(salesforce_conn_id="sf_via_host")
+    assert hook.get_limits().remaining("DailyBulkApiBatches") > 0
+    assert hook.instance_url == emulator.base_url
+    assert [(e.method, e.target) for e in proxy.exchanges] == [("POST", "/services/oauth2/token")]
+
+
+def test_the_secret_check_catches_a_leak(emulator, proxy):
+    """check_no_secrets fails on a token or a password in a text (so the operator runs' checks can fail)."""
+    from conftest import Rig
+    from harness import check_no_secrets
+
+    s, base = session(proxy, emulator)
+    s.get(api(base, "/limits"), timeout=10)
+    rig = Rig(emulator, proxy, direct_api(emulator), Path("."))
+    check_no_secrets(rig, ["nothing to see"], "clean")
+    token = next(iter(proxy.bearer_tokens))
+    for leaked in (f"Authorization: Bearer {token}", f"password={emulator.config.password}"):
+        with pytest.raises(AssertionError, match="leaked"):
+            check_no_secrets(rig, [leaked], "leak")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import Rig, TaskRun, read_csv_uri, run_task
-from harness import Scenario, apply, describe, fault
+from harness import Scenario, apply, check_no_secrets, check_retry_after, describe, fault
 from proxy import QUERY_CREATE, QUERY_JOB, QUERY_RESULT_PAGES, QUERY_RESULTS, TOKEN
 
 from airflow_provider_sfbulk.operators.query import SalesforceBulkQueryOperator
@@ -36,6 +36,9 @@ SCENARIOS = [
     s("create-drop_before", fault("drop_before", QUERY_CREATE, "POST")),
     s("create-drop_after", fault("drop_after", QUERY_CREATE, "POST")),
     s("create-cut_body", fault("cut_body", QUERY_CREATE, "POST")),
+    s("results-stall", fault("stall", QUERY_RESULTS, "GET", seconds=3), options={"conn_timeout": 1}),
+    s("poll-stall-deferred", fault("stall", QUERY_JOB, "GET", seconds=3, skip=1), deferrable=True,
+      options={"conn_timeout": 1}),
     # poll / job info (GET /jobs/query/{id})
     s("poll-503", fault("status", QUERY_JOB, "GET", status=503, times=2)),
     s("poll-drop_after", fault("drop_after", QUERY_JOB, "GET", times=2)),
@@ -66,6 +69,7 @@ SCENARIOS = [
 
 def make_operator(scenario: Scenario) -> SalesforceBulkQueryOperator:
     options: dict[str, Any] = {"download_concurrency": 2, **scenario.options}
+    options.pop("conn_timeout", None)
     return SalesforceBulkQueryOperator(
         task_id="extract", soql="SELECT Id, Name FROM Account", max_records_per_page=PAGE,
         deferrable=scenario.deferrable, poll_interval=0.05, max_poll_interval=0.2, timeout=120, **options,
@@ -88,6 +92,8 @@ def check_query(rig: Rig, run: TaskRun, scenario: Scenario) -> None:
     assert run.result["record_count"] == RECORDS, msg
     assert run.result["job_id"] in {job["id"] for job in jobs}, msg
     assert rig.unfinished_jobs() == [], f"jobs left unfinished in the org: {msg}"
+    if "retry-after" in scenario.id:  # in-try retries only; a failed try is retried by Airflow's delay
+        check_retry_after(rig, msg)
 
 
 def params(scenarios: list[Scenario]) -> list[Any]:
@@ -96,12 +102,15 @@ def params(scenarios: list[Scenario]) -> list[Any]:
 
 
 @pytest.mark.parametrize("scenario", params(SCENARIOS))
-def test_query_under_wire_faults(rig_factory, scenario):
-    rig = rig_factory(query_delay=0.3 if scenario.deferrable else 0.05)
+def test_query_under_wire_faults(rig_factory, caplog, capsys, scenario):
+    rig = rig_factory(conn_timeout=scenario.options.get("conn_timeout", 10),
+                      query_delay=0.3 if scenario.deferrable else 0.05)
     rig.emulator.seed("Account", RECORDS, seed=11)
     apply(rig, scenario)
     run = run_task(lambda: make_operator(scenario), task_id="extract")
     check_query(rig, run, scenario)
+    captured = capsys.readouterr()
+    check_no_secrets(rig, [caplog.text, captured.out, captured.err, *run.errors], scenario.id)
 
 
 def test_clean_extract_through_the_proxy(rig_factory, tmp_path: Path):
