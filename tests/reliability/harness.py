@@ -50,7 +50,7 @@ def trace(rig: Rig) -> list[str]:
 def describe(rig: Rig, run: TaskRun, scenario: Scenario, extra: dict[str, Any] | None = None) -> str:
     """A failure message: scenario, seed, tries, errors and the request trace."""
     payload = {
-        "scenario": scenario.id, "seed": SEED, "deferrable": scenario.deferrable, "tries": run.tries,
+        "scenario": scenario.id, "seed": rig.proxy.seed, "deferrable": scenario.deferrable, "tries": run.tries,
         "deferrals": run.deferrals, "errors": run.errors, **(extra or {}),
     }
     report = os.environ.get("SFBULK_RELIABILITY_REPORT")
@@ -60,10 +60,14 @@ def describe(rig: Rig, run: TaskRun, scenario: Scenario, extra: dict[str, Any] |
     return json.dumps(payload, indent=1) + "\n" + "\n".join(trace(rig))
 
 
-def apply(rig: Rig, scenario: Scenario) -> None:
-    rig.proxy.set_faults([Fault(f.kind, f.path, method=f.method, status=f.status, retry_after=f.retry_after,
-                                rate=f.rate, times=f.times, skip=f.skip, seconds=f.seconds, name=f.name)
-                          for f in scenario.faults], seed=SEED)
+def apply_copy(scenario: Scenario) -> list[Fault]:
+    """Fresh copies of the scenario's rules (rules count what they matched and fired)."""
+    return [Fault(f.kind, f.path, method=f.method, status=f.status, retry_after=f.retry_after, rate=f.rate,
+                  times=f.times, skip=f.skip, seconds=f.seconds, name=f.name) for f in scenario.faults]
+
+
+def apply(rig: Rig, scenario: Scenario, seed: int = SEED) -> None:
+    rig.proxy.set_faults(apply_copy(scenario), seed=seed)
 
 
 def check_retry_after(rig: Rig, msg: str) -> None:

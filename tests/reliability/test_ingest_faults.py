@@ -8,6 +8,7 @@ deferred, with task retries (at most 4 tries). After each run:
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -231,3 +232,36 @@ def test_clean_run_through_the_proxy(rig_factory, tmp_path):
     assert methods[0] == ("POST", "token")
     assert sum(1 for m in methods if m[0] == "POST") == 1 + ROWS // PER_JOB  # token + one create per job
     assert sum(1 for m in methods if m[0] == "PUT") == ROWS // PER_JOB
+
+
+def chaos(seed: int, deferrable: bool) -> Scenario:
+    """Every endpoint faulty at once, each rule drawn with the seed and bounded."""
+    return Scenario(f"chaos-seed{seed}{'-deferred' if deferrable else ''}", (
+        fault("status", TOKEN, "POST", status=503, rate=0.3, times=1),
+        fault("drop_before", LIMITS, "GET", rate=0.3, times=1),
+        fault("drop_before", INGEST_CREATE, "POST", rate=0.2, times=2),
+        fault("status", INGEST_CREATE, "POST", status=503, rate=0.2, times=1),
+        fault("drop_after", INGEST_UPLOAD, "PUT", rate=0.3, times=2),
+        fault("status", INGEST_UPLOAD, "PUT", status=503, rate=0.2, times=1),
+        fault("drop_after", INGEST_JOB, "PATCH", rate=0.3, times=3),
+        fault("cut_body", INGEST_JOB, "GET", rate=0.2, times=4),
+        fault("status", INGEST_JOB, "GET", status=503, rate=0.2, times=4),
+        fault("drop_after", INGEST_SUCCESSFUL, "GET", rate=0.3, times=3),
+        fault("cut_body", INGEST_FAILED, "GET", rate=0.3, times=2),
+        fault("status", INGEST_UNPROCESSED, "GET", status=503, rate=0.3, times=2),
+    ), deferrable=deferrable, min_fired=3)
+
+
+CHAOS_SEEDS = [int(x) for x in os.environ.get("SFBULK_CHAOS_SEEDS", "1,2").split(",") if x]
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["worker", "deferred"])
+@pytest.mark.parametrize("seed", CHAOS_SEEDS)
+def test_ingest_chaos(rig_factory, tmp_path, seed, deferrable):
+    scenario = chaos(seed, deferrable)
+    rig = rig_factory(batch_size=10, batch_delay=0.1 if deferrable else 0.03)
+    rows = source_rows(ROWS)
+    src = write_source(tmp_path / "accounts.csv", rows)
+    apply(rig, scenario, seed)
+    run = run_task(lambda: make_operator(src, scenario, False), task_id="load")
+    check_ingest(rig, run, rows, scenario)
