@@ -49,7 +49,7 @@ def s(id_: str, *faults: Any, **kwargs: Any) -> Scenario:
     return Scenario(id_, tuple(faults), **kwargs)
 
 
-ORPHAN_CREATE = ("lost answer to a JSON create (job created, answer dropped) leaves an Open job that the "
+ORPHAN_CREATE = ("lost answer to a JSON create (job created, answer dropped or truncated) leaves an Open job that the "
                  "provider never aborts; it creates a second job and the first stays Open in the org")
 
 ORPHAN_ABORT = ("upload answer lost, then the abort of that Open job fails (hook retries exhausted): the "
