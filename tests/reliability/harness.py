@@ -9,8 +9,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from conftest import Rig, TaskRun
 from proxy import Fault
+from rig import Rig, TaskRun
 
 SEED = int(os.environ.get("SFBULK_RELIABILITY_SEED", "20240601"))
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Rig, TaskRun, read_csv_uri, rows_in, run_task
 from harness import SEED, Scenario, apply, check_no_secrets, check_retry_after, describe, fault
 from proxy import (
     INGEST_CREATE,
@@ -27,6 +26,7 @@ from proxy import (
     LIMITS,
     TOKEN,
 )
+from rig import Rig, TaskRun, read_csv_uri, rows_in, run_task
 
 from airflow_provider_sfbulk.operators.ingest import SalesforceBulkIngestOperator
 

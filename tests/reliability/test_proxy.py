@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import direct_api
 from proxy import INGEST_CREATE, INGEST_JOB, INGEST_UPLOAD, Fault, FaultProxy
+from rig import direct_api
 
 from airflow_provider_sfbulk.emulator.testing import EmulatorServer
 
@@ -159,8 +159,8 @@ def test_a_connection_host_at_the_proxy_routes_only_the_token(emulator, proxy, m
 
 def test_the_secret_check_catches_a_leak(emulator, proxy):
     """check_no_secrets fails on a token or a password in a text (so the operator runs' checks can fail)."""
-    from conftest import Rig
     from harness import check_no_secrets
+    from rig import Rig
 
     s, base = session(proxy, emulator)
     s.get(api(base, "/limits"), timeout=10)

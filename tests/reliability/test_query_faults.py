@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Rig, TaskRun, read_csv_uri, run_task
 from harness import Scenario, apply, check_no_secrets, check_retry_after, describe, fault
 from proxy import QUERY_CREATE, QUERY_JOB, QUERY_RESULT_PAGES, QUERY_RESULTS, TOKEN
+from rig import Rig, TaskRun, read_csv_uri, run_task
 
 from airflow_provider_sfbulk.operators.query import SalesforceBulkQueryOperator
 
