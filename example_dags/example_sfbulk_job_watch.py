@@ -7,7 +7,10 @@ page of the ingest and query job lists (following ``nextRecordsUrl``), writes th
 * ``stale_open``: jobs still ``Open`` after ``stale_open_minutes``: someone uploaded data and never sent
   ``UploadComplete``, so Salesforce will never process it;
 * ``stale_running``: ``UploadComplete``/``InProgress`` for longer than ``stuck_minutes``;
-* ``failed_recently``: jobs that went ``Failed`` within ``failed_within_hours``.
+* ``failed_recently``: jobs that went ``Failed`` within ``failed_within_hours``;
+* ``unknown_sources``: jobs created by users other than the connection's own user and those listed in
+  ``expected_creator_ids`` (user ids, 15 or 18 characters): a tool or a person loading data nobody
+  planned for. Set the param to ``null`` to stop checking creators.
 
 When any problem remains the task fails, and Airflow's usual alerting takes over: here
 ``on_failure_callback`` (swap ``log_problems`` for a Slack, PagerDuty or e-mail notifier). With
@@ -33,15 +36,17 @@ def log_problems(context: Any) -> None:
     """Failure callback: what an alert would carry (counts and the job list file)."""
     summary = context["ti"].xcom_pull(task_ids="list_bulk_jobs") or {}
     log.error(
-        "Salesforce Bulk jobs need attention: %s stale Open, %s stuck, %s Failed recently; jobs %s; list %s",
+        "Salesforce Bulk jobs need attention: %s stale Open, %s stuck, %s Failed recently, %s from users "
+        "not expected (%s); jobs %s; list %s",
         summary.get("stale_open"), summary.get("stale_running"), summary.get("failed_recently"),
-        summary.get("problem_job_ids"), summary.get("jobs_file"),
+        summary.get("unknown_sources"), summary.get("unknown_creators"), summary.get("problem_job_ids"),
+        summary.get("jobs_file"),
     )
 
 
 with DAG(
     dag_id="example_sfbulk_job_watch",
-    description="Report stuck Open/running and recently Failed Bulk API jobs",
+    description="Report stuck Open/running and recently Failed Bulk API jobs, and jobs of unexpected users",
     doc_md=__doc__,
     schedule="@hourly",
     start_date=datetime(2024, 1, 1),
@@ -52,6 +57,8 @@ with DAG(
         "stuck_minutes": Param(240, type="number", minimum=0),
         "failed_within_hours": Param(24, type="number", minimum=0),
         "abort_own_stale_open": Param(True, type="boolean"),
+        # [] = only the connection's own user; add the ids of other integration users whose jobs are expected.
+        "expected_creator_ids": Param([], type=["null", "array"]),
     },
     tags=["salesforce", "bulk-api", "example", "monitoring"],
 ) as dag:
@@ -61,6 +68,7 @@ with DAG(
         stale_running_after="{{ params.stuck_minutes * 60 }}",
         failed_within="{{ params.failed_within_hours * 3600 }}",
         abort_stale_open="{{ params.abort_own_stale_open }}",
+        expected_creators="{{ params.expected_creator_ids }}",
         fail_on_problems=True,
         on_failure_callback=log_problems,
     )

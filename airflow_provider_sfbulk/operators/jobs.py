@@ -5,9 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import Any
@@ -16,38 +14,33 @@ from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperat
 
 from airflow_provider_sfbulk.common.paths import task_results_path, to_storage_path
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
-from airflow_provider_sfbulk.protocol.api import JobInfo, job_kind, parse_sf_datetime
-from airflow_provider_sfbulk.protocol.states import JobKind, JobState
+from airflow_provider_sfbulk.operators.job_watch import (
+    COLUMNS,
+    PROBLEMS,
+    STALE_OPEN,
+    JobEntry,
+    Thresholds,
+    classify,
+    expected_creators,
+    failure_message,
+    parse_user_ids,
+    same_user,
+    summarize,
+)
+from airflow_provider_sfbulk.protocol.api import JobInfo, job_kind
+from airflow_provider_sfbulk.protocol.states import JobKind
 
-__all__ = ["COLUMNS", "OUTPUT_FORMATS", "PROBLEMS", "SalesforceBulkJobListOperator", "Thresholds", "classify"]
+__all__ = [
+    "COLUMNS",
+    "OUTPUT_FORMATS",
+    "PROBLEMS",
+    "SalesforceBulkJobListOperator",
+    "Thresholds",
+    "classify",
+]
 
 #: File formats of the job list.
 OUTPUT_FORMATS = ("jsonl", "csv")
-
-#: Problem names, as they appear in the file's ``problem`` column.
-STALE_OPEN, STALE_RUNNING, FAILED_RECENTLY = "stale_open", "stale_running", "failed_recently"
-PROBLEMS = (STALE_OPEN, STALE_RUNNING, FAILED_RECENTLY)
-
-#: Columns of the job list file (CSV header; keys of each JSON line).
-COLUMNS = (
-    "kind",
-    "id",
-    "state",
-    "object",
-    "operation",
-    "job_type",
-    "created_by_id",
-    "created_date",
-    "system_modstamp",
-    "age_seconds",
-    "problem",
-    "aborted",
-)
-
-#: Problem job ids listed in the XCom at most (the file has them all).
-MAX_XCOM_IDS = 100
-
-_RUNNING = frozenset({JobState.UPLOAD_COMPLETE, JobState.IN_PROGRESS})
 
 
 def _seconds(value: Any, name: str) -> float:
@@ -81,67 +74,6 @@ def _flag(value: Any, name: str) -> bool:
     raise ValueError(f"{name} must be a boolean, got {value!r}")
 
 
-def _same_user(a: str | None, b: str | None) -> bool:
-    """Salesforce ids compare on their 15-character case-sensitive form."""
-    return bool(a) and bool(b) and str(a)[:15] == str(b)[:15]
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Seconds after which a job counts as a problem (see :func:`classify`)."""
-
-    stale_open: float
-    stale_running: float
-    failed_within: float
-
-
-@dataclass
-class _Entry:
-    job: JobInfo
-    age_seconds: float | None
-    problem: str | None
-    aborted: bool = False
-
-    def row(self) -> dict[str, Any]:
-        job = self.job
-        return {
-            "kind": job.kind.value,
-            "id": job.id,
-            "state": job.state.value,
-            "object": job.object,
-            "operation": job.operation,
-            "job_type": job.job_type,
-            "created_by_id": job.created_by_id,
-            "created_date": job.created_date,
-            "system_modstamp": job.system_modstamp,
-            "age_seconds": None if self.age_seconds is None else round(self.age_seconds, 3),
-            "problem": self.problem,
-            "aborted": self.aborted,
-        }
-
-
-def classify(job: JobInfo, now: datetime, thresholds: Thresholds) -> tuple[float | None, str | None]:
-    """``(age in seconds, problem or None)`` of one job at ``now``.
-
-    * ``stale_open``: ``Open`` (data never closed with ``UploadComplete``) and created longer ago than
-      ``stale_open``; Salesforce processes nothing until the job is closed.
-    * ``stale_running``: ``UploadComplete`` or ``InProgress`` and created longer ago than ``stale_running``.
-    * ``failed_recently``: ``Failed`` and last changed (``systemModstamp``, else ``createdDate``) within
-      ``failed_within``.
-    """
-    created = job.created_at
-    age = (now - created).total_seconds() if created is not None else None
-    if job.state is JobState.OPEN and age is not None and age >= thresholds.stale_open:
-        return age, STALE_OPEN
-    if job.state in _RUNNING and age is not None and age >= thresholds.stale_running:
-        return age, STALE_RUNNING
-    if job.state is JobState.FAILED:
-        changed = parse_sf_datetime(job.system_modstamp) or created
-        if changed is not None and (now - changed).total_seconds() <= thresholds.failed_within:
-            return age, FAILED_RECENTLY
-    return age, None
-
-
 class SalesforceBulkJobListOperator(BaseOperator):
     """List every Bulk API job of the org, write the list to object storage and count what looks wrong.
 
@@ -153,7 +85,10 @@ class SalesforceBulkJobListOperator(BaseOperator):
       will never process it) and created more than ``stale_open_after`` ago;
     * **stale running**: ``UploadComplete`` or ``InProgress`` and created more than
       ``stale_running_after`` ago;
-    * **failed recently**: ``Failed`` and last changed within ``failed_within``.
+    * **failed recently**: ``Failed`` and last changed within ``failed_within``;
+    * **unknown source** (only with ``expected_creators``): created by a user who is neither in
+      ``expected_creators`` nor the connection's own user. Such a job is reported whatever its state, and
+      never aborted.
 
     With ``abort_stale_open=True`` the stale ``Open`` Bulk API 2.0 ingest jobs (``jobType`` ``V2Ingest``)
     created by the connection's own user (the user of the OAuth token's ``id`` URL) are aborted; other
@@ -161,6 +96,7 @@ class SalesforceBulkJobListOperator(BaseOperator):
     ``<output_path>/jobs.jsonl`` (one JSON object per job) or ``jobs.csv``, with the columns
     :data:`COLUMNS`. With ``fail_on_problems=True`` (default) the task fails when any problem remains,
     after the file is written and the XCom pushed, so Airflow's usual failure callbacks and alerts fire.
+    What the watch decides about each job lives in :mod:`~airflow_provider_sfbulk.operators.job_watch`.
 
     **XCom** (``return_value``), small and JSON::
 
@@ -168,7 +104,11 @@ class SalesforceBulkJobListOperator(BaseOperator):
          "by_state": {"JobComplete": 9, "Open": 1, ...},
          "stale_open": 1, "stale_running": 0, "failed_recently": 2,
          "aborted": ["750..."],              # stale Open jobs aborted by this task
-         "problems": 2,                      # problems left after the aborts
+         "unknown_sources": 1,               # jobs of users not expected (0 without expected_creators)
+         "unknown_creators": {"005...": 1},  # those users (createdById) and their job counts
+         "expected_creators": ["005..."],    # 15-character ids checked; None without expected_creators
+         "problems": 3,                      # jobs needing attention: problems left after the aborts,
+                                             # and jobs of unknown sources
          "problem_job_ids": ["750...", ...], # at most 100; the file has them all
          "jobs_file": uri, "format": "jsonl", "checked_at": "2026-01-01T00:00:00+00:00",
          "user_id": "005..."}                # the connection's user (None when the token has no id URL)
@@ -188,6 +128,11 @@ class SalesforceBulkJobListOperator(BaseOperator):
     :param output_format: ``jsonl`` (default) or ``csv``.
     :param ingest_job_type: filter of the ingest list (``V2Ingest``, ``Classic``, ``BigObjectIngest``);
         default ``None`` lists every type.
+    :param expected_creators: the users whose jobs are expected, as user ids (15 or 18 characters; they
+        compare on the first 15), or a template rendering to a list of them (templated). The connection's
+        own user is always expected. Jobs of anyone else are reported as unknown sources and count as
+        problems. Default ``None``: creators are not checked. Usernames are refused: the job list carries
+        only ``createdById``.
     """
 
     template_fields: Sequence[str] = (
@@ -198,6 +143,7 @@ class SalesforceBulkJobListOperator(BaseOperator):
         "fail_on_problems",
         "abort_stale_open",
         "output_path",
+        "expected_creators",
     )
     ui_color = "#00a1e0"
 
@@ -214,6 +160,7 @@ class SalesforceBulkJobListOperator(BaseOperator):
         output_path: Any = None,
         output_format: str = "jsonl",
         ingest_job_type: str | None = None,
+        expected_creators: Sequence[str] | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -234,11 +181,14 @@ class SalesforceBulkJobListOperator(BaseOperator):
         self.output_path = output_path
         self.output_format = output_format
         self.ingest_job_type = ingest_job_type
+        self.expected_creators = expected_creators
         # Values that are not templates are checked at parse time.
         for name in ("stale_open_after", "stale_running_after", "failed_within"):
             value = getattr(self, name)
             if not (isinstance(value, str) and "{{" in value):
                 _seconds(value, name)
+        if not (isinstance(expected_creators, str) and "{{" in expected_creators):
+            parse_user_ids(expected_creators)
 
     @cached_property
     def hook(self) -> SalesforceBulkHook:
@@ -268,19 +218,20 @@ class SalesforceBulkJobListOperator(BaseOperator):
         )
         fail_on_problems = _flag(self.fail_on_problems, "fail_on_problems")
         abort_stale_open = _flag(self.abort_stale_open, "abort_stale_open")
+        listed = parse_user_ids(self.expected_creators)
+        user_id = self.connection_user_id()
+        expected = expected_creators(listed, user_id)
         now = self._now()
-        entries: list[_Entry] = []
+        entries: list[JobEntry] = []
         seen: set[tuple[str, str]] = set()
         for job in self._list():
             key = (job.kind.value, job.id)
             if key in seen:  # list order is not stable while jobs change; count each job once
                 continue
             seen.add(key)
-            age, problem = classify(job, now, thresholds)
-            entries.append(_Entry(job, age, problem))
+            entries.append(JobEntry.judge(job, now, thresholds, expected))
         self.log.info("Listed %d Bulk API job(s) (%s)", len(entries), ", ".join(self.job_kinds))
 
-        user_id = self.connection_user_id()
         aborted: list[str] = []
         if abort_stale_open:
             aborted = self._abort_own_stale_open(entries, user_id)
@@ -289,47 +240,34 @@ class SalesforceBulkJobListOperator(BaseOperator):
             to_storage_path(self.output_path) if self.output_path else task_results_path(context)
         )
         jobs_file = self._write(folder, entries)
-
-        counts = Counter(entry.problem for entry in entries if entry.problem)
-        remaining = [entry for entry in entries if entry.problem and not entry.aborted]
-        result: dict[str, Any] = {
-            "total": len(entries),
-            "by_kind": dict(sorted(Counter(entry.job.kind.value for entry in entries).items())),
-            "by_state": dict(sorted(Counter(entry.job.state.value for entry in entries).items())),
-            "stale_open": counts[STALE_OPEN],
-            "stale_running": counts[STALE_RUNNING],
-            "failed_recently": counts[FAILED_RECENTLY],
-            "aborted": aborted,
-            "problems": len(remaining),
-            "problem_job_ids": [entry.job.id for entry in remaining[:MAX_XCOM_IDS]],
-            "jobs_file": jobs_file,
-            "format": self.output_format,
-            "checked_at": now.isoformat(timespec="seconds"),
-            "user_id": user_id,
-        }
+        result = summarize(
+            entries,
+            aborted=aborted,
+            expected=expected,
+            jobs_file=jobs_file,
+            format=self.output_format,
+            checked_at=now.isoformat(timespec="seconds"),
+            user_id=user_id,
+        )
         self.log.info(
             "Bulk jobs: %d total; stale Open %d, stale running %d, failed recently %d; aborted %d; "
-            "problems left %d; list at %s",
+            "unknown sources %d; problems left %d; list at %s",
             result["total"], result["stale_open"], result["stale_running"], result["failed_recently"],
-            len(aborted), result["problems"], jobs_file,
+            len(aborted), result["unknown_sources"], result["problems"], jobs_file,
         )
-        for entry in remaining[:20]:
+        for entry in [entry for entry in entries if entry.needs_attention][:20]:
             job = entry.job
             self.log.warning(
                 "%s: %s job %s (%s %s, created %s by %s)%s",
-                entry.problem, job.kind.value, job.id, job.operation, job.object, job.created_date,
+                entry.reasons(), job.kind.value, job.id, job.operation, job.object, job.created_date,
                 job.created_by_id, f": {job.error_message}" if job.error_message else "",
             )
-        if fail_on_problems and remaining:
+        if fail_on_problems and result["problems"]:
             context["ti"].xcom_push(key="return_value", value=result)
-            raise AirflowFailException(
-                f"{len(remaining)} Bulk API job problem(s): {result['stale_open']} stale Open "
-                f"({len(aborted)} aborted), {result['stale_running']} stale UploadComplete/InProgress, "
-                f"{result['failed_recently']} Failed within {thresholds.failed_within:.0f}s; see {jobs_file}"
-            )
+            raise AirflowFailException(failure_message(result, thresholds.failed_within))
         return result
 
-    def _abort_own_stale_open(self, entries: list[_Entry], user_id: str | None) -> list[str]:
+    def _abort_own_stale_open(self, entries: list[JobEntry], user_id: str | None) -> list[str]:
         if not user_id:
             self.log.warning("The token carries no user id; not aborting any stale Open job")
             return []
@@ -340,7 +278,7 @@ class SalesforceBulkJobListOperator(BaseOperator):
                 entry.problem != STALE_OPEN
                 or job.kind is not JobKind.INGEST
                 or (job.job_type not in (None, "V2Ingest"))
-                or not _same_user(job.created_by_id, user_id)
+                or not same_user(job.created_by_id, user_id)
             ):
                 continue
             try:
@@ -354,7 +292,7 @@ class SalesforceBulkJobListOperator(BaseOperator):
                           job.object, job.created_date)
         return aborted
 
-    def _write(self, folder: Any, entries: list[_Entry]) -> str:
+    def _write(self, folder: Any, entries: list[JobEntry]) -> str:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"jobs.{self.output_format}"
         if self.output_format == "jsonl":
