@@ -50,7 +50,8 @@ def trace(rig: Rig) -> list[str]:
 def describe(rig: Rig, run: TaskRun, scenario: Scenario, extra: dict[str, Any] | None = None) -> str:
     """A failure message: scenario, seed, tries, errors and the request trace."""
     payload = {
-        "scenario": scenario.id, "seed": rig.proxy.seed, "deferrable": scenario.deferrable, "tries": run.tries,
+        "scenario": scenario.id, "seed": rig.proxy.seed, "deferrable": scenario.deferrable,
+        "tries": run.tries,
         "deferrals": run.deferrals, "errors": run.errors, **(extra or {}),
     }
     report = os.environ.get("SFBULK_RELIABILITY_REPORT")

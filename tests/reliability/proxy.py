@@ -96,10 +96,12 @@ class Fault:
             raise ValueError(f"seconds must be between 0 and {MAX_STALL}")
         self._pattern = re.compile(self.path)
         if not self.name:
-            self.name = f"{self.kind}{'' if self.kind != 'status' else self.status} {self.method or '*'} {self.path}"
+            status = "" if self.kind != "status" else self.status
+            self.name = f"{self.kind}{status} {self.method or '*'} {self.path}"
 
     def matches(self, method: str, target: str) -> bool:
-        return (self.method is None or self.method.upper() == method.upper()) and bool(self._pattern.search(target))
+        method_matches = self.method is None or self.method.upper() == method.upper()
+        return method_matches and bool(self._pattern.search(target))
 
     def exhausted(self) -> bool:
         return self.times is not None and self.fired >= self.times
@@ -229,7 +231,9 @@ class FaultProxy:
 
     def matching(self, method: str | None, path: str) -> list[Exchange]:
         pattern = re.compile(path)
-        return [e for e in self.exchanges if (method is None or e.method == method) and pattern.search(e.target)]
+        return [
+            e for e in self.exchanges if (method is None or e.method == method) and pattern.search(e.target)
+        ]
 
     def reset_log(self) -> None:
         with self._lock:
@@ -292,6 +296,7 @@ class FaultProxy:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
         data = request.content.iter_chunked(CHUNK) if request.body_exists else None
         upstream_status: int | None = None
+        recorded = False
         try:
             async with self._client.request(request.method, self.upstream + target, headers=headers,
                                             data=data, allow_redirects=False) as upstream:
@@ -313,15 +318,19 @@ class FaultProxy:
                 if upstream.content_length is not None:
                     response.content_length = upstream.content_length
                 await response.prepare(request)
+                # Recorded before the body goes out: a client that has read the whole answer always
+                # finds its exchange in the record.
+                self._record(request, target, rule, upstream_status, upstream_status, started)
+                recorded = True
                 async for chunk in upstream.content.iter_chunked(CHUNK):
                     await response.write(chunk)
                 await response.write_eof()
         except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as err:
-            self._record(request, target, rule, None, upstream_status, started)
+            if not recorded:
+                self._record(request, target, rule, None, upstream_status, started)
             if upstream_status is None:
                 return web.Response(status=502, text=f"fault proxy: upstream failed: {err}")
             return self._drop(request)
-        self._record(request, target, rule, upstream_status, upstream_status, started)
         return response
 
     @staticmethod

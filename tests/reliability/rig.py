@@ -1,5 +1,7 @@
-"""Helpers of the reliability suite (imported by its conftest and tests): the emulator behind :class:`proxy.FaultProxy`, every provider call
-routed through it, and the helpers that run an operator like Airflow would (tries, deferrals) and check
+"""Helpers of the reliability suite (imported by its conftest and tests).
+
+The emulator behind :class:`proxy.FaultProxy`, every provider call routed through it, and the helpers
+that run an operator like Airflow would (tries, deferrals) and check
 the invariants afterwards.
 
 Routing: the emulator's token answer names the emulator itself as ``instance_url`` (it has no setting for

@@ -22,7 +22,9 @@ def proxy(emulator: EmulatorServer) -> Iterator[FaultProxy]:
         yield running
 
 
-def session(proxy: FaultProxy, emulator: EmulatorServer, *, forward: bool = False) -> tuple[requests.Session, str]:
+def session(
+    proxy: FaultProxy, emulator: EmulatorServer, *, forward: bool = False
+) -> tuple[requests.Session, str]:
     """A session sending through the proxy: as a reverse proxy (base URL) or as ``HTTP_PROXY``."""
     s = requests.Session()
     s.trust_env = False
@@ -44,7 +46,8 @@ def ingest_jobs(emulator: EmulatorServer) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("forward", [False, True], ids=["reverse", "http_proxy"])
 def test_forwards_and_streams_megabytes_both_ways(emulator, proxy, forward):
     s, base = session(proxy, emulator, forward=forward)
-    job = s.post(api(base, "/jobs/ingest"), json={"object": "Account", "operation": "insert"}, timeout=10).json()
+    body = {"object": "Account", "operation": "insert"}
+    job = s.post(api(base, "/jobs/ingest"), json=body, timeout=10).json()
     rows = 40_000
     body = b"Name,Description\n" + b"".join(b"Row %06d,%s\n" % (i, b"x" * 40) for i in range(rows))
     assert len(body) > 2_000_000
@@ -100,7 +103,8 @@ def test_drop_after_acts_but_never_answers(emulator, proxy):
 def test_cut_body_sends_half_then_closes(emulator, proxy):
     proxy.set_faults([Fault("cut_body", INGEST_JOB, method="GET")])
     s, base = session(proxy, emulator)
-    job = s.post(api(base, "/jobs/ingest"), json={"object": "Account", "operation": "insert"}, timeout=10).json()
+    body = {"object": "Account", "operation": "insert"}
+    job = s.post(api(base, "/jobs/ingest"), json=body, timeout=10).json()
     with pytest.raises(requests.exceptions.ChunkedEncodingError, match="IncompleteRead"):
         s.get(api(base, f"/jobs/ingest/{job['id']}"), timeout=10)
     assert s.get(api(base, f"/jobs/ingest/{job['id']}"), timeout=10).json()["id"] == job["id"]

@@ -96,9 +96,17 @@ def check_query(rig: Rig, run: TaskRun, scenario: Scenario) -> None:
         check_retry_after(rig, msg)
 
 
+def _marks(scenario: Scenario) -> list[Any]:
+    if not scenario.xfail:
+        return []
+    return [pytest.mark.xfail(strict=True, reason=scenario.xfail)]
+
+
 def params(scenarios: list[Scenario]) -> list[Any]:
-    return [pytest.param(sc, id=sc.id, marks=[pytest.mark.xfail(strict=True, reason=sc.xfail)] if sc.xfail else [])
-            for sc in scenarios]
+    return [
+        pytest.param(sc, id=sc.id, marks=_marks(sc))
+        for sc in scenarios
+    ]
 
 
 @pytest.mark.parametrize("scenario", params(SCENARIOS))
