@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from airflow.providers.common.compat.sdk import ObjectStoragePath
@@ -52,7 +53,9 @@ class TaskCheckpoint:
         self._cache: dict[str, Any] | None = None
 
     @classmethod
-    def for_task(cls, context: Any, fallback_dir: ObjectStoragePath | None = None) -> TaskCheckpoint:
+    def for_task(
+        cls, context: Mapping[str, Any], fallback_dir: ObjectStoragePath | None = None
+    ) -> TaskCheckpoint:
         """The checkpoint of the task instance in ``context``.
 
         :param fallback_dir: folder of the file backend when no task state store exists (default

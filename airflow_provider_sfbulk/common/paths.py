@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from airflow.providers.common.compat.sdk import ObjectStoragePath, conf
@@ -101,7 +102,7 @@ def safe_name(value: object) -> str:
     return encoded
 
 
-def _ti_value(context: Any, name: str) -> Any:
+def _ti_value(context: Mapping[str, Any], name: str) -> Any:
     ti = context.get("ti") or context.get("task_instance")
     value = getattr(ti, name, None) if ti is not None else None
     if value is None and name == "run_id":
@@ -116,7 +117,7 @@ def _ti_value(context: Any, name: str) -> Any:
 
 
 def task_folder(
-    context: Any, base: str | os.PathLike[str] | ObjectStoragePath | None = None
+    context: Mapping[str, Any], base: str | os.PathLike[str] | ObjectStoragePath | None = None
 ) -> ObjectStoragePath:
     """``<base>/<dag_id>/<run_id>/<task_id>[/map-<i>]`` for the task instance in ``context``."""
     root = to_storage_path(base) if base is not None else results_base()
@@ -133,7 +134,7 @@ def task_folder(
 
 
 def task_results_path(
-    context: Any, base: str | os.PathLike[str] | ObjectStoragePath | None = None
+    context: Mapping[str, Any], base: str | os.PathLike[str] | ObjectStoragePath | None = None
 ) -> ObjectStoragePath:
     """``<base>/<dag_id>/<run_id>/<task_id>[/map-<i>]/try-<n>``: a fresh folder for every try."""
     try_number = _ti_value(context, "try_number")
@@ -141,7 +142,7 @@ def task_results_path(
 
 
 def task_state_path(
-    context: Any, base: str | os.PathLike[str] | ObjectStoragePath | None = None
+    context: Mapping[str, Any], base: str | os.PathLike[str] | ObjectStoragePath | None = None
 ) -> ObjectStoragePath:
     """``<base>/<dag_id>/<run_id>/<task_id>[/map-<i>]/state``: the same folder for every try."""
     return task_folder(context, base) / "state"

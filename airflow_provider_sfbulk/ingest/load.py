@@ -53,10 +53,12 @@ class WaitFor:
     :param job_ids: the running jobs.
     :param return_when: ``"any"`` when more parts wait for a free slot (come back as soon as one job is
         terminal), ``"all"`` otherwise.
+    :param records_sent: rows sent per job, for progress lines.
     """
 
     job_ids: list[str]
     return_when: str
+    records_sent: dict[str, int]
 
 
 class IngestLoad:
@@ -95,6 +97,8 @@ class IngestLoad:
         self._journal: LoadJournal | None = None
         self._describes: dict[str, ObjectDescribe] = {}
         self._stopped = False
+        #: The load leaves less than ``limits_warn_share`` of the daily batches (set when it starts).
+        self.limits_low = False
 
     # --- the journal ----------------------------------------------------------------------------
 
@@ -148,7 +152,7 @@ class IngestLoad:
             raise IngestInputError(f"{self.source}: no records to load")
         if self.spec.describe_check:
             check_columns(self.spec, self.files.columns_of(0), self._describe)
-        check_daily_batches(self.spec, parts, self.hook, self.log)
+        self.limits_low = check_daily_batches(self.spec, parts, self.hook, self.log)
         state = LoadState(
             fingerprint=self.spec.fingerprint(str(self.source)),
             started_at=time.time(),
@@ -204,7 +208,8 @@ class IngestLoad:
                         running.append(part)
                 if running:
                     more = bool(round_.parts_in(Phase.UPLOADED))
-                    return WaitFor([part.job_id for part in running if part.job_id], "any" if more else "all")
+                    sent = {part.job_id: part.records for part in running if part.job_id}
+                    return WaitFor(list(sent), "any" if more else "all", sent)
                 self._check_stopped(round_)
                 collector.collect(round_)
                 retry = not self._stopped and plan_retry(

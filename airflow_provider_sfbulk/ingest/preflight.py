@@ -30,19 +30,31 @@ def batches_needed(parts: Sequence[CsvPart]) -> int:
 
 def check_daily_batches(
     spec: LoadSpec, parts: Sequence[CsvPart], hook: SalesforceBulkHook, log: Log
-) -> None:
+) -> bool:
     """Compare the batches the load needs with the org's remaining ``DailyBulkApiBatches``.
 
     ``limits_check="fail"`` refuses a load that does not fit (:class:`IngestInputError`), ``"warn"``
-    logs and goes on, ``"off"`` does not ask.
+    logs and goes on, ``"off"`` does not ask. Returns True when the load fits but leaves less than
+    ``limits_warn_share`` of the daily maximum (logged as a warning, so alerts fire before the cap).
     """
     if spec.limits_check == "off":
-        return
+        return False
     needed = batches_needed(parts)
-    remaining = hook.get_limits().remaining("DailyBulkApiBatches")
+    limits = hook.get_limits()
+    remaining = limits.remaining("DailyBulkApiBatches")
+    maximum = limits.maximum("DailyBulkApiBatches")
     if remaining is None or needed <= remaining:
         log.info("Preflight: %d batch(es) needed, %s left today", needed, remaining)
-        return
+        if remaining is not None and maximum and remaining - needed < spec.limits_warn_share * maximum:
+            log.warning(
+                "Preflight: after this load about %d of the org's %d DailyBulkApiBatches are left (less than "
+                "limits_warn_share=%s of them)",
+                remaining - needed,
+                maximum,
+                spec.limits_warn_share,
+            )
+            return True
+        return False
     message = (
         f"the load needs about {needed} Bulk API batch(es) of {RECORDS_PER_BATCH} rows but the org has "
         f"{remaining} of its DailyBulkApiBatches left"
@@ -50,6 +62,7 @@ def check_daily_batches(
     if spec.limits_check == "fail":
         raise IngestInputError(message + " (limits_check='warn' only warns)")
     log.warning("Preflight: %s; loading anyway (limits_check='warn')", message)
+    return True
 
 
 def check_columns(

@@ -53,6 +53,7 @@ class LoadSpec:
     )
     lock_retry: bool = False
     limits_check: str = "fail"
+    limits_warn_share: float = 0.1
     allow_hard_delete: bool = False
     describe_check: bool = True
     retry_unprocessed_records: bool = True
@@ -67,6 +68,8 @@ class LoadSpec:
                 raise ValueError(f"{name} must not be negative")
         if self.limits_check not in LIMITS_CHECKS:
             raise ValueError("limits_check must be 'fail', 'warn' or 'off'")
+        if not 0 <= self.limits_warn_share <= 1:
+            raise ValueError("limits_warn_share must be between 0 and 1")
 
     def validate(self) -> None:
         """Check and normalise the rendered values; raise ``IngestInputError`` naming the problem."""

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperatorLink, XCom
 
 from airflow_provider_sfbulk.protocol.api import job_setup_url
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
 
 __all__ = ["LINK_XCOM_KEY", "SalesforceBulkJobLink", "job_link_url"]
 
@@ -37,7 +40,7 @@ class SalesforceBulkJobLink(BaseOperatorLink):
     name = "Salesforce Bulk Job"
 
     @staticmethod
-    def persist(context: Any, *, instance_url: str, job_ids: Sequence[str]) -> None:
+    def persist(context: Context, *, instance_url: str, job_ids: Sequence[str]) -> None:
         """Push the link data (a small XCom under :data:`LINK_XCOM_KEY`)."""
         context["ti"].xcom_push(
             key=LINK_XCOM_KEY, value={"instance_url": instance_url, "job_ids": list(job_ids)}

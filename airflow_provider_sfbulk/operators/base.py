@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, BaseOperator, conf
 
@@ -21,8 +21,17 @@ from airflow_provider_sfbulk.common.checkpoint import TaskCheckpoint
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
 from airflow_provider_sfbulk.protocol.api import JobInfo, job_kind
 from airflow_provider_sfbulk.protocol.states import JobState
-from airflow_provider_sfbulk.protocol.waiting import PollSchedule, WaitOutcome, settled
+from airflow_provider_sfbulk.protocol.waiting import (
+    PROGRESS_INTERVAL,
+    PollSchedule,
+    Progress,
+    WaitOutcome,
+    settled,
+)
 from airflow_provider_sfbulk.triggers.job import SalesforceBulkJobTrigger
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
 
 __all__ = ["DEADLINE_KEY", "SalesforceBulkBaseOperator"]
 
@@ -83,11 +92,11 @@ class SalesforceBulkBaseOperator(BaseOperator):
         """The intervals between job checks (``poll_interval`` growing 1.5x up to ``max_poll_interval``)."""
         return PollSchedule(self.poll_interval, BACKOFF_FACTOR, self.max_poll_interval)
 
-    def checkpoint(self, context: Any) -> TaskCheckpoint:
+    def checkpoint(self, context: Context) -> TaskCheckpoint:
         """The task's checkpoint (task state store, or a file under the state folder)."""
         return TaskCheckpoint.for_task(context)
 
-    def deadline(self, context: Any, checkpoint: TaskCheckpoint | None = None) -> float | None:
+    def deadline(self, context: Context, checkpoint: TaskCheckpoint | None = None) -> float | None:
         """The absolute deadline of the task's waits (set once, from ``timeout``, then kept)."""
         if self.timeout is None:
             return None
@@ -101,7 +110,7 @@ class SalesforceBulkBaseOperator(BaseOperator):
 
     def wait_for_jobs(
         self,
-        context: Any,
+        context: Context,
         job_ids: list[str],
         kind: str,
         *,
@@ -110,6 +119,7 @@ class SalesforceBulkBaseOperator(BaseOperator):
         checkpoint: TaskCheckpoint | None = None,
         on_change: Callable[[JobInfo, JobState | None], None] | None = None,
         return_when: str = "all",
+        records_sent: dict[str, int] | None = None,
     ) -> WaitOutcome:
         """Wait until every job is terminal, and return the outcome.
 
@@ -157,6 +167,7 @@ class SalesforceBulkBaseOperator(BaseOperator):
                     deadline=deadline,
                     abort_on_kill=self.cancel_on_kill,
                     return_when=return_when,
+                    records_sent=records_sent,
                 ),
                 method_name=method_name,
                 kwargs=kwargs,
@@ -168,6 +179,7 @@ class SalesforceBulkBaseOperator(BaseOperator):
             deadline=deadline,
             on_change=on_change,
             return_when=return_when,
+            progress=Progress(PROGRESS_INTERVAL, records_sent, self.log.info),
         )
 
     def outcome_from_event(self, event: dict[str, Any] | None) -> WaitOutcome:

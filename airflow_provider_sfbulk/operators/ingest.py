@@ -118,6 +118,8 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
     :param lock_retry: retry ``UNABLE_TO_LOCK_ROW`` rows with one job at a time (at least once).
     :param limits_check: ``fail`` (default), ``warn`` or ``off``: compare the batches the load needs with
         the org's remaining ``DailyBulkApiBatches`` before any job is created.
+    :param limits_warn_share: warn (log line and metric ``sfbulk.limits.daily_batches_low``) when the load
+        would leave less than this share of the org's daily batches.
     :param allow_hard_delete: must be True for ``hardDelete``, which bypasses the Recycle Bin.
     :param retry_unprocessed_records: send the unprocessed rows of a job that failed or was aborted
         part-way (and of jobs aborted because another failed) again in a new job, for up to
@@ -167,6 +169,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
         retryable_error_codes: Collection[str] = DEFAULT_RETRYABLE_ERROR_CODES,
         lock_retry: bool = False,
         limits_check: str = "fail",
+        limits_warn_share: float = 0.1,
         allow_hard_delete: bool = False,
         restart_load: bool | str = False,
         describe_check: bool = True,
@@ -192,6 +195,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
         self.retryable_error_codes = sorted(set(retryable_error_codes))
         self.lock_retry = lock_retry
         self.limits_check = limits_check
+        self.limits_warn_share = limits_warn_share
         self.allow_hard_delete = allow_hard_delete
         self.restart_load = restart_load
         self.describe_check = describe_check
@@ -219,6 +223,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
             retryable_error_codes=self.retryable_error_codes,
             lock_retry=self.lock_retry,
             limits_check=self.limits_check,
+            limits_warn_share=self.limits_warn_share,
             allow_hard_delete=self.allow_hard_delete,
             describe_check=self.describe_check,
             retry_unprocessed_records=self.retry_unprocessed_records,
@@ -258,6 +263,8 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
             try:
                 if load.open(restart=_truthy(self.restart_load)):
                     load.checkpoint.delete(DEADLINE_KEY)  # a new load gets the whole timeout
+                    if load.limits_low:
+                        self._incr("sfbulk.limits.daily_batches_low")
             except IngestInputError as err:
                 raise AirflowFailException(str(err)) from err
             return self._drive(context, load)
@@ -295,6 +302,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
             checkpoint=load.checkpoint,
             on_change=load.state_seen(step.job_ids),
             return_when=step.return_when,
+            records_sent=step.records_sent,
         )
         self._apply(load, outcome)
 
@@ -341,6 +349,12 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
             SalesforceBulkJobLink.persist(context, instance_url=self.hook.instance_url, job_ids=job_ids)
         except Exception as err:  # the link is a convenience
             self.log.debug("Could not store the job link: %s", err)
+
+    def _incr(self, name: str) -> None:
+        try:
+            Stats.incr(name, tags={"object": self.object_name, "operation": self.operation})
+        except Exception as err:  # metrics never fail a load
+            self.log.debug("Could not send metrics: %s", err)
 
     def _stats(self, started_at: float, result: dict[str, Any], stats: dict[str, int]) -> None:
         tags = {"object": self.object_name, "operation": self.operation}

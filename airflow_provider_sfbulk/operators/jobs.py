@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
@@ -29,6 +29,9 @@ from airflow_provider_sfbulk.operators.job_watch import (
 )
 from airflow_provider_sfbulk.protocol.api import JobInfo, job_kind
 from airflow_provider_sfbulk.protocol.states import JobKind
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
 
 __all__ = [
     "COLUMNS",
@@ -209,7 +212,7 @@ class SalesforceBulkJobListOperator(BaseOperator):
             else:
                 yield from self.hook.list_jobs(kind)
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:
         """List, classify, optionally abort, write the list and return the summary XCom (see above)."""
         thresholds = Thresholds(
             stale_open=_seconds(self.stale_open_after, "stale_open_after"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException
 
@@ -19,6 +19,9 @@ from airflow_provider_sfbulk.protocol.states import RESULT_SETS, JobKind, JobSta
 from airflow_provider_sfbulk.protocol.waiting import WaitOutcome
 from airflow_provider_sfbulk.query.errors import QueryExtractError
 from airflow_provider_sfbulk.query.extract import extract_query_results
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
 
 __all__ = ["SalesforceBulkJobResultsOperator"]
 
@@ -85,7 +88,7 @@ class SalesforceBulkJobResultsOperator(SalesforceBulkBaseOperator):
         except (ValueError, SyntaxError) as err:
             raise AirflowException(f"job_ids: {err}") from err
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:
         """Wait for the jobs (unless ``wait_for_completion=False``), then write their results."""
         ids = self._ids()
         kind = job_kind(self.job_kind)
@@ -102,11 +105,11 @@ class SalesforceBulkJobResultsOperator(SalesforceBulkBaseOperator):
             raise AirflowException(f"job(s) not finished: {', '.join(running)} (wait_for_completion=False)")
         return self._write(context, None)
 
-    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: write the results."""
         return self._write(context, self.outcome_from_event(event))
 
-    def _write(self, context: Any, outcome: WaitOutcome | None) -> dict[str, Any]:
+    def _write(self, context: Context, outcome: WaitOutcome | None) -> dict[str, Any]:
         if outcome is not None and outcome.status == "timeout":
             raise AirflowException(f"timeout ({self.timeout}s) reached: {outcome.message}")
         self._active_job_ids = []

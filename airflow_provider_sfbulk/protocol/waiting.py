@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,9 @@ EVENT_STATUSES = ("success", "failed", "aborted", "timeout", "error", "progress"
 
 #: When a wait returns: once every job is terminal, or once any one is.
 RETURN_WHEN = ("all", "any")
+
+#: Default seconds between two progress lines of a long wait.
+PROGRESS_INTERVAL = 60.0
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,59 @@ def outcome_for(jobs: Sequence[JobInfo], kind: JobKind) -> WaitOutcome:
     return WaitOutcome("success", kind, summaries, f"{len(jobs)} job(s) reached JobComplete")
 
 
+class Progress:
+    """Now-and-then progress lines of the running jobs of a long wait.
+
+    Each line says the records processed, of how many were sent (when known), and a rate.
+
+    :param every: least seconds between two reports.
+    :param records_sent: rows sent per job id (ingest), for "N of M"; unknown jobs show only N.
+    :param report: where the lines go (``%``-style, like a logger's ``info``); default this module's log.
+    """
+
+    def __init__(
+        self,
+        every: float = PROGRESS_INTERVAL,
+        records_sent: Mapping[str, int] | None = None,
+        report: Callable[..., Any] | None = None,
+    ) -> None:
+        if every <= 0:
+            raise ValueError("the progress interval must be positive")
+        self.every = every
+        self.records_sent = dict(records_sent or {})
+        self._report = report or _log.info
+        self._first: dict[str, tuple[float, int]] = {}
+        self._last: float | None = None
+
+    def observe(self, jobs: Sequence[JobInfo], now: float) -> None:
+        """Note the jobs' counters; report the running ones when ``every`` seconds have passed."""
+        for job in jobs:
+            self._first.setdefault(job.id, (now, job.number_records_processed or 0))
+        if self._last is None:
+            self._last = now
+            return
+        if now - self._last < self.every:
+            return
+        self._last = now
+        for job in jobs:
+            if not job.state.is_terminal:
+                self._line(job, now)
+
+    def _line(self, job: JobInfo, now: float) -> None:
+        since, first = self._first[job.id]
+        processed = job.number_records_processed or 0
+        rate = (processed - first) / (now - since) if now > since else 0.0
+        sent = self.records_sent.get(job.id)
+        self._report(
+            "Job %s (%s): %d%s record(s) processed, %.0f record(s)/s",
+            job.id,
+            job.state.value,
+            processed,
+            f" of {sent}" if sent is not None else "",
+            rate,
+        )
+
+
 def settled(jobs: Sequence[JobInfo], kind: JobKind, return_when: str = "all") -> WaitOutcome | None:
     """The outcome when ``jobs`` satisfy ``return_when``, else ``None`` (the wait goes on).
 
@@ -176,6 +232,7 @@ def wait_for_jobs(
     on_change: Callable[[JobInfo, JobState | None], None] | None = None,
     initial_delay: float = 0.0,
     return_when: str = "all",
+    progress: Progress | None = None,
 ) -> Flow[WaitOutcome]:
     """Poll ``job_ids`` until every one is terminal or ``deadline`` (epoch seconds) has passed.
 
@@ -190,6 +247,7 @@ def wait_for_jobs(
     :param on_change: called with the job and its previous state (``None`` the first time) whenever a
         job's state is seen to change; the default logs one line per change.
     :param return_when: ``"any"`` returns (status ``progress``) as soon as one job is terminal.
+    :param progress: reports the running jobs' progress now and then (default: none).
     """
     if not job_ids:
         raise ValueError("wait_for_jobs needs at least one job id")
@@ -216,6 +274,8 @@ def wait_for_jobs(
         if done is not None:
             return done
         now = clock()
+        if progress is not None:
+            progress.observe(jobs, now)
         if deadline is not None and now >= deadline:
             pending = ", ".join(f"{job.id} ({job.state.value})" for job in jobs if not job.state.is_terminal)
             return WaitOutcome(

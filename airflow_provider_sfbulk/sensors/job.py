@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
     AirflowException,
@@ -22,6 +22,9 @@ from airflow_provider_sfbulk.links.job import SalesforceBulkJobLink
 from airflow_provider_sfbulk.protocol.api import job_kind
 from airflow_provider_sfbulk.protocol.waiting import WaitOutcome, outcome_for
 from airflow_provider_sfbulk.triggers.job import SalesforceBulkJobTrigger
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
 
 __all__ = ["SalesforceBulkJobSensor"]
 
@@ -105,14 +108,14 @@ class SalesforceBulkJobSensor(BaseSensorOperator):
             "jobs": [job.to_dict() for job in outcome.jobs],
         }
 
-    def poke(self, context: Any) -> bool | PokeReturnValue:
+    def poke(self, context: Context) -> bool | PokeReturnValue:
         """Check every job once: done (with the outcome as XCom) when all are terminal."""
         outcome = self._check()
         if outcome is None:
             return False
         return PokeReturnValue(is_done=True, xcom_value=self._result(outcome))
 
-    def execute(self, context: Any) -> Any:
+    def execute(self, context: Context) -> Any:
         """Store the job link, then poke (not deferrable) or check once and defer to the trigger."""
         ids = self._ids()
         try:
@@ -137,7 +140,7 @@ class SalesforceBulkJobSensor(BaseSensorOperator):
             method_name="execute_complete",
         )
 
-    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: return the outcome, or raise on an error or a timeout."""
         if not isinstance(event, dict):
             raise AirflowException(f"expected a Salesforce Bulk trigger event, got {event!r}")

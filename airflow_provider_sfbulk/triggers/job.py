@@ -11,7 +11,13 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_sfbulk.exceptions import SalesforceBulkError
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkAsyncHook
 from airflow_provider_sfbulk.protocol.api import job_kind
-from airflow_provider_sfbulk.protocol.waiting import RETURN_WHEN, PollSchedule, WaitOutcome
+from airflow_provider_sfbulk.protocol.waiting import (
+    PROGRESS_INTERVAL,
+    RETURN_WHEN,
+    PollSchedule,
+    Progress,
+    WaitOutcome,
+)
 
 
 class SalesforceBulkJobTrigger(BaseTrigger):
@@ -33,6 +39,9 @@ class SalesforceBulkJobTrigger(BaseTrigger):
     :param backoff_factor: growth of the interval after each poll.
     :param deadline: epoch seconds after which a ``timeout`` event fires; ``None`` waits forever.
     :param abort_on_kill: abort the jobs still running when a user kills the task (Airflow 3.3+).
+    :param progress_interval: seconds between two progress lines in the triggerer's log (records
+        processed, of how many were sent, and a rate).
+    :param records_sent: rows sent per job id, for those lines (ingest jobs).
     :param return_when: ``"all"`` fires once every job is terminal; ``"any"`` as soon as one is (event
         status ``progress`` while others run), so the task can start its next job.
     """
@@ -49,6 +58,8 @@ class SalesforceBulkJobTrigger(BaseTrigger):
         deadline: float | None = None,
         abort_on_kill: bool = True,
         return_when: str = "all",
+        progress_interval: float = PROGRESS_INTERVAL,
+        records_sent: dict[str, int] | None = None,
     ) -> None:
         super().__init__()
         if not job_ids:
@@ -64,6 +75,8 @@ class SalesforceBulkJobTrigger(BaseTrigger):
         if return_when not in RETURN_WHEN:
             raise ValueError(f"return_when must be one of {RETURN_WHEN}, not {return_when!r}")
         self.return_when = return_when
+        self.progress_interval = float(progress_interval)
+        self.records_sent = dict(records_sent) if records_sent else None
         self.schedule = PollSchedule(self.poll_interval, self.backoff_factor, self.max_poll_interval)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -80,6 +93,8 @@ class SalesforceBulkJobTrigger(BaseTrigger):
                 "deadline": self.deadline,
                 "abort_on_kill": self.abort_on_kill,
                 "return_when": self.return_when,
+                "progress_interval": self.progress_interval,
+                "records_sent": self.records_sent,
             },
         )
 
@@ -97,6 +112,7 @@ class SalesforceBulkJobTrigger(BaseTrigger):
                     deadline=self.deadline,
                     initial_delay=self.poll_interval,
                     return_when=self.return_when,
+                    progress=Progress(self.progress_interval, self.records_sent, self.log.info),
                 )
         except SalesforceBulkError as err:
             # CancelledError is a BaseException and passes through: the triggerer owns cancellation.

@@ -234,3 +234,23 @@ def test_after_a_failed_job_no_further_job_starts(emulator_factory, salesforce_c
     pushed = context["ti"].xcoms["return_value"]
     assert pushed["records_unprocessed"] == 30
     assert pushed["records_successful"] == 0
+
+
+def test_preflight_warns_before_the_daily_cap(
+    emulator_factory, salesforce_conn, tmp_path, capsys, monkeypatch
+):
+    from airflow_provider_sfbulk.operators import ingest as ingest_operator_module
+
+    server = emulator_factory(daily_bulk_api_batches=10)
+    salesforce_conn(server)
+    sent: list[str] = []
+    monkeypatch.setattr(ingest_operator_module.Stats, "incr", lambda name, *a, **k: sent.append(name))
+    source = write(tmp_path / "a.csv", ["Name"], [[f"N{i}"] for i in range(10)])
+    result = run(source, max_records_per_job=1, multipart_max_bytes=0, limits_warn_share=0.2)  # 10 of 10 left
+    assert result["records_successful"] == 10
+    captured = capsys.readouterr()
+    assert "less than limits_warn_share=0.2" in captured.out + captured.err
+    assert "sfbulk.limits.daily_batches_low" in sent
+    sent.clear()
+    run(write(tmp_path / "b.csv", ["Name"], [["X"]]), limits_check="off")
+    assert "sfbulk.limits.daily_batches_low" not in sent
