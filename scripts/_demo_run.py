@@ -207,6 +207,8 @@ def main() -> int:
             say(f"      rejected keys {', '.join(report['rejected_keys'])}")
             for uri in report["failed_files"]:
                 say(f"      {uri}")
+            if report.get("to_fix_and_reload"):
+                say(f"      fix and reload: {report['to_fix_and_reload']} (trigger with fixed_rows_file)")
 
         token = password_token(emulator.base_url, EmulatorConfig())["access_token"]
         forgotten = demo.emulator_call("POST", "/services/data/v60.0/jobs/ingest",
