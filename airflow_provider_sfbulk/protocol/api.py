@@ -557,11 +557,12 @@ def _result_links(document: dict[str, Any]) -> list[str]:
                 f"resultPages: {list_field} is not a list: {str(items)[:200]!r}"
             )
         links = [item.get(link_field) if isinstance(item, dict) else None for item in items]
-        if not all(isinstance(link, str) and link for link in links):
+        readable = [link for link in links if isinstance(link, str) and link]
+        if len(readable) != len(links):
             raise SalesforceBulkProtocolError(
                 f"resultPages: an entry of {list_field} has no {link_field}: {str(items)[:200]!r}"
             )
-        return links
+        return readable
     raise SalesforceBulkProtocolError(
         "resultPages answer in an unknown shape (neither resultPages nor resultChunks): "
         f"{str(document)[:200]!r}"
