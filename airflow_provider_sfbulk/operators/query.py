@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, Stats
 
 from airflow_provider_sfbulk.common.checkpoint import TaskCheckpoint
 from airflow_provider_sfbulk.common.paths import task_results_path, to_storage_path
-from airflow_provider_sfbulk.exceptions import SalesforceBulkBadRequestError, SalesforceBulkNotFoundError
+from airflow_provider_sfbulk.exceptions import (
+    SalesforceBulkBadRequestError,
+    SalesforceBulkError,
+    SalesforceBulkNotFoundError,
+)
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
 from airflow_provider_sfbulk.links.job import SalesforceBulkJobLink
 from airflow_provider_sfbulk.operators.base import DEADLINE_KEY, SalesforceBulkBaseOperator
@@ -22,10 +26,12 @@ from airflow_provider_sfbulk.protocol.states import (
     QueryOperation,
 )
 from airflow_provider_sfbulk.protocol.waiting import WaitOutcome
-from airflow_provider_sfbulk.query.errors import QueryExtractError
+from airflow_provider_sfbulk.query.errors import QueryExtractError, QueryPreflightError
 from airflow_provider_sfbulk.query.extract import extract_query_results
 from airflow_provider_sfbulk.query.manifest import ExtractResult
 from airflow_provider_sfbulk.query.options import COMPRESSIONS, OUTPUT_MODES, ExtractOptions
+from airflow_provider_sfbulk.query.preflight import check_daily_query_jobs, check_limits_settings
+from airflow_provider_sfbulk.query.timeouts import TIMEOUT_ADVICE, is_query_timeout
 
 __all__ = ["STATE_KEY", "SalesforceBulkQueryOperator"]
 
@@ -36,12 +42,18 @@ STATE_KEY = "query"
 class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
     """Run a SOQL query as a Bulk API 2.0 query job and stream its result to object storage.
 
-    **Steps.** The job is created (bad SOQL fails the task at once with Salesforce's message), its id
+    **Steps.** Before a new job is created, the org's remaining ``DailyBulkV2QueryJobs`` is checked
+    (``limits_check``). The job is created (bad SOQL fails the task at once with Salesforce's message), its id
     goes to the task's checkpoint and the extra link, and the task waits until the job is terminal:
     deferred to the triggerer (``deferrable=True``) or polling in the worker. ``Failed`` or ``Aborted``
-    fail the task with Salesforce's ``errorMessage``. On ``JobComplete`` the result pages are downloaded
+    fail the task with Salesforce's ``errorMessage``; a query that ran too long (``retries`` used up, or
+    ``QUERY_TIMEOUT``) fails it without retrying, naming Salesforce's advice (filter the query, or split
+    it, e.g. by ``CreatedDate``). When the job ends, one log line gives its ``retries`` and
+    ``totalProcessingTime``, also sent as the metrics ``sfbulk.query.retries`` and
+    ``sfbulk.query.processing_ms``. On ``JobComplete`` the result pages are downloaded
     into ``results_path`` (see :mod:`airflow_provider_sfbulk.query.extract`): in parallel from
-    ``resultPages`` (API 58.0+) or one after the other along ``Sforce-Locator``; each page streams from
+    ``resultPages`` (API 58.0+; an org where it answers 404 or what cannot be read falls back, with one
+    warning line) or one after the other along ``Sforce-Locator``; each page streams from
     the socket to storage; record counts are checked per page against ``Sforce-NumberOfRecords`` and in
     total against the job's ``numberRecordsProcessed``; ``manifest.json`` lists every page (locator,
     records, bytes, SHA-256).
@@ -73,6 +85,11 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
     :param use_result_pages: ``None`` picks ``resultPages`` when the API version has it; ``False``
         follows ``Sforce-Locator`` only; ``True`` insists on ``resultPages``.
     :param page_attempts: downloads of one page before the task fails (on top of the hook's retries).
+    :param limits_check: ``fail`` (default), ``warn`` or ``off``: before creating a query job, read the
+        org's remaining ``DailyBulkV2QueryJobs``; with none left, ``fail`` fails the task (without
+        retrying) and ``warn`` only logs.
+    :param limits_warn_share: log a warning when fewer than this share of the daily query jobs would be
+        left after this one (default 0.1; ``limits_check="off"`` skips it too).
 
     The remaining parameters (``salesforce_conn_id``, ``deferrable``, ``poll_interval``,
     ``max_poll_interval``, ``timeout``, ``cancel_on_kill``) are those of
@@ -101,6 +118,8 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
         download_concurrency: int = 4,
         use_result_pages: bool | None = None,
         page_attempts: int = 3,
+        limits_check: str = "fail",
+        limits_warn_share: float = 0.1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -117,8 +136,11 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
         self.download_concurrency = download_concurrency
         self.use_result_pages = use_result_pages
         self.page_attempts = page_attempts
+        self.limits_check = limits_check
+        self.limits_warn_share = limits_warn_share
         # Checked at parse time: these are not templated.
         self._options()
+        check_limits_settings(limits_check, limits_warn_share)
         if column_delimiter not in COLUMN_DELIMITERS:
             raise ValueError(f"column_delimiter must be one of {', '.join(COLUMN_DELIMITERS)}")
         if line_ending not in LINE_ENDINGS:
@@ -231,6 +253,13 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
 
     def _create_job(self) -> JobInfo:
         try:
+            check_daily_query_jobs(
+                self.hook, self.log, limits_check=self.limits_check, warn_share=self.limits_warn_share
+            )
+        except QueryPreflightError as err:
+            # The allowance is daily: retrying within the hour cannot help.
+            raise AirflowFailException(f"Preflight: {err}") from err
+        try:
             job = self.hook.create_query_job(
                 self.soql,
                 self.operation,
@@ -264,13 +293,10 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
             if self.cancel_on_kill:
                 self.on_kill()
             raise AirflowException(f"Salesforce query job {job_id}: {outcome.message}")
+        self._active_job_ids = []  # nothing left to abort: the job is terminal
+        job = self._job_at_end(job_id)
         if outcome.status != "success":
-            summary = next((job for job in outcome.jobs if job.id == job_id), None)
-            state_name = summary.state if summary else outcome.status
-            message = (summary.error_message if summary else None) or outcome.message or "no errorMessage"
-            self._active_job_ids = []
-            raise AirflowException(f"Salesforce query job {job_id} ended {state_name}: {message}")
-        self._active_job_ids = []  # nothing left to abort: the job is complete
+            self._fail(job_id, job, outcome)
         # The folder object itself when the task names one (an ObjectStoragePath may carry a connection its
         # URI text does not); otherwise the default folder of the first try, as checkpointed (a URI built
         # from the configured base, so the text is the whole of it).
@@ -297,6 +323,50 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
             result.manifest,
         )
         return result.to_xcom()
+
+    def _job_at_end(self, job_id: str) -> JobInfo | None:
+        """The ended job, logged with its statistics (which also go to the metrics)."""
+        try:
+            job = self.hook.get_job(job_id, JobKind.QUERY)
+        except SalesforceBulkError as err:  # the statistics are a convenience; the outcome is known
+            self.log.warning("Query job %s: could not read its statistics: %s", job_id, err)
+            return None
+        self.log.info(
+            "Query job %s ended %s: %s record(s), retries=%s, totalProcessingTime=%s ms",
+            job_id,
+            job.state.value,
+            job.number_records_processed,
+            job.retries,
+            job.total_processing_time,
+        )
+        tags = {"operation": self.operation}
+        try:
+            if job.retries is not None:
+                Stats.incr("sfbulk.query.retries", job.retries, tags=tags)
+            if job.total_processing_time is not None:
+                Stats.timing("sfbulk.query.processing_ms", job.total_processing_time, tags=tags)
+        except Exception as err:  # metrics never fail a task
+            self.log.debug("Could not send metrics: %s", err)
+        return job
+
+    def _fail(self, job_id: str, job: JobInfo | None, outcome: WaitOutcome) -> NoReturn:
+        """Fail the task with the job's ``errorMessage``; for a query that ran too long, with the advice."""
+        summary = next((item for item in outcome.jobs if item.id == job_id), None)
+        state_name = job.state.value if job else (summary.state if summary else outcome.status)
+        message = (
+            (job.error_message if job else None)
+            or (summary.error_message if summary else None)
+            or outcome.message
+            or "no errorMessage"
+        )
+        text = f"Salesforce query job {job_id} ended {state_name}: {message}"
+        retries = job.retries if job else None
+        if state_name == JobState.FAILED.value and is_query_timeout(message, retries):
+            processing = job.total_processing_time if job else None
+            raise AirflowFailException(
+                f"{text} (retries={retries}, totalProcessingTime={processing} ms): {TIMEOUT_ADVICE}"
+            )
+        raise AirflowException(text)
 
     def _stats(self, result: ExtractResult) -> None:
         tags = {"operation": self.operation}

@@ -431,10 +431,11 @@ def build_result_pages(
 
     ``max_records`` asks for pages of at most that many rows on the first call (``maxRecords``; the
     guide documents it for ``/results`` only, so Salesforce may ignore it here: every ``resultUrl``
-    carries the ``maxRecords`` that applies to it). ``nextRecordsUrl`` is followed as given.
+    carries the ``maxRecords`` that applies to it). ``nextRecordsUrl`` is followed as given, resolved by
+    :func:`api_link_url` when it is a path.
     """
     if next_url:
-        return _json_request("GET", absolute_url(instance_url or base, next_url), token, None)
+        return _json_request("GET", api_link_url(base, instance_url or base, next_url), token, None)
     query = ""
     if max_records is not None:
         if max_records < 1:
@@ -539,18 +540,76 @@ def parse_result_url(url: str) -> ResultPageRef:
     )
 
 
-def parse_result_pages(document: Any) -> ResultPagesPage:
-    """Parse one ``resultPages`` page (reads ``nextRecordsUrl`` and the documented ``nextRecordUrl``)."""
-    if not isinstance(document, dict) or not isinstance(document.get("resultPages", []), list):
-        raise SalesforceBulkProtocolError(f"resultPages without a list: {str(document)[:200]!r}")
-    pages = tuple(
-        parse_result_url(str(item["resultUrl"]))
-        for item in document.get("resultPages") or []
-        if isinstance(item, dict) and item.get("resultUrl")
+#: The two answers of ``resultPages`` seen so far: (list field, link field of each entry). Salesforce's
+#: reference documents the first; a client library tested against live orgs reads the second, with
+#: links relative to ``/services/data/vXX.X`` (msrivastav13/node-sf-bulk2, pull request 35).
+RESULT_PAGES_SHAPES = (("resultPages", "resultUrl"), ("resultChunks", "resultLink"))
+
+
+def _result_links(document: dict[str, Any]) -> list[str]:
+    """The result links of one ``resultPages`` answer, in either shape."""
+    for list_field, link_field in RESULT_PAGES_SHAPES:
+        if list_field not in document:
+            continue
+        items = document[list_field] or []
+        if not isinstance(items, list):
+            raise SalesforceBulkProtocolError(
+                f"resultPages: {list_field} is not a list: {str(items)[:200]!r}"
+            )
+        links = [item.get(link_field) if isinstance(item, dict) else None for item in items]
+        readable = [link for link in links if isinstance(link, str) and link]
+        if len(readable) != len(links):
+            raise SalesforceBulkProtocolError(
+                f"resultPages: an entry of {list_field} has no {link_field}: {str(items)[:200]!r}"
+            )
+        return readable
+    raise SalesforceBulkProtocolError(
+        "resultPages answer in an unknown shape (neither resultPages nor resultChunks): "
+        f"{str(document)[:200]!r}"
     )
+
+
+def parse_result_pages(document: Any, job_id: str | None = None) -> ResultPagesPage:
+    """Parse one ``resultPages`` answer, in either shape of :data:`RESULT_PAGES_SHAPES`.
+
+    The next call's link is read from ``nextRecordsUrl`` or the documented ``nextRecordUrl``. Links may be
+    absolute, relative to the instance (``/services/data/vXX.X/jobs/...``) or relative to
+    ``/services/data/vXX.X`` (``/jobs/...``): only their ``locator`` and ``maxRecords`` are used.
+
+    :param job_id: when given, every link must lead to this job's ``/results``.
+    :raises SalesforceBulkProtocolError: an answer that cannot be read as a list of result pages, a link
+        to something else, or ``done: false`` without a next link.
+    """
+    if not isinstance(document, dict):
+        raise SalesforceBulkProtocolError(f"resultPages answer is not an object: {str(document)[:200]!r}")
+    pages = []
+    for link in _result_links(document):
+        path = urlsplit(link).path.rstrip("/")
+        wanted = f"/jobs/query/{job_id}/results" if job_id else "/results"
+        if not path.endswith(wanted):
+            raise SalesforceBulkProtocolError(f"resultPages: {link!r} is not a link to {wanted}")
+        pages.append(parse_result_url(link))
     next_url = document.get("nextRecordsUrl") or document.get("nextRecordUrl") or None
-    done = bool(document.get("done", next_url is None)) or not next_url
-    return ResultPagesPage(pages=pages, done=done, next_records_url=None if done else next_url)
+    if not isinstance(next_url, (str, type(None))):
+        raise SalesforceBulkProtocolError(f"resultPages: next link is not a string: {next_url!r}")
+    done = bool(document.get("done", next_url is None))
+    if not done and not next_url:
+        raise SalesforceBulkProtocolError("resultPages answered done=false without a next link")
+    return ResultPagesPage(pages=tuple(pages), done=done, next_records_url=None if done else next_url)
+
+
+def api_link_url(base: str, instance_url: str, link: str) -> str:
+    """The absolute URL of a link in an answer: absolute, or relative to the instance or to ``base``.
+
+    ``base`` is ``{instance}/services/data/vXX.X``; a path that starts with ``/services/`` is relative to
+    the instance, any other path to ``base`` (as ``resultLink`` of the ``resultChunks`` shape is).
+    """
+    if "://" in link:
+        return link
+    path = f"/{link.lstrip('/')}"
+    if path.startswith("/services/"):
+        return f"{instance_url.rstrip('/')}{path}"
+    return f"{base.rstrip('/')}{path}"
 
 
 def parse_limits(document: Any) -> Limits:

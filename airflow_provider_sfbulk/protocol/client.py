@@ -107,6 +107,10 @@ class QueryFlows(JobFlows):
     def get_result_pages(self, job_id: str, max_records: int | None = None) -> Flow[list[ResultPageRef]]:
         """Every result page of a finished query job (API 58.0+), following ``nextRecordsUrl``.
 
+        Reads both answer shapes (``resultPages``/``resultUrl`` and ``resultChunks``/``resultLink``, see
+        :func:`~airflow_provider_sfbulk.protocol.api.parse_result_pages`). An org without the endpoint
+        answers 404 (:class:`~airflow_provider_sfbulk.exceptions.SalesforceBulkNotFoundError`); an answer
+        that cannot be read raises :class:`~airflow_provider_sfbulk.exceptions.SalesforceBulkProtocolError`.
         Each :class:`~airflow_provider_sfbulk.protocol.api.ResultPageRef` carries the ``locator`` and
         ``max_records`` to pass to ``download_query_page``, so pages can be fetched in parallel.
 
@@ -120,7 +124,9 @@ class QueryFlows(JobFlows):
                 Call(
                     "get result pages",
                     _result_pages_builder(job_id, next_url, max_records),
-                    lambda response: api.parse_result_pages(api.decode_json(response.body, "resultPages")),
+                    lambda response: api.parse_result_pages(
+                        api.decode_json(response.body, "resultPages"), job_id
+                    ),
                     job_id=job_id,
                 )
             )

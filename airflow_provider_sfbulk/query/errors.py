@@ -1,10 +1,10 @@
-"""The one error of the query extraction path: results that do not add up."""
+"""The errors of the query path: results that do not add up, and a preflight that refuses."""
 
 from __future__ import annotations
 
 from airflow_provider_sfbulk.exceptions import SalesforceBulkError
 
-__all__ = ["QueryExtractError"]
+__all__ = ["QueryExtractError", "QueryPreflightError"]
 
 
 class QueryExtractError(SalesforceBulkError):
@@ -12,3 +12,7 @@ class QueryExtractError(SalesforceBulkError):
 
     Nothing is wrong with the request itself; the message names the page and the numbers that disagree.
     """
+
+
+class QueryPreflightError(SalesforceBulkError):
+    """A check before the query job exists refused it (the org's daily query job allowance is used up)."""

@@ -5,11 +5,15 @@
 manifest beside the files (:mod:`~airflow_provider_sfbulk.query.manifest`).
 
 Paging
-    Where the connection's API version offers it (58.0+), the pages come from ``resultPages`` and are
-    fetched in parallel, ``concurrency`` at a time (:func:`~airflow_provider_sfbulk.common.threads.
-    run_concurrently`, one hook, hence one HTTP session, per worker thread; the access token is shared).
-    Older versions follow ``Sforce-Locator`` one page after the other until it reads ``null``. Locators
-    are only ever taken from Salesforce (a ``resultUrl`` or the previous page's header), never made up.
+    Where the connection's API version offers it (58.0+), the pages come from ``resultPages`` (either
+    answer shape, :func:`~airflow_provider_sfbulk.protocol.api.parse_result_pages`) and are fetched in
+    parallel, ``concurrency`` at a time (:func:`~airflow_provider_sfbulk.common.threads.run_concurrently`,
+    one hook, hence one HTTP session, per worker thread; the access token is shared). Older versions
+    follow ``Sforce-Locator`` one page after the other until it reads ``null``. So does an extract whose
+    ``resultPages`` answers 404 (an org without the endpoint), answers what cannot be read, or lists no
+    page: it falls back to the locator chain for that job with one warning line, and the manifest records
+    why (``paging_fallback``), unless ``use_result_pages=True`` insists. Locators are only ever taken from
+    Salesforce (a result link or the previous page's header), never made up.
 
 Streaming
     Every page goes from the socket straight into its own file (``part-00000.csv``...), compressed on
@@ -40,6 +44,7 @@ from airflow_provider_sfbulk.common.json_files import is_local
 from airflow_provider_sfbulk.common.paths import to_storage_path
 from airflow_provider_sfbulk.common.threads import HookPerThread, run_concurrently
 from airflow_provider_sfbulk.csvio.tee import CsvTee
+from airflow_provider_sfbulk.exceptions import SalesforceBulkNotFoundError, SalesforceBulkProtocolError
 from airflow_provider_sfbulk.protocol.states import JobKind, JobState
 from airflow_provider_sfbulk.query.errors import QueryExtractError
 from airflow_provider_sfbulk.query.manifest import (
@@ -61,7 +66,7 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import ObjectStoragePath
 
     from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
-    from airflow_provider_sfbulk.protocol.api import JobInfo
+    from airflow_provider_sfbulk.protocol.api import JobInfo, ResultPageRef
 
 __all__ = ["extract_query_results"]
 
@@ -106,14 +111,28 @@ class _Extract:
         self.manifest.record(entry)
         return entry
 
-    def run_result_pages(self, previous: list[PageEntry]) -> None:
+    def list_result_pages(self) -> tuple[list[ResultPageRef], str | None]:
+        """The pages ``resultPages`` lists, or none and why they cannot be used."""
+        try:
+            refs = self.hooks.get().get_result_pages(
+                self.job_id, max_records=self.options.max_records_per_page
+            )
+        except SalesforceBulkNotFoundError as err:
+            return [], f"resultPages answered 404 (an org without the endpoint): {err}"
+        except SalesforceBulkProtocolError as err:
+            return [], f"resultPages answered in a shape that cannot be read: {err}"
+        if not refs:
+            return [], (
+                f"resultPages listed no page while the job reports {self.job.number_records_processed} "
+                "record(s)"
+            )
+        return refs, None
+
+    def run_result_pages(self, refs: list[ResultPageRef], previous: list[PageEntry]) -> None:
         """Download the pages ``resultPages`` lists, in parallel, keeping those an earlier run stored."""
         manifest = self.manifest
         manifest.paging = "resultPages"
-        refs = self.hooks.get().get_result_pages(self.job_id, max_records=self.options.max_records_per_page)
         specs = [PageSpec(index, ref.locator, ref.max_records) for index, ref in enumerate(refs)]
-        if not specs:
-            raise QueryExtractError("resultPages listed no page at all", job_id=self.job_id)
         kept = {entry.index: entry for entry in previous}
         todo: list[PageSpec] = []
         for spec in specs:
@@ -257,6 +276,7 @@ class _Extract:
         header = document.get("header")
         manifest.first_header = header.encode("utf-8") if header else None
         manifest.paging = document.get("paging") or manifest.paging
+        manifest.paging_fallback = document.get("paging_fallback")
         manifest.locator_chain = document.get("locator_chain")
         self.resumed = len(manifest.entries)
         self.remove_parts()  # a crash may have come between the manifest and the clean-up
@@ -277,6 +297,9 @@ class _Extract:
             pages=entries,
             resumed_pages=self.resumed,
             paging=self.manifest.paging,
+            paging_fallback=self.manifest.paging_fallback,
+            retries=self.job.retries,
+            total_processing_time=self.job.total_processing_time,
             bytes_stored=sum(entry.bytes for entry in entries),
             csv_bytes=sum(entry.csv_bytes for entry in entries),
         )
@@ -289,8 +312,16 @@ class _Extract:
         if use_pages is None:
             use_pages = result_pages_supported(self.hooks.get().config.api_version)
         try:
+            refs: list[ResultPageRef] = []
             if use_pages:
-                self.run_result_pages(previous)
+                refs, why = self.list_result_pages()
+                if why is not None:
+                    if self.options.use_result_pages:
+                        raise QueryExtractError(f"{why} (use_result_pages=True)", job_id=self.job_id)
+                    _log.warning("Query job %s: %s; following Sforce-Locator instead", self.job_id, why)
+                    self.manifest.paging_fallback = why
+            if refs:
+                self.run_result_pages(refs, previous)
             else:
                 self.run_locator_chain(previous)
         except BaseException:

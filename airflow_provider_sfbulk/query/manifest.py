@@ -113,6 +113,9 @@ class ExtractResult:
     pages: list[PageEntry] = field(default_factory=list)
     resumed_pages: int = 0
     paging: str = "locator"
+    paging_fallback: str | None = None
+    retries: int | None = None
+    total_processing_time: int | None = None
     bytes_stored: int = 0
     csv_bytes: int = 0
 
@@ -171,6 +174,8 @@ class Manifest:
         self.entries: dict[int, PageEntry] = {}
         self.first_header: bytes | None = None
         self.paging = "locator"
+        #: Why ``resultPages`` could not be used and the locator chain was followed instead.
+        self.paging_fallback: str | None = None
         self.locator_chain: str | None = None
         #: Files an earlier manifest listed (deleted at the end unless the new extract has them).
         self.previous_files: set[str] = set()
@@ -208,10 +213,13 @@ class Manifest:
             "api_version": job.api_version,
             "query": job.query,
             "paging": self.paging,
+            "paging_fallback": self.paging_fallback,
             "locator_chain": self.locator_chain,
             "columns": self.columns(),
             "header": header.decode("utf-8", errors="replace") if header is not None else None,
             "number_records_processed": job.number_records_processed,
+            "retries": job.retries,
+            "total_processing_time": job.total_processing_time,
             "record_count": sum(page.record_count for page in pages),
             "complete": complete,
             "pages": [asdict(page) for page in pages],

@@ -353,3 +353,46 @@ def test_a_retried_task_reuses_its_job(emulator, salesforce_conn, dags) -> None:
     assert "/try-1" in result["results_path"]
     _, rows = _rows(result["files"])
     assert sorted(rows) == _expected(emulator, ["Id", "Name", "Description"])
+
+
+def test_every_result_pages_shape_and_an_org_without_the_endpoint(emulator, salesforce_conn, dags) -> None:
+    salesforce_conn(emulator)
+    _load(emulator)
+    # The shape is the emulator's (one org answers one way): switch it between DAG runs.
+    for shape, paging in [("chunks", "resultPages"), ("documented-singular", "resultPages"),
+                          ("missing", "locator")]:
+        emulator.set_result_pages_shape(shape)
+        dag_id = f"query_shape_{shape.replace('-', '_')}"
+        state, values = dags.run(
+            dag_id,
+            [{"task_id": "extract", "kwargs": {"soql": SOQL, "deferrable": True, "max_records_per_page": 40,
+                                               "download_concurrency": 3}}],
+        )
+        assert state == "success", shape
+        result = values["extract"]
+        assert len(result["files"]) == 8  # 305 rows in pages of 40: two resultPages calls
+        _, rows = _rows(result["files"])
+        assert sorted(rows) == _expected(emulator, ["Id", "Name", "Description"])
+        manifest = json.loads(Path(result["manifest"].removeprefix("file://")).read_text())
+        assert manifest["paging"] == paging, shape
+        assert (manifest["paging_fallback"] is not None) == (shape == "missing")
+
+
+def test_a_query_that_ran_too_long_fails_once_with_the_advice(
+    emulator_factory, salesforce_conn, dags, capfd, caplog
+) -> None:
+    server = emulator_factory(query_timeout_records=100)
+    salesforce_conn(server)
+    _load(server, seeded=150)
+    state, values = dags.run(
+        "query_too_long",
+        [{"task_id": "extract",
+          "kwargs": {"soql": SOQL, "deferrable": True, "retries": 2, "retry_delay": 0}}],
+    )
+    assert "failed" in state
+    assert dags.tries["extract"] == 1  # no retry: the same query would run too long again
+    assert values == {"extract": None}
+    output = "".join(capfd.readouterr()) + caplog.text  # task logs: stdout on Airflow 3, logging on 2.11
+    assert "ended Failed: InternalServerError : Retried more than 15 times (retries=15" in output
+    assert "apply a filter and try again" in output
+    assert [job["state"] for job in _query_jobs(server)] == ["Failed"]

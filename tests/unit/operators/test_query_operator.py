@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from _fakes import FakeTI
@@ -198,19 +199,19 @@ def test_failed_job_fails_the_task_with_its_error_message(
         thread = operator_thread(lambda: _capture(errors, operator().execute, context))
         thread.start()
         job = wait_for_query_job(slow_emulator)
-        # Salesforce gives up on the query (as after 15 internal retries) while it is still queued.
+        # Salesforce fails the query (not for running too long) while it is still queued.
         slow_emulator.app.store.update_job(
             job["id"], only_if_state=[JobState.UPLOAD_COMPLETE], state=JobState.FAILED,
-            error_message="Query timed out: retried more than 15 times; add a filter",
+            error_message="InternalServerError : an unexpected error occurred",
         )
         release()
         thread.join(30)
     assert not thread.is_alive()
     assert len(errors) == 1
     assert isinstance(errors[0], AirflowException)
+    assert not isinstance(errors[0], AirflowFailException)  # a retry may help: not a timeout
     assert str(errors[0]) == (
-        f"Salesforce query job {job['id']} ended Failed: "
-        "Query timed out: retried more than 15 times; add a filter"
+        f"Salesforce query job {job['id']} ended Failed: InternalServerError : an unexpected error occurred"
     )
     # The checkpoint keeps the failed job; a retry runs the query again instead of reusing it.
     assert TaskCheckpoint.for_task(context).get(STATE_KEY)["job_id"] == job["id"]
@@ -331,3 +332,147 @@ def test_a_results_path_object_is_used_as_given(emulator, salesforce_conn, resul
     assert seen == [folder]
     assert seen[0] is folder
     assert result["record_count"] == 5
+
+
+# --- issue 16: resultPages shapes, the daily query job preflight, job statistics, query timeouts ----------
+
+
+def _expected_rows(server: EmulatorServer) -> list[tuple[str, str]]:
+    return sorted((r["Id"], r["Name"] or "") for r in server.records("Account"))
+
+
+def task_log_lines(capsys: pytest.CaptureFixture[str], text: str, level: str | None = None) -> list[str]:
+    """Lines of the task's log (the operator logs through Airflow's logging, to the console) with ``text``."""
+    captured = capsys.readouterr()
+    lines = (captured.out + captured.err).splitlines()
+    return [line for line in lines if text in line and (level is None or level in line.lower())]
+
+
+def _manifest(result: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(Path(result["manifest"].removeprefix("file://")).read_text())
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["worker", "deferred"])
+@pytest.mark.parametrize(
+    ("shape", "paging"),
+    [("documented", "resultPages"), ("documented-singular", "resultPages"), ("chunks", "resultPages"),
+     ("missing", "locator")],
+)
+def test_every_result_pages_shape_extracts_every_record(
+    emulator_factory, salesforce_conn, results_base, shape, paging, deferrable
+) -> None:
+    server = emulator_factory(result_pages_shape=shape)
+    salesforce_conn(server)
+    server.seed("Account", 130, seed=4)
+    # 7 pages of 20: two resultPages calls of up to 5 links each.
+    result = run_deferrable(operator(deferrable=deferrable, max_records_per_page=20), make_context())
+    assert sorted(map(tuple, rows_of(result["files"]))) == _expected_rows(server)
+    assert len(result["files"]) == 7
+    manifest = _manifest(result)
+    assert manifest["paging"] == paging
+    assert (manifest["paging_fallback"] is not None) == (shape == "missing")
+
+
+def test_job_statistics_are_logged_recorded_and_sent(emulator, salesforce_conn, results_base, capsys) -> None:
+    salesforce_conn(emulator)
+    emulator.seed("Account", 30, seed=4)
+    with mock.patch("airflow_provider_sfbulk.operators.query.Stats") as stats:
+        result = operator(operation="queryAll").execute(make_context())
+    job = ApiSession(emulator).get(f"/jobs/query/{result['job_id']}").json()
+    assert isinstance(job["totalProcessingTime"], int)
+    assert job["retries"] == 0
+    tags = {"operation": "queryAll"}
+    stats.incr.assert_any_call("sfbulk.query.retries", 0, tags=tags)
+    stats.timing.assert_called_once_with(
+        "sfbulk.query.processing_ms", job["totalProcessingTime"], tags=tags
+    )
+    manifest = _manifest(result)
+    assert (manifest["retries"], manifest["total_processing_time"]) == (0, job["totalProcessingTime"])
+    line = f"Query job {result['job_id']} ended JobComplete: 30 record(s), retries=0, "
+    assert task_log_lines(capsys, f"{line}totalProcessingTime={job['totalProcessingTime']} ms", "info")
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["worker", "deferred"])
+@pytest.mark.parametrize(
+    ("style", "message", "retries"),
+    [("retries", "InternalServerError : Retried more than 15 times", 15),
+     ("timeout", "QUERY_TIMEOUT : Your query request was running for too long.", 0)],
+)
+def test_a_query_that_ran_too_long_fails_with_salesforce_advice(
+    emulator_factory, salesforce_conn, results_base, style, message, retries, deferrable
+) -> None:
+    server = emulator_factory(query_timeout_records=10, query_timeout_style=style)
+    salesforce_conn(server)
+    server.seed("Account", 11, seed=4)
+    with mock.patch("airflow_provider_sfbulk.operators.query.Stats") as stats, \
+            pytest.raises(AirflowFailException) as failed:
+        run_deferrable(operator(deferrable=deferrable), make_context())
+    (job,) = query_jobs(server)
+    text = str(failed.value)
+    assert text.startswith(f"Salesforce query job {job['id']} ended Failed: {message} (retries={retries}, ")
+    assert "apply a filter and try again" in text
+    assert "split the query into smaller ones, e.g. by CreatedDate" in text
+    stats.incr.assert_any_call("sfbulk.query.retries", retries, tags={"operation": "query"})
+
+
+def test_a_query_under_the_timeout_threshold_completes(
+    emulator_factory, salesforce_conn, results_base
+) -> None:
+    server = emulator_factory(query_timeout_records=10)
+    salesforce_conn(server)
+    server.seed("Account", 10, seed=4)
+    assert operator().execute(make_context())["record_count"] == 10
+
+
+def test_preflight_refuses_when_no_daily_query_job_is_left(
+    emulator_factory, salesforce_conn, results_base, capsys
+) -> None:
+    server = emulator_factory(daily_bulk_v2_query_jobs=1)
+    salesforce_conn(server)
+    server.seed("Account", 3, seed=4)
+    operator().execute(make_context())  # the last one of the day, with a warning
+    assert task_log_lines(capsys, "only 0 of the org's 1 DailyBulkV2QueryJobs will be left", "warning")
+    refused = "used all 1 of its DailyBulkV2QueryJobs for today; no query job was created"
+    with pytest.raises(AirflowFailException, match=refused):
+        operator().execute(make_context())
+    assert len(query_jobs(server)) == 1
+    result = operator(limits_check="warn").execute(make_context())
+    assert result["record_count"] == 3
+    assert task_log_lines(capsys, "creating one anyway (limits_check='warn')", "warning")
+    assert operator(limits_check="off").execute(make_context())["record_count"] == 3
+    assert len(query_jobs(server)) == 3
+
+
+@pytest.mark.parametrize(("share", "warned"), [(0.1, False), (0.9, True)])
+def test_preflight_warns_below_the_share(
+    emulator_factory, salesforce_conn, results_base, capsys, share, warned
+) -> None:
+    server = emulator_factory(daily_bulk_v2_query_jobs=5)
+    salesforce_conn(server)
+    operator(limits_warn_share=share).execute(make_context())
+    expected = "Preflight: only 4 of the org's 5 DailyBulkV2QueryJobs will be left today after this one"
+    lines = task_log_lines(capsys, "Preflight:")
+    warnings = [line for line in lines if expected in line and "(under 90 %)" in line]
+    warnings = [line for line in warnings if "warning" in line.lower()]  # "[warning ]" or "WARNING -"
+    assert warnings == (lines if warned else [])
+    assert len(lines) == 1  # one preflight line: a warning or the info line
+
+
+def test_preflight_is_skipped_when_the_job_is_reused(
+    emulator_factory, salesforce_conn, results_base
+) -> None:
+    server = emulator_factory(daily_bulk_v2_query_jobs=1)
+    salesforce_conn(server)
+    context = make_context()
+    job = ApiSession(server).run_query("SELECT Id, Name FROM Account")  # uses up the day's allowance
+    TaskCheckpoint.for_task(context).set(STATE_KEY, {
+        "job_id": job["id"], "fingerprint": operator()._fingerprint(),
+        "results_path": f"file://{results_base}/reused"})
+    assert operator().execute(make_context(try_number=2))["job_id"] == job["id"]
+
+
+def test_limits_parameters_are_checked_at_parse_time() -> None:
+    with pytest.raises(ValueError, match="limits_check"):
+        operator(limits_check="maybe")
+    with pytest.raises(ValueError, match="limits_warn_share"):
+        operator(limits_warn_share=1.5)

@@ -211,10 +211,70 @@ def test_parse_result_pages_both_spellings():
         "nextRecordUrl": "/services/data/v58.0/jobs/query/750Q/resultPages?locator=abc",
         "done": False,
     }
-    page = api.parse_result_pages(document)
+    page = api.parse_result_pages(document, "750Q")
     assert [(p.locator, p.max_records) for p in page.pages] == [(None, 10000), ("MTAwMDA", 10000)]
     assert page.next_records_url.endswith("locator=abc")
+    plural = {**document, "nextRecordsUrl": document.pop("nextRecordUrl")}
+    assert api.parse_result_pages(plural, "750Q").next_records_url.endswith("locator=abc")
     assert api.parse_result_pages({"resultPages": [], "done": True}).done
+
+
+def test_parse_result_pages_chunks_shape():
+    # msrivastav13/node-sf-bulk2 pull request 35: links relative to /services/data/vXX.X.
+    document = {
+        "resultChunks": [
+            {"resultLink": "/jobs/query/750Q/results?maxRecords=50"},
+            {"resultLink": "/jobs/query/750Q/results?locator=NTA&maxRecords=50"},
+            {"resultLink": f"{BASE}/jobs/query/750Q/results?locator=MTAw"},
+        ],
+        "nextRecordsUrl": None,
+        "done": True,
+    }
+    page = api.parse_result_pages(document, "750Q")
+    assert [(p.locator, p.max_records) for p in page.pages] == [(None, 50), ("NTA", 50), ("MTAw", None)]
+    assert page.done
+    assert page.next_records_url is None
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        pytest.param([], id="not-an-object"),
+        pytest.param({"records": [], "done": True}, id="unknown-list-field"),
+        pytest.param({"resultPages": {"resultUrl": "/jobs/query/750Q/results"}, "done": True},
+                     id="not-a-list"),
+        pytest.param({"resultChunks": [{"resultUrl": "/jobs/query/750Q/results"}], "done": True},
+                     id="mixed-link-field"),
+        pytest.param({"resultPages": [{"resultUrl": "/jobs/query/750OTHER/results"}], "done": True},
+                     id="another-job"),
+        pytest.param({"resultPages": [{"resultUrl": "/jobs/query/750Q/resultPages"}], "done": True},
+                     id="not-results"),
+        pytest.param({"resultPages": [{"resultUrl": "/jobs/query/750Q/results"}], "done": False},
+                     id="not-done-without-next-link"),
+    ],
+)
+def test_parse_result_pages_refuses_what_it_cannot_read(document):
+    with pytest.raises(SalesforceBulkProtocolError):
+        api.parse_result_pages(document, "750Q")
+
+
+@pytest.mark.parametrize(
+    ("link", "url"),
+    [
+        ("https://other.example/services/data/v62.0/jobs/query/750Q/resultPages?locator=a",
+         "https://other.example/services/data/v62.0/jobs/query/750Q/resultPages?locator=a"),
+        ("/services/data/v62.0/jobs/query/750Q/resultPages?locator=a",
+         "https://acme.my.salesforce.com/services/data/v62.0/jobs/query/750Q/resultPages?locator=a"),
+        ("services/data/v62.0/jobs/query/750Q/resultPages?locator=a",
+         "https://acme.my.salesforce.com/services/data/v62.0/jobs/query/750Q/resultPages?locator=a"),
+        ("/jobs/query/750Q/resultPages?locator=a", f"{BASE}/jobs/query/750Q/resultPages?locator=a"),
+    ],
+)
+def test_next_result_pages_link_relative_to_instance_or_data_base(link, url):
+    request = api.build_result_pages(
+        BASE, "t", "750Q", next_url=link, instance_url="https://acme.my.salesforce.com"
+    )
+    assert request.url == url
 
 
 def test_parse_result_page_headers():

@@ -406,16 +406,18 @@ def test_job_pager_follows_next_records_url():
 
 
 def test_result_pages_followed_to_the_end():
-    page1 = {"resultPages": [{"resultUrl": "/x/results?maxRecords=5"},
-                             {"resultUrl": "/x/results?locator=NQ&maxRecords=5"}],
+    results = "/services/data/v62.0/jobs/query/750Q/results"
+    page1 = {"resultPages": [{"resultUrl": f"{results}?maxRecords=5"},
+                             {"resultUrl": f"{results}?locator=NQ&maxRecords=5"}],
              "nextRecordsUrl": "/services/data/v62.0/jobs/query/750Q/resultPages?locator=p2", "done": False}
-    page2 = {"resultPages": [{"resultUrl": "/x/results?locator=MTA&maxRecords=5"}], "done": True}
+    page2 = {"resultChunks": [{"resultLink": "/jobs/query/750Q/results?locator=MTA&maxRecords=5"}],
+             "nextRecordsUrl": None, "done": True}
     fake = Fake(
         token_answer(1), (200, {}, [json.dumps(page1).encode()]), (200, {}, [json.dumps(page2).encode()])
     )
     refs = fake.run(make_client().get_result_pages("750Q"))
     assert [r.locator for r in refs] == [None, "NQ", "MTA"]
-    assert fake.requests[2].url.endswith("resultPages?locator=p2")
+    assert fake.requests[2].url == f"{INSTANCE}/services/data/v62.0/jobs/query/750Q/resultPages?locator=p2"
 
 
 def test_jwt_bearer_request_is_signed_fresh(tmp_path):

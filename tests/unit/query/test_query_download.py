@@ -476,3 +476,99 @@ def test_a_looping_locator_chain_is_refused(loaded: EmulatorServer, tmp_path: Pa
     with pytest.raises(QueryExtractError, match="'NTA' as the next page, which was already read"):
         extract_query_results(_factory(cls=Loops), job_id, tmp_path,
                               ExtractOptions(max_records_per_page=50, use_result_pages=False))
+
+
+# --- resultPages answer shapes and the Sforce-Locator fallback (issue 16) ----------------------------------
+
+_FALLBACK_LINE = "following Sforce-Locator instead"
+
+
+def _fallback_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    return [message for message in messages if _FALLBACK_LINE in message]
+
+
+def _check_extract(server: EmulatorServer, result: Any, folder: Path) -> dict[str, Any]:
+    """The files hold exactly the emulator's records, row for row; returns the manifest."""
+    _, rows = _read_rows([_local(uri) for uri in result.files])
+    assert sorted(map(tuple, rows)) == _expected(server)
+    assert result.record_count == len(rows) == 256
+    return json.loads((folder / MANIFEST_NAME).read_text())
+
+
+@pytest.mark.parametrize(
+    ("shape", "paging"),
+    [
+        ("documented", "resultPages"),
+        ("documented-singular", "resultPages"),
+        ("chunks", "resultPages"),
+        ("missing", "locator"),
+    ],
+)
+def test_every_result_pages_shape_extracts_every_record(
+    loaded: EmulatorServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, shape: str, paging: str
+) -> None:
+    loaded.set_result_pages_shape(shape)
+    with SalesforceBulkHook(CONN_ID, retry_policy=FAST) as hook:
+        job_id = _run_query(hook)
+    # 7 pages of 40: resultPages needs two calls (5 links per call), so the next link is followed too.
+    options = ExtractOptions(max_records_per_page=40, concurrency=3)
+    result = extract_query_results(_factory(), job_id, tmp_path / "out", options)
+    manifest = _check_extract(loaded, result, tmp_path / "out")
+    assert len(result.pages) == 7
+    assert result.paging == manifest["paging"] == paging
+    warnings = _fallback_warnings(caplog)
+    if shape == "missing":
+        assert len(warnings) == 1
+        assert "404" in warnings[0]
+        assert "404" in manifest["paging_fallback"]
+        assert result.paging_fallback == manifest["paging_fallback"]
+    else:
+        assert warnings == []
+        assert manifest["paging_fallback"] is None
+
+
+def test_an_unreadable_result_pages_answer_falls_back_to_the_locator_chain(
+    loaded: EmulatorServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_sfbulk.protocol import api
+
+    real = api.parse_result_pages
+
+    def renamed(document: Any, job_id: str | None = None) -> Any:  # a third shape nobody has documented
+        return real({"resultRows": document.pop("resultPages"), **document}, job_id)
+
+    monkeypatch.setattr(api, "parse_result_pages", renamed)
+    with SalesforceBulkHook(CONN_ID, retry_policy=FAST) as hook:
+        job_id = _run_query(hook)
+    result = extract_query_results(_factory(), job_id, tmp_path, ExtractOptions(max_records_per_page=100))
+    manifest = _check_extract(loaded, result, tmp_path)
+    assert manifest["paging"] == "locator"
+    assert "shape that cannot be read" in manifest["paging_fallback"]
+    assert len(_fallback_warnings(caplog)) == 1
+
+
+class ListsNoPage(SalesforceBulkHook):
+    def get_result_pages(self, job_id: str, max_records: int | None = None) -> list[Any]:
+        return []
+
+
+def test_a_result_pages_list_without_pages_falls_back_when_the_job_has_records(
+    loaded: EmulatorServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with SalesforceBulkHook(CONN_ID, retry_policy=FAST) as hook:
+        job_id = _run_query(hook)
+    options = ExtractOptions(output="single")
+    result = extract_query_results(_factory(cls=ListsNoPage), job_id, tmp_path, options)
+    manifest = _check_extract(loaded, result, tmp_path)
+    assert manifest["paging"] == "locator"
+    assert manifest["paging_fallback"] == "resultPages listed no page while the job reports 256 record(s)"
+    assert len(_fallback_warnings(caplog)) == 1
+
+
+def test_use_result_pages_true_does_not_fall_back(loaded: EmulatorServer, tmp_path: Path) -> None:
+    loaded.set_result_pages_shape("missing")
+    with SalesforceBulkHook(CONN_ID, retry_policy=FAST) as hook:
+        job_id = _run_query(hook)
+    with pytest.raises(QueryExtractError, match=r"resultPages answered 404.*\(use_result_pages=True\)"):
+        extract_query_results(_factory(), job_id, tmp_path, ExtractOptions(use_result_pages=True))
