@@ -11,7 +11,12 @@ Grants (``POST {login_url}/services/oauth2/token``, form encoded):
   be renewed.
 
 The token response has no lifetime (``expires_in`` is absent): a token is used until a call answers 401
-``INVALID_SESSION_ID``, then renewed once.
+``INVALID_SESSION_ID``, then renewed once. Its ``instance_url`` must be ``https://`` (plain ``http://``
+only on a loopback address, as for the connection's own URLs).
+
+A refused token request becomes :class:`SalesforceBulkAuthError` through :func:`token_request_error`:
+the message names the connection, its flow, Salesforce's ``error`` and ``error_description``, and what to
+check for that flow (:data:`AUTH_HINTS`); it never contains a secret of the connection.
 """
 
 from __future__ import annotations
@@ -22,9 +27,15 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from airflow_provider_sfbulk.exceptions import SalesforceBulkConfigError, SalesforceBulkProtocolError
+from airflow_provider_sfbulk.exceptions import (
+    SalesforceBulkAuthError,
+    SalesforceBulkConfigError,
+    SalesforceBulkError,
+    SalesforceBulkProtocolError,
+)
 from airflow_provider_sfbulk.protocol.api import USER_AGENT
-from airflow_provider_sfbulk.protocol.connection import AuthType, ConnectionConfig
+from airflow_provider_sfbulk.protocol.connection import AuthType, ConnectionConfig, check_secure_url
+from airflow_provider_sfbulk.protocol.errors import error_from_response
 from airflow_provider_sfbulk.protocol.messages import Request
 
 TOKEN_PATH = "/services/oauth2/token"
@@ -130,14 +141,65 @@ def build_token_request(
     return Request("POST", f"{config.login_url}{TOKEN_PATH}", headers, urlencode(params).encode())
 
 
+#: What to check, per flow and OAuth ``error``, when the token endpoint refuses a connection.
+AUTH_HINTS: dict[tuple[AuthType | None, str], str] = {
+    (None, "invalid_client_id"): "the client_id (consumer key) is not known to this org: check 'client_id' "
+    "and that the app exists where 'host' points",
+    (None, "invalid_client"): "the client_secret (consumer secret) is wrong: check 'client_secret'",
+    (None, "unsupported_grant_type"): "this OAuth flow is not enabled for the app",
+    (AuthType.PASSWORD, "invalid_grant"): "wrong username, password or security token (or the org blocks "
+    "the username-password flow): check 'login', 'password' and 'security_token'",
+    (AuthType.REFRESH_TOKEN, "invalid_grant"): "the refresh token is expired or revoked (or belongs to "
+    "another app): get a new one and store it in 'refresh_token'",
+    (AuthType.JWT_BEARER, "invalid_grant"): "the JWT assertion was refused: the private key must match the "
+    "certificate uploaded to the app, the user in 'login' must be pre-authorized, and the clock in sync",
+    (AuthType.CLIENT_CREDENTIALS, "invalid_grant"): "'host' must be the org's My Domain and the app needs a "
+    "Run As user with the client credentials flow enabled",
+}
+
+
+def token_request_error(config: ConnectionConfig, status: int, body: bytes) -> SalesforceBulkError:
+    """The exception for a refused token request: which connection, which flow, what Salesforce said.
+
+    4xx answers become :class:`SalesforceBulkAuthError` whose message reads, for example,
+    ``HTTP 400 invalid_grant: connection 'sf' (auth_type password): login refused: authentication failure;
+    wrong username, password or security token ...``; a secret of the connection echoed by the server is
+    replaced by ``***``. 429 and 5xx answers keep their retryable classes.
+    """
+    error = error_from_response(status, body, oauth=True)
+    if isinstance(error, SalesforceBulkAuthError):
+        hint = AUTH_HINTS.get((config.auth_type, error.error_code or "")) or AUTH_HINTS.get(
+            (None, error.error_code or "")
+        )
+        message = (
+            f"connection {config.conn_id!r} (auth_type {config.auth_type.value}): login refused: "
+            f"{error.message}{f'; {hint}' if hint else ''}"
+        )
+        error = SalesforceBulkAuthError(
+            _redact(message, config), status=error.status, error_code=error.error_code
+        )
+    return error
+
+
+def _redact(text: str, config: ConnectionConfig) -> str:
+    for secret in sorted(config.secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
 def parse_token_response(document: Any) -> TokenInfo:
-    """Parse a successful token response."""
+    """Parse a successful token response; its ``instance_url`` must be https (http only on loopback)."""
     if not isinstance(document, dict) or not document.get("access_token") or not document.get("instance_url"):
         keys = sorted(document) if isinstance(document, dict) else type(document).__name__
         raise SalesforceBulkProtocolError(f"token response lacks access_token/instance_url (got {keys})")
+    instance_url = str(document["instance_url"]).rstrip("/")
+    try:
+        check_secure_url(instance_url)
+    except ValueError as exc:
+        raise SalesforceBulkProtocolError(f"token response refused: instance_url {exc}") from None
     return TokenInfo(
         access_token=str(document["access_token"]),
-        instance_url=str(document["instance_url"]).rstrip("/"),
+        instance_url=instance_url,
         token_type=str(document.get("token_type") or "Bearer"),
         id_url=document.get("id"),
         issued_at=document.get("issued_at"),

@@ -11,6 +11,13 @@ Connection layout (fixed; the emulator fixtures use it):
   (default :data:`DEFAULT_API_VERSION`, at least 58.0), ``ca_bundle`` (path to a PEM trust store that
   replaces the system one), ``timeout`` (seconds per connect/read, default :data:`DEFAULT_TIMEOUT`).
 
+Transport rules (checked here, before any request):
+
+- TLS verification is always on. ``ca_bundle`` replaces the trust store; an explicit ``"verify": false``
+  (or ``verify_ssl`` / ``tls_verify``) is refused rather than silently ignored.
+- ``host`` and ``instance_url`` must be ``https://``; plain ``http://`` is accepted only for a loopback
+  address (``127.0.0.0/8``, ``::1``, ``localhost``), where nothing crosses a network (the emulator).
+
 The connection form itself (extra fields, relabelled standard fields) is declared as plain data in
 :mod:`airflow_provider_sfbulk.get_provider_info`. This module is pure: it never opens a socket.
 :func:`parse_connection` checks that the fields the chosen auth type needs are present and raises
@@ -20,6 +27,7 @@ The connection form itself (extra fields, relabelled standard fields) is declare
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 from collections.abc import Mapping
@@ -125,6 +133,10 @@ REQUIRED_FIELDS: dict[AuthType, tuple[str | tuple[str, ...], ...]] = {
 
 _FIELD_LABELS = {"host": "host (login URL)", "login": "login (username)", "password": "password"}
 
+#: Extras that would turn TLS verification off in other clients; refused when they say so.
+_VERIFY_EXTRAS = ("verify", "verify_ssl", "tls_verify")
+_FALSE_WORDS = frozenset({"false", "0", "no", "off", "none", ""})
+
 
 def _extra_value(extra: Mapping[str, Any], name: str) -> Any:
     value = extra.get(name)
@@ -140,8 +152,39 @@ def normalize_url(value: str) -> str:
         value = f"https://{value}"
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"not an http(s) URL: {value!r}")
+        raise ValueError(f"not an http(s) URL: {display_url(value)!r}")
     return value.rstrip("/")
+
+
+def display_url(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``: what an error message may show (never user info or a query)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{netloc}" if parts.scheme else netloc
+
+
+def is_loopback_host(hostname: str | None) -> bool:
+    """True for ``localhost`` and the loopback addresses ``127.0.0.0/8`` and ``::1``."""
+    if not hostname:
+        return False
+    name = hostname.strip("[]").rstrip(".").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def check_secure_url(url: str) -> None:
+    """Raise ``ValueError`` unless ``url`` is ``https://``, or ``http://`` to a loopback address."""
+    parts = urlsplit(url)
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ValueError(
+            f"{display_url(url)!r} uses plain http://, which would send the credentials and the data "
+            "unencrypted; use https:// (plain http:// is accepted only for a loopback address: "
+            "127.0.0.0/8, ::1, localhost)"
+        )
 
 
 def normalize_api_version(value: Any) -> str:
@@ -204,6 +247,7 @@ def parse_connection(
     for name in _EXTRA_FIELDS:
         values[name] = _extra_value(extra_values, name)
     _check_required(conn_id, auth_type, values)
+    _check_verify(conn_id, extra_values)
 
     login_url = DEFAULT_LOGIN_URL
     if values["host"]:
@@ -306,6 +350,23 @@ def _timeout(conn_id: str, value: Any) -> float:
     return timeout
 
 
+def _check_verify(conn_id: str, extra: Mapping[str, Any]) -> None:
+    """Refuse an extra that asks to turn TLS verification off: it is always on (see the module doc)."""
+    for name in _VERIFY_EXTRAS:
+        value = _extra_value(extra, name)
+        if value is None or value is True or str(value).strip().lower() in ("true", "1", "yes", "on"):
+            continue
+        if value is False or str(value).strip().lower() in _FALSE_WORDS:
+            message = "TLS verification cannot be turned off"
+        else:  # requests would take a string as a CA bundle path: say where that belongs
+            message = "a CA bundle path belongs in 'ca_bundle'"
+        raise SalesforceBulkConfigError(
+            f"connection {conn_id!r}: extra {name!r}: {message}; to trust a private CA (a TLS-inspecting "
+            "proxy, the emulator's certificate) set 'ca_bundle' to its PEM file",
+            field=name,
+        )
+
+
 def _check_files(conn_id: str, auth_type: AuthType, values: Mapping[str, Any]) -> None:
     """The files the connection names must exist: ``ca_bundle``, and the JWT flow's ``private_key_file``."""
     ca_bundle = values["ca_bundle"]
@@ -338,7 +399,10 @@ def _with_port(host: str, port: int) -> str:
 
 
 def _checked_url(conn_id: str, name: str, value: str) -> str:
+    """``value`` normalized; a config error naming ``name`` when it is no http(s) URL or insecure http."""
     try:
-        return normalize_url(value)
+        url = normalize_url(value)
+        check_secure_url(url)
+        return url
     except ValueError as exc:
         raise SalesforceBulkConfigError(f"connection {conn_id!r}: {name}: {exc}", field=name) from None

@@ -29,6 +29,7 @@ from airflow_provider_sfbulk.protocol.auth import (
     build_token_request,
     parse_token_response,
     static_token,
+    token_request_error,
 )
 from airflow_provider_sfbulk.protocol.connection import AuthType, ConnectionConfig
 from airflow_provider_sfbulk.protocol.effects import Flow, Send, Sleep, T, TransportFailure
@@ -145,7 +146,7 @@ class ClientCore:
         )
         response = exchange.response
         if not 200 <= response.status < 300:
-            raise error_from_response(response.status, response.body, oauth=True)
+            raise token_request_error(self.config, response.status, response.body)
         token = parse_token_response(api.decode_json(response.body, "token request"))
         if self._on_token is not None:
             self._on_token(token)

@@ -13,7 +13,9 @@ from airflow_provider_sfbulk.protocol.connection import (
     DEFAULT_API_VERSION,
     DEFAULT_TIMEOUT,
     AuthType,
+    is_loopback_host,
     normalize_api_version,
+    normalize_url,
     parse_connection,
 )
 
@@ -176,3 +178,108 @@ def test_connection_form_agrees_with_the_parser():
     }
     assert UI_FIELD_BEHAVIOUR["relabeling"]["host"] == "Login URL or My Domain"
     assert UI_FIELD_BEHAVIOUR["relabeling"]["login"] == "Username"
+
+
+# --- TLS and plain http ---------------------------------------------------------------------------------
+
+PASSWORD_EXTRA = {"client_id": "c", "client_secret": "s"}
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "http://127.0.0.1:8765",
+        "http://127.8.9.10",
+        "http://localhost:9000",
+        "http://LOCALHOST",
+        "http://[::1]:8443",
+        "https://acme.my.salesforce.com",
+        "acme.my.salesforce.com",  # https is added
+    ],
+)
+def test_https_or_loopback_http_hosts_are_accepted(host):
+    assert parse(PASSWORD_EXTRA, host=host).login_url == normalize_url(host)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "http://example.com",
+        "http://login.salesforce.com",
+        "http://10.0.0.5:8080",
+        "http://128.0.0.1",
+        "http://[::2]",
+        "http://localhost.example.com",
+        "http://127.0.0.1.nip.io",
+    ],
+)
+def test_plain_http_host_is_refused_unless_loopback(host):
+    with pytest.raises(SalesforceBulkConfigError) as err:
+        parse(PASSWORD_EXTRA, host=host)
+    assert err.value.field == "host"
+    assert "plain http://" in str(err.value)
+    assert "host:" in str(err.value)
+    assert "loopback" in str(err.value)
+
+
+def test_plain_http_instance_url_is_refused_unless_loopback():
+    extra = {"auth_type": "access_token", "access_token": "00D!tok", "instance_url": "http://acme.example.com"}
+    with pytest.raises(SalesforceBulkConfigError) as err:
+        parse(extra, host=None)
+    assert err.value.field == "instance_url"
+    assert "instance_url" in str(err.value)
+    assert "00D!tok" not in str(err.value)
+    extra["instance_url"] = "http://127.0.0.1:9999"
+    assert parse(extra, host=None).instance_url == "http://127.0.0.1:9999"
+    with pytest.raises(SalesforceBulkConfigError) as err:  # the host stands in for a missing instance_url
+        parse({"auth_type": "access_token", "access_token": "00D!tok"}, host="http://acme.example.com")
+    assert err.value.field == "host"
+
+
+def test_http_with_a_port_from_the_connection_is_checked_too():
+    with pytest.raises(SalesforceBulkConfigError):
+        parse(PASSWORD_EXTRA, host="http://example.com", port=8080)
+    assert parse(PASSWORD_EXTRA, host="http://127.0.0.1", port=8080).login_url == "http://127.0.0.1:8080"
+
+
+def test_url_errors_never_show_user_info_or_query():
+    with pytest.raises(SalesforceBulkConfigError) as err:
+        parse(PASSWORD_EXTRA, host="http://user:hunter2secret@example.com/path?token=abc123")
+    assert "hunter2secret" not in str(err.value)
+    assert "abc123" not in str(err.value)
+    assert "'http://example.com'" in str(err.value)
+    with pytest.raises(SalesforceBulkConfigError) as err:
+        parse(PASSWORD_EXTRA, host="ftp://user:hunter2secret@example.com")
+    assert "hunter2secret" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["verify", "verify_ssl", "tls_verify", "extra__salesforce_bulk__verify"])
+@pytest.mark.parametrize("value", [False, "false", "False", "0", 0, "no", "off"])
+def test_turning_tls_verification_off_is_refused(name, value):
+    with pytest.raises(SalesforceBulkConfigError) as err:
+        parse({**PASSWORD_EXTRA, name: value})
+    assert err.value.field == name.removeprefix("extra__salesforce_bulk__")
+    assert "TLS verification cannot be turned off" in str(err.value)
+    assert "ca_bundle" in str(err.value)
+
+
+@pytest.mark.parametrize("value", [True, "true", "1", 1, "yes"])
+def test_verify_on_is_accepted(value):
+    assert parse({**PASSWORD_EXTRA, "verify": value}).login_url == "https://login.salesforce.com"
+
+
+def test_a_ca_path_in_verify_points_to_ca_bundle():
+    with pytest.raises(SalesforceBulkConfigError) as err:
+        parse({**PASSWORD_EXTRA, "verify": "/etc/ssl/corp.pem"})
+    assert err.value.field == "verify"
+    assert "belongs in 'ca_bundle'" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("hostname", "loopback"),
+    [("127.0.0.1", True), ("127.255.255.254", True), ("::1", True), ("[::1]", True), ("localhost", True),
+     ("localhost.", True), ("128.0.0.1", False), ("0.0.0.0", False), ("example.com", False), (None, False),
+     ("", False), ("::", False)],
+)
+def test_is_loopback_host(hostname, loopback):
+    assert is_loopback_host(hostname) is loopback
