@@ -41,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, overload
@@ -51,6 +50,7 @@ import urllib3
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
 from airflow_provider_sfbulk.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
+from airflow_provider_sfbulk.hooks.sessions import SESSIONS, SessionLease
 from airflow_provider_sfbulk.protocol import api, waiting
 from airflow_provider_sfbulk.protocol.api import JobInfo, Limits
 from airflow_provider_sfbulk.protocol.auth import TokenInfo
@@ -352,15 +352,18 @@ class SalesforceBulkAsyncHook(_SalesforceBulkHookBase):
         async with SalesforceBulkAsyncHook("salesforce_bulk_default") as hook:
             job = await hook.get_job(job_id, "ingest")
 
-    One ``aiohttp.ClientSession`` serves every call inside the ``async with`` block (calls made outside
-    one open a session that :meth:`aclose` closes). The methods and their arguments are those of
+    The hook leases the event loop's shared ``aiohttp.ClientSession`` of its connection (one per
+    connection and loop, over one TLS context per trust store: see :mod:`~airflow_provider_sfbulk.hooks.
+    sessions`), so a thousand triggers in one triggerer share one connection pool. The lease is taken on
+    entering ``async with`` (or by the first call) and given back by :meth:`aclose`; the last hook out
+    closes the session. The methods and their arguments are those of
     :class:`SalesforceBulkHook`; ``upload_job_data`` also takes an async iterator of bytes, and file
     objects are read in a worker thread. Downloads call ``writable.write`` on the event loop: pass an
     in-memory buffer or a writer that does not block for long.
     """
 
     _asynchronous = True
-    _session: aiohttp.ClientSession | None = None
+    _lease: SessionLease | None = None
 
     async def __aenter__(self) -> SalesforceBulkAsyncHook:
         await self._aget_client()
@@ -371,10 +374,15 @@ class SalesforceBulkAsyncHook(_SalesforceBulkHookBase):
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the HTTP session."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Give back the hook's share of the HTTP session (the last hook out closes it)."""
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            await SESSIONS.release(lease)
+
+    @property
+    def _session(self) -> aiohttp.ClientSession | None:
+        """The shared session the hook holds, if any."""
+        return self._lease.session if self._lease is not None else None
 
     def _get_client(self) -> BulkClient:
         if self._client is None:
@@ -394,20 +402,17 @@ class SalesforceBulkAsyncHook(_SalesforceBulkHookBase):
         return self._client
 
     async def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            import aiohttp
-
-            config = (await self._aget_client()).config
-            context = await asyncio.to_thread(_ssl_context, config.ca_bundle)
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=context),
-                timeout=aiohttp.ClientTimeout(
-                    total=None, sock_connect=config.timeout, sock_read=config.timeout
-                ),
-                auto_decompress=False,  # the protocol layer decodes gzip itself
-                trust_env=True,  # HTTP(S)_PROXY / NO_PROXY, as requests does
-            )
-        return self._session
+        lease = self._lease
+        if lease is not None and lease.loop is not asyncio.get_running_loop():
+            await self.aclose()  # a session serves only the loop that opened it
+            lease = None
+        if lease is None:
+            lease = await SESSIONS.acquire((await self._aget_client()).config)
+            if self._lease is not None:  # a concurrent call of this hook took one meanwhile
+                await SESSIONS.release(lease)
+                return self._lease.session
+            self._lease = lease
+        return lease.session
 
     async def _run(self, flow: Flow[T]) -> T:
         await self._get_session()
@@ -472,20 +477,6 @@ class SalesforceBulkAsyncHook(_SalesforceBulkHookBase):
         while not pager.done:
             for job in await self._run(pager.fetch()):
                 yield job
-
-
-def _ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
-    """Verification always on: the connection's CA bundle only, else the system store plus certifi's."""
-    if ca_bundle:
-        return ssl.create_default_context(cafile=ca_bundle)
-    context = ssl.create_default_context()  # honours SSL_CERT_FILE / SSL_CERT_DIR
-    try:
-        import certifi
-
-        context.load_verify_locations(cafile=certifi.where())
-    except (ImportError, OSError):  # pragma: no cover
-        pass
-    return context
 
 
 def _is_connect_failure(exc: requests.exceptions.ConnectionError) -> bool:
