@@ -52,6 +52,8 @@ def test_serialize_carries_only_ids_and_timing() -> None:
         "deadline": 123.0,
         "abort_on_kill": True,
         "return_when": "all",
+        "progress_interval": 60.0,
+        "records_sent": None,
     }
     # A trigger rebuilt from its kwargs (triggerer restart) serializes identically.
     assert SalesforceBulkJobTrigger(**kwargs).serialize() == (classpath, kwargs)
