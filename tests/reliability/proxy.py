@@ -276,9 +276,7 @@ class FaultProxy:
             headers = {"Content-Type": "application/json"}
             if rule.retry_after is not None:
                 headers["Retry-After"] = rule.retry_after
-            body = (b'[{"errorCode":"SERVER_UNAVAILABLE","message":"injected by the fault proxy"}]'
-                    if rule.status >= 500 else
-                    b'[{"errorCode":"REQUEST_LIMIT_EXCEEDED","message":"ConcurrentRequests (injected)"}]')
+            body = _status_body(rule.status)
             self._record(request, target, rule, rule.status, None, started)
             return web.Response(status=rule.status, body=body, headers=headers)
         if kind == "stall":
@@ -340,6 +338,15 @@ class FaultProxy:
         if transport is not None:
             transport.close()
         raise _Dropped
+
+
+def _status_body(status: int) -> bytes:
+    """A Salesforce-shaped error body for an injected status."""
+    if status >= 500:
+        return b'[{"errorCode":"SERVER_UNAVAILABLE","message":"injected by the fault proxy"}]'
+    if status == 404:
+        return b'[{"errorCode":"NOT_FOUND","message":"The requested resource does not exist"}]'
+    return b'[{"errorCode":"REQUEST_LIMIT_EXCEEDED","message":"ConcurrentRequests (injected)"}]'
 
 
 class _Dropped(asyncio.CancelledError):

@@ -53,6 +53,8 @@ SCENARIOS = [
     s("resultPages-drop_after", fault("drop_after", QUERY_RESULT_PAGES, "GET")),
     s("resultPages-cut_body", fault("cut_body", QUERY_RESULT_PAGES, "GET", times=2)),
     s("resultPages-outage", fault("status", QUERY_RESULT_PAGES, "GET", status=503, times=8), min_fired=8),
+    # An org without the endpoint (404) or with an answer we cannot read: the locator chain instead
+    s("resultPages-404-fallback", fault("status", QUERY_RESULT_PAGES, "GET", status=404, times=50)),
     # result pages (GET /jobs/query/{id}/results[?locator=...])
     s("results-503", fault("status", QUERY_RESULTS, "GET", status=503, times=3)),
     s("results-drop_after", fault("drop_after", QUERY_RESULTS, "GET", times=2)),
