@@ -9,6 +9,8 @@ Layout under the base::
 
     <dag_id>/<run_id>/<task_id>[/map-<i>]/try-<n>/   results of one try (fresh per try)
     <dag_id>/<run_id>/<task_id>[/map-<i>]/state/     checkpoint kept across retries
+    <dag_id>/<task_id>[/map-<i>]/<interval>/          an incremental extract's results, keyed by its
+                                                      data interval (the same folder on every re-run)
 
 Each name is made safe for every storage scheme: characters other than letters, digits, ``.``, ``_``,
 ``-`` and ``=`` are percent-encoded (``:`` and ``+`` of a run id become ``%3A`` and ``%2B``), so two
@@ -30,6 +32,8 @@ __all__ = [
     "safe_name",
     "storage_conn_id",
     "task_folder",
+    "task_interval_path",
+    "task_series_folder",
     "task_results_path",
     "task_state_path",
     "to_storage_path",
@@ -146,3 +150,28 @@ def task_state_path(
 ) -> ObjectStoragePath:
     """``<base>/<dag_id>/<run_id>/<task_id>[/map-<i>]/state``: the same folder for every try."""
     return task_folder(context, base) / "state"
+
+
+def task_series_folder(
+    context: Mapping[str, Any], base: str | os.PathLike[str] | ObjectStoragePath | None = None
+) -> ObjectStoragePath:
+    """``<base>/<dag_id>/<task_id>[/map-<i>]``: the folder of a task's results across all its runs."""
+    root = to_storage_path(base) if base is not None else results_base()
+    dag_id = _ti_value(context, "dag_id")
+    task_id = _ti_value(context, "task_id")
+    if not (dag_id and task_id):
+        raise ValueError("the context does not identify a task (dag_id, task_id)")
+    folder = root / safe_name(dag_id) / safe_name(task_id)
+    map_index = _ti_value(context, "map_index")
+    if map_index is not None and int(map_index) >= 0:
+        folder = folder / f"map-{int(map_index)}"
+    return folder
+
+
+def task_interval_path(
+    context: Mapping[str, Any],
+    interval_name: str,
+    base: str | os.PathLike[str] | ObjectStoragePath | None = None,
+) -> ObjectStoragePath:
+    """``<base>/<dag_id>/<task_id>[/map-<i>]/<interval_name>``: one data interval's results, any run."""
+    return task_series_folder(context, base) / safe_name(interval_name)

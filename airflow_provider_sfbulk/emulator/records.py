@@ -126,8 +126,13 @@ class _CsvProblem(Exception):
     """The upload cannot be read as UTF-8 CSV; the message is the job's ``errorMessage``."""
 
 
+#: The clock that stamps record changes (``CreatedDate``, ``LastModifiedDate``, ``SystemModstamp``);
+#: ``None`` is the real time. Tests set it to place changes inside or on the bounds of a data interval.
+clock: Callable[[], datetime] | None = None
+
+
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return clock() if clock is not None else datetime.now(timezone.utc)
 
 
 def _unescape(value: str) -> str:

@@ -5,10 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, Stats
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, Asset, Stats
 
 from airflow_provider_sfbulk.common.checkpoint import TaskCheckpoint
-from airflow_provider_sfbulk.common.paths import task_results_path, to_storage_path
+from airflow_provider_sfbulk.common.paths import (
+    task_interval_path,
+    task_results_path,
+    task_series_folder,
+    to_storage_path,
+)
 from airflow_provider_sfbulk.exceptions import (
     SalesforceBulkBadRequestError,
     SalesforceBulkError,
@@ -28,6 +33,12 @@ from airflow_provider_sfbulk.protocol.states import (
 from airflow_provider_sfbulk.protocol.waiting import WaitOutcome
 from airflow_provider_sfbulk.query.errors import QueryExtractError, QueryPreflightError
 from airflow_provider_sfbulk.query.extract import extract_query_results
+from airflow_provider_sfbulk.query.incremental import (
+    DEFAULT_INCREMENTAL_FIELD,
+    IncrementalQueryError,
+    IntervalQuery,
+    compose_interval_soql,
+)
 from airflow_provider_sfbulk.query.manifest import ExtractResult
 from airflow_provider_sfbulk.query.options import COMPRESSIONS, OUTPUT_MODES, ExtractOptions
 from airflow_provider_sfbulk.query.preflight import check_daily_query_jobs, check_limits_settings
@@ -37,6 +48,67 @@ __all__ = ["STATE_KEY", "SalesforceBulkQueryOperator"]
 
 #: Checkpoint key of the query job this task runs: ``{"job_id", "fingerprint", "results_path"}``.
 STATE_KEY = "query"
+
+
+def _results_asset(operator: SalesforceBulkQueryOperator, asset: Any) -> Any:
+    """The Asset (Dataset on Airflow 2) the operator declares, from its ``asset`` parameter; or ``None``.
+
+    ``True`` names the operator's fixed results location: ``results_path`` when it is not templated, else
+    (``incremental=True``) ``<results base>/<dag_id>/<task_id>``, the parent of every interval's folder.
+    """
+    if asset is None or asset is False:
+        return None
+    if isinstance(asset, str):
+        return Asset(asset)
+    if asset is not True:
+        return asset  # an Asset (or Dataset) the DAG author built
+    where = operator.results_path
+    if where is not None:
+        if isinstance(where, str) and ("{{" in where or "{%" in where):
+            raise ValueError("asset=True needs a results_path without templates; pass the asset's URI")
+        return Asset(str(to_storage_path(where)))
+    if not operator.incremental:
+        raise ValueError(
+            "asset=True needs a fixed results location: set results_path, use incremental=True, or pass the "
+            "asset's URI"
+        )
+    if not operator.has_dag():
+        raise ValueError("asset=True needs the operator inside a DAG (its folder is named after the dag_id)")
+    return Asset(str(task_series_folder({"dag": operator.dag, "task": operator})))
+
+
+def _interval_query(operator: SalesforceBulkQueryOperator, context: Any) -> IntervalQuery:
+    """The SOQL of the run's data interval (logged), or a failure that no retry can help."""
+    try:
+        interval = compose_interval_soql(
+            operator.soql,
+            operator.incremental_field,
+            context.get("data_interval_start"),
+            context.get("data_interval_end"),
+        )
+    except IncrementalQueryError as err:
+        raise AirflowFailException(f"Incremental extract: {err}") from err
+    operator.log.info(
+        "Incremental extract of %s: %s in [%s, %s); SOQL sent: %s",
+        interval.object_name,
+        interval.field,
+        interval.start,
+        interval.end,
+        interval.soql,
+    )
+    return interval
+
+
+def _announce(context: Any, asset: Any, result: ExtractResult, interval: IntervalQuery | None) -> None:
+    """Put the extract's location and counts (and interval) on the asset event Airflow records."""
+    events = context.get("outlet_events") if context is not None else None
+    if events is None:
+        return
+    extra = {key: value for key, value in result.to_xcom().items() if key != "files"}
+    extra["file_count"] = len(result.files)
+    if interval is not None:
+        extra["interval"] = interval.describe()
+    events[asset].extra = extra
 
 
 class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
@@ -68,6 +140,13 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
         {"job_id": "750...", "files": [uri, ...], "record_count": 12345,
          "columns": ["Id", "Name"], "manifest": uri, "results_path": uri}
 
+    **Incremental** (``docs/incremental-extracts.md``): ``soql`` without a time filter gets
+    ``(<its WHERE>) AND Field >= start AND Field < end``, the run's data interval in UTC
+    (:func:`~airflow_provider_sfbulk.query.incremental.compose_interval_soql`), logged and in the
+    manifest (``interval``); the default folder, ``<results base>/<dag>/<task>[/map-<i>]/<start>_<end>``,
+    is the same on every re-run of the interval, which replaces its files. **Asset**: the outlet's event
+    ``extra`` is the XCom without ``files``, plus ``file_count`` (and ``interval``).
+
     :param soql: the SOQL query (templated; a path ending in ``.soql`` or ``.sql`` is read as a template).
     :param operation: ``query``, or ``queryAll`` to include deleted and archived rows (templated).
     :param column_delimiter: ``COMMA`` (default), ``TAB``, ``PIPE``, ``SEMICOLON``, ``CARET``, ``BACKQUOTE``.
@@ -90,6 +169,10 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
         retrying) and ``warn`` only logs.
     :param limits_warn_share: log a warning when fewer than this share of the daily query jobs would be
         left after this one (default 0.1; ``limits_check="off"`` skips it too).
+    :param incremental: extract only the run's data interval (above).
+    :param incremental_field: the ``dateTime`` field the interval filters (default ``SystemModstamp``).
+    :param asset: ``True`` (the results location: a plain ``results_path``, or with ``incremental`` the
+        parent of the interval folders), a URI, or an ``Asset``/``Dataset``; ``None`` (default) declares none.
 
     The remaining parameters (``salesforce_conn_id``, ``deferrable``, ``poll_interval``,
     ``max_poll_interval``, ``timeout``, ``cancel_on_kill``) are those of
@@ -120,6 +203,9 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
         page_attempts: int = 3,
         limits_check: str = "fail",
         limits_warn_share: float = 0.1,
+        incremental: bool = False,
+        incremental_field: str = DEFAULT_INCREMENTAL_FIELD,
+        asset: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -138,6 +224,13 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
         self.page_attempts = page_attempts
         self.limits_check = limits_check
         self.limits_warn_share = limits_warn_share
+        self.incremental = incremental
+        self.incremental_field = incremental_field
+        self._interval: IntervalQuery | None = None
+        #: The Asset (Dataset) of the results, also in ``outlets``; ``None`` without ``asset``.
+        self.results_asset = _results_asset(self, asset)
+        if self.results_asset is not None:
+            self.outlets = [*self.outlets, self.results_asset]
         # Checked at parse time: these are not templated.
         self._options()
         check_limits_settings(limits_check, limits_warn_share)
@@ -164,6 +257,17 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
             gzip_level=self.output_compression_level,
         )
 
+    @property
+    def _query(self) -> str:
+        """The SOQL sent: that of the data interval in incremental mode."""
+        return self._interval.soql if self._interval is not None else self.soql
+
+    def _prepare(self, context: Any) -> None:
+        """Check the rendered parameters; in incremental mode, compose the interval's SOQL and log it."""
+        self._check_rendered()
+        if self.incremental:
+            self._interval = _interval_query(self, context)
+
     def _check_rendered(self) -> None:
         if not isinstance(self.soql, str) or not self.soql.strip():
             raise AirflowFailException("soql is empty")
@@ -176,7 +280,7 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
 
     def _fingerprint(self) -> dict[str, Any]:
         return {
-            "soql": self.soql,
+            "soql": self._query,
             "operation": self.operation,
             "column_delimiter": self.column_delimiter,
             "line_ending": self.line_ending,
@@ -186,7 +290,7 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         """Create (or reconnect to) the query job, wait for it, then extract its results."""
-        self._check_rendered()
+        self._prepare(context)
         checkpoint = self.checkpoint(context)
         state = self._job_for_task(context, checkpoint)
         self._persist_link(context, state["job_id"])
@@ -201,7 +305,7 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: fail on ``Failed``/``Aborted``, else download."""
-        self._check_rendered()
+        self._prepare(context)
         outcome = self.outcome_from_event(event)
         checkpoint = self.checkpoint(context)
         state = checkpoint.get(STATE_KEY)
@@ -261,7 +365,7 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
             raise AirflowFailException(f"Preflight: {err}") from err
         try:
             job = self.hook.create_query_job(
-                self.soql,
+                self._query,
                 self.operation,
                 column_delimiter=self.column_delimiter,
                 line_ending=self.line_ending,
@@ -275,6 +379,8 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
     def _results_folder(self, context: Any) -> Any:
         if self.results_path:
             return to_storage_path(self.results_path)
+        if self._interval is not None:  # the same folder for every run of the interval
+            return task_interval_path(context, self._interval.folder_name)
         return task_results_path(context)
 
     def _persist_link(self, context: Any, job_id: str) -> None:
@@ -306,15 +412,22 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
             else to_storage_path(state["results_path"])
         )
         conn_id = self.salesforce_conn_id
+        extra = {"interval": self._interval.describe()} if self._interval is not None else {}
         try:
             result = extract_query_results(
-                lambda: SalesforceBulkHook(salesforce_conn_id=conn_id), job_id, folder, self._options()
+                lambda: SalesforceBulkHook(salesforce_conn_id=conn_id),
+                job_id,
+                folder,
+                self._options(),
+                **extra,
             )
         except QueryExtractError as err:
             raise AirflowException(str(err)) from err
         checkpoint.delete(STATE_KEY)
         checkpoint.delete(DEADLINE_KEY)
         self._stats(result)
+        if self.results_asset is not None:
+            _announce(context, self.results_asset, result, self._interval)
         self.log.info(
             "Query job %s: %d record(s) in %d file(s); manifest %s",
             job_id,

@@ -29,14 +29,16 @@ Checks
 Resuming
     A later run for the same job reads the manifest back and skips every page whose file still has the
     recorded size and checksum, so a retried task resumes after the pages it already has; a finished
-    single-file extract is verified and returned again.
+    single-file extract is verified and returned again. A folder holding the extract of another job (a
+    re-run of an incremental interval) is emptied of that extract's files first, so the new extract
+    replaces the old one and never mixes with it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +89,7 @@ class _Extract:
         job: JobInfo,
         destination: ObjectStoragePath,
         options: ExtractOptions,
+        interval: Mapping[str, Any] | None = None,
     ) -> None:
         self.hooks = hooks
         self.job = job
@@ -94,7 +97,7 @@ class _Extract:
         self.destination = destination
         self.options = options
         self.stop = threading.Event()
-        self.manifest = Manifest(destination, job, options)
+        self.manifest = Manifest(destination, job, options, interval)
         self.pages = PageDownloader(hooks, job.id, destination, options, self.stop)
         self.resumed = 0
 
@@ -348,6 +351,17 @@ class _Extract:
         """The whole extract (see the module documentation)."""
         _ensure_folder(self.destination)
         document = self.manifest.read()
+        if document is None and self.manifest.previous_files:
+            # Another job's (or other settings') files: none can be kept, and none may be left beside
+            # this job's pages, even if this run fails half-way (its manifest will no longer list them).
+            _log.info(
+                "Query job %s: deleting %d file(s) of an earlier extract in %s",
+                self.job_id,
+                len(self.manifest.previous_files),
+                self.destination,
+            )
+            self._remove_stale(self.manifest.previous_files)
+            self.manifest.previous_files = set()
         done = self.finished_single(document)
         if done is not None:
             _log.info("Query job %s: %s is already complete", self.job_id, done.files[0])
@@ -371,6 +385,8 @@ def extract_query_results(
     job_id: str,
     destination: str | os.PathLike[str] | ObjectStoragePath,
     options: ExtractOptions | None = None,
+    *,
+    interval: Mapping[str, Any] | None = None,
 ) -> ExtractResult:
     """Download the results of ``JobComplete`` query job ``job_id`` into folder ``destination``.
 
@@ -378,6 +394,8 @@ def extract_query_results(
         once per download thread (each thread gets its own HTTP session; hooks are closed at the end).
     :param destination: folder for the files and ``manifest.json`` (a local path or any storage URI).
     :param options: output, compression, concurrency and retry settings (:class:`ExtractOptions`).
+    :param interval: the data interval of an incremental extract, written into the manifest as ``interval``
+        (:meth:`~airflow_provider_sfbulk.query.incremental.IntervalQuery.describe`).
     :raises QueryExtractError: counts or headers do not add up, or the job is not ``JobComplete``.
     :raises SalesforceBulkError: an API call failed for good.
     """
@@ -389,7 +407,9 @@ def extract_query_results(
                 f"query job results can only be read once the job is JobComplete; it is {job.state.value}",
                 job_id=job_id,
             )
-        return _Extract(hooks, job, to_storage_path(destination), options or ExtractOptions()).run()
+        return _Extract(
+            hooks, job, to_storage_path(destination), options or ExtractOptions(), interval
+        ).run()
     finally:
         hooks.close()
 

@@ -6,7 +6,8 @@ stored file and the size of its header line. :class:`Manifest` rewrites it as pa
 once per ``manifest_interval`` seconds, and always at the end or on failure), each time whole
 (:func:`~airflow_provider_sfbulk.common.json_files.write_json_atomic`). A later run for the same job
 reads it back and keeps every page whose file still has the recorded size and checksum. A manifest of
-another job, or of other output settings, is ignored (and overwritten).
+another job, or of other output settings, is ignored (and overwritten); the extract deletes the files it
+listed before downloading anything (:attr:`Manifest.previous_files`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -166,8 +168,16 @@ class Manifest:
     Thread-safe: download threads :meth:`record` pages and :meth:`check_header` concurrently.
     """
 
-    def __init__(self, destination: ObjectStoragePath, job: JobInfo, options: ExtractOptions) -> None:
+    def __init__(
+        self,
+        destination: ObjectStoragePath,
+        job: JobInfo,
+        options: ExtractOptions,
+        interval: Mapping[str, Any] | None = None,
+    ) -> None:
         self.destination = destination
+        #: The data interval of an incremental extract (field, bounds, SOQL sent), shown as ``interval``.
+        self.interval = dict(interval) if interval else None
         self.path = destination / MANIFEST_NAME
         self.job = job
         self.options = options
@@ -212,6 +222,7 @@ class Manifest:
             "object": job.object,
             "api_version": job.api_version,
             "query": job.query,
+            "interval": self.interval,
             "paging": self.paging,
             "paging_fallback": self.paging_fallback,
             "locator_chain": self.locator_chain,

@@ -1,4 +1,4 @@
-"""The five example DAGs, each run with ``dag.test()`` against the in-process emulator (Airflow 3 here;
+"""The example DAGs, each run with ``dag.test()`` against the in-process emulator (Airflow 3 here;
 ``scripts/test`` runs them on Airflow 2.11 too): the records they leave in the emulator, their XComs
 and their files."""
 
@@ -27,6 +27,9 @@ EXAMPLE_IDS = (
     "example_sfbulk_extract_to_storage",
     "example_sfbulk_delete_by_extract",
     "example_sfbulk_job_watch",
+    "example_sfbulk_incremental_opportunities",
+    "example_sfbulk_account_extract",
+    "example_sfbulk_on_account_extract",
 )
 
 
