@@ -71,3 +71,12 @@ _.reported_record_count  # PageEntry: the page's Sforce-NumberOfRecords, a manif
 _.attempts  # PageEntry: downloads a page took, a manifest field
 _.resumed_pages  # ExtractResult: pages kept from an earlier run (public result field)
 _.bytes_stored  # ExtractResult: bytes stored (public result field)
+
+# OpenLineage (operators/lineage.py): the OpenLineage provider calls these methods of the operators by name
+# (its DefaultExtractor), and serializes the run facet's fields into the events (attrs fields).
+_.get_openlineage_facets_on_start
+_.get_openlineage_facets_on_complete
+_.get_openlineage_facets_on_failure
+_.jobIds  # SalesforceBulkJobsRunFacet: event fields, set by keyword
+_.jobKind
+_.apiVersion

@@ -368,6 +368,26 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
         except Exception as err:  # metrics never fail a load
             self.log.debug("Could not send metrics: %s", err)
 
+    # --- lineage (called by the OpenLineage provider only) ----------------------------------------------
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        """OpenLineage datasets known before the run (:mod:`~airflow_provider_sfbulk.operators.lineage`)."""
+        from airflow_provider_sfbulk.operators.lineage import ingest_lineage
+
+        return ingest_lineage(self)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage datasets, row counts and job ids of the finished run."""
+        from airflow_provider_sfbulk.operators.lineage import ingest_lineage
+
+        return ingest_lineage(self, task_instance)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        """OpenLineage datasets and the job ids so far (the provider adds the error message)."""
+        from airflow_provider_sfbulk.operators.lineage import ingest_lineage
+
+        return ingest_lineage(self, task_instance)
+
 
 def _truthy(value: bool | str | None) -> bool:
     """A flag that may come from a template as text (``"True"``, ``"false"``, ``"1"``, ``""``)."""

@@ -200,3 +200,23 @@ class SalesforceBulkJobResultsOperator(SalesforceBulkBaseOperator):
             )
         result.update(records=sum(j["records"] for j in jobs), results=pages)
         return jobs
+
+    # --- lineage (called by the OpenLineage provider only) ----------------------------------------------
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        """OpenLineage datasets known before the run (:mod:`~airflow_provider_sfbulk.operators.lineage`)."""
+        from airflow_provider_sfbulk.operators.lineage import results_lineage
+
+        return results_lineage(self)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage datasets, row counts and job ids of the finished run."""
+        from airflow_provider_sfbulk.operators.lineage import results_lineage
+
+        return results_lineage(self, task_instance)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        """OpenLineage datasets and the job ids so far (the provider adds the error message)."""
+        from airflow_provider_sfbulk.operators.lineage import results_lineage
+
+        return results_lineage(self, task_instance)
