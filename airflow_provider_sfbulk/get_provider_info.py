@@ -38,6 +38,12 @@ CONN_FIELDS: dict[str, Any] = {
     "ca_bundle": _text(
         "CA bundle", "Path to a PEM CA bundle to trust (emulator certificate, corporate proxy)"
     ),
+    "verify_tls": _text(
+        "Verify TLS",
+        "true (default) or false; false skips the server certificate check: prefer a CA bundle",
+        default="true",
+        enum=["true", "false"],
+    ),
     "timeout": {
         "label": "Request timeout (s)",
         "description": "Seconds before an HTTP request times out",

@@ -176,6 +176,12 @@ class _SalesforceBulkHookBase(BaseHook):
         )
         for secret in config.secrets:
             mask_secret(secret)
+        if not config.verify_tls:
+            self.log.warning(
+                "Connection %r turns TLS verification off (verify_tls=false): the server's certificate is "
+                "not checked; prefer ca_bundle for a private CA",
+                self.salesforce_conn_id,
+            )
         return BulkClient(config, policy=self.retry_policy, on_token=_mask_token, logger=self.log)
 
     @property
@@ -260,9 +266,9 @@ class SalesforceBulkHook(_SalesforceBulkHookBase):
         """The hook's ``requests.Session`` (TLS verification on; ``ca_bundle`` replaces the trust store)."""
         if self._session is None:
             session = requests.Session()
-            # Never False. Proxies from the environment are honoured (trust_env); without a ca_bundle,
-            # REQUESTS_CA_BUNDLE may replace the default trust store, but verification always stays on.
-            session.verify = self.config.ca_bundle or True
+            # False only when the connection says verify_tls=false. Proxies from the environment are
+            # honoured (trust_env); without a ca_bundle, REQUESTS_CA_BUNDLE may replace the trust store.
+            session.verify = _requests_verify(self.config)
             self._session = session
         return self._session
 
@@ -294,7 +300,7 @@ class SalesforceBulkHook(_SalesforceBulkHookBase):
                 stream=True,
                 timeout=(timeout, timeout),
                 allow_redirects=False,
-                verify=self.config.ca_bundle or True,  # per request, so the environment cannot override it
+                verify=_requests_verify(self.config),  # per request, so the environment cannot override it
             )
         except requests.exceptions.SSLError as exc:
             return TransportFailure(f"TLS error: {exc}", request_sent=False, retryable=False)
@@ -488,3 +494,10 @@ def _is_connect_failure(exc: requests.exceptions.ConnectionError) -> bool:
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _requests_verify(config: ConnectionConfig) -> bool | str:
+    """``requests``' ``verify``: the CA bundle, or True; False only with ``verify_tls=false``."""
+    if not config.verify_tls:
+        return False
+    return config.ca_bundle or True

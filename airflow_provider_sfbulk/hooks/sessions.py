@@ -52,7 +52,7 @@ _TrustKey = tuple[str | None, int, int]
 
 
 def build_ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
-    """Verification always on: the connection's CA bundle only, else the system store plus certifi's."""
+    """A verifying context: the connection's CA bundle only, else the system store plus certifi's."""
     if ca_bundle:
         return ssl.create_default_context(cafile=ca_bundle)
     context = ssl.create_default_context()  # honours SSL_CERT_FILE / SSL_CERT_DIR
@@ -155,7 +155,7 @@ class SessionPool:
         self._forget_closed_loops()
         shared = self._find(loop, key)
         if shared is None:
-            context = await self._contexts.get(config.ca_bundle)
+            context = await self._contexts.get(config.ca_bundle) if config.verify_tls else None
             shared = self._find(loop, key)  # another hook of this loop may have opened it meanwhile
             if shared is None:
                 shared = _Shared(_open_session(config, context))
@@ -206,11 +206,12 @@ class SessionPool:
             return sum(len(pool) for pool in pools)
 
 
-def _open_session(config: ConnectionConfig, context: ssl.SSLContext) -> aiohttp.ClientSession:
+def _open_session(config: ConnectionConfig, context: ssl.SSLContext | None) -> aiohttp.ClientSession:
+    """A session for ``config``; ``context`` None means no certificate check (``verify_tls=false``)."""
     import aiohttp
 
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(ssl=context, limit=CONNECTION_LIMIT),
+        connector=aiohttp.TCPConnector(ssl=context if context is not None else False, limit=CONNECTION_LIMIT),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=config.timeout, sock_read=config.timeout),
         auto_decompress=False,  # the protocol layer decodes gzip itself
         trust_env=True,  # HTTP(S)_PROXY / NO_PROXY, as requests does

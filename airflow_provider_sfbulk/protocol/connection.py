@@ -13,8 +13,11 @@ Connection layout (fixed; the emulator fixtures use it):
 
 Transport rules (checked here, before any request):
 
-- TLS verification is always on. ``ca_bundle`` replaces the trust store; an explicit ``"verify": false``
-  (or ``verify_ssl`` / ``tls_verify``) is refused rather than silently ignored.
+- TLS verification is on unless the connection turns it off explicitly with ``"verify_tls": false`` (a
+  warning is logged each time a hook of that connection is made). ``ca_bundle`` replaces the trust
+  store, which is the right answer for a TLS-inspecting proxy or a private CA. The spellings other
+  libraries use (``verify``, ``verify_ssl``, ``tls_verify``) are refused with a pointer to these two, so
+  that nobody believes verification is off (or on) when it is not.
 - ``host`` and ``instance_url`` must be ``https://``; plain ``http://`` is accepted only for a loopback
   address (``127.0.0.0/8``, ``::1``, ``localhost``), where nothing crosses a network (the emulator).
 
@@ -76,6 +79,7 @@ class ConnectionConfig:
     access_token: str | None = field(default=None, repr=False)
     instance_url: str | None = None
     ca_bundle: str | None = None
+    verify_tls: bool = True
 
     @property
     def secrets(self) -> list[str]:
@@ -248,6 +252,7 @@ def parse_connection(
         values[name] = _extra_value(extra_values, name)
     _check_required(conn_id, auth_type, values)
     _check_verify(conn_id, extra_values)
+    verify_tls = _verify_tls(conn_id, extra_values)
 
     login_url = DEFAULT_LOGIN_URL
     if values["host"]:
@@ -278,6 +283,7 @@ def parse_connection(
         access_token=values["access_token"],
         instance_url=instance_url,
         ca_bundle=values["ca_bundle"],
+        verify_tls=verify_tls,
     )
 
 
@@ -350,14 +356,27 @@ def _timeout(conn_id: str, value: Any) -> float:
     return timeout
 
 
+def _verify_tls(conn_id: str, extra: Mapping[str, Any]) -> bool:
+    """The ``verify_tls`` extra: True unless the connection says ``false`` in so many words."""
+    value = _extra_value(extra, "verify_tls")
+    if value is None or value is True or str(value).strip().lower() in ("true", "1", "yes", "on"):
+        return True
+    if value is False or str(value).strip().lower() in ("false", "0", "no", "off"):
+        return False
+    raise SalesforceBulkConfigError(
+        f"connection {conn_id!r}: verify_tls must be true or false (a CA bundle path belongs in 'ca_bundle')",
+        field="verify_tls",
+    )
+
+
 def _check_verify(conn_id: str, extra: Mapping[str, Any]) -> None:
-    """Refuse an extra that asks to turn TLS verification off: it is always on (see the module doc)."""
+    """Refuse the other libraries' spellings of TLS verification, pointing to ``verify_tls``/``ca_bundle``."""
     for name in _VERIFY_EXTRAS:
         value = _extra_value(extra, name)
         if value is None or value is True or str(value).strip().lower() in ("true", "1", "yes", "on"):
             continue
         if value is False or str(value).strip().lower() in _FALSE_WORDS:
-            message = "TLS verification cannot be turned off"
+            message = "to turn TLS verification off, say so with 'verify_tls': false"
         else:  # requests would take a string as a CA bundle path: say where that belongs
             message = "a CA bundle path belongs in 'ca_bundle'"
         raise SalesforceBulkConfigError(

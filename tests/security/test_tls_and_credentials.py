@@ -113,14 +113,33 @@ def test_tls_with_the_ca_bundle_works(kind: str, emulator_tls: EmulatorServer, u
 
 
 @pytest.mark.parametrize("kind", CALLS)
-def test_verify_false_is_refused_before_any_request(
+def test_other_spellings_of_verify_are_refused_before_any_request(
     kind: str, emulator_tls: EmulatorServer, use_connection, no_request: list[str]
 ) -> None:
     use_connection(connection_dict(emulator_tls, "client_credentials", verify=False))
-    with pytest.raises(SalesforceBulkConfigError) as err:
+    with pytest.raises(SalesforceBulkConfigError, match="'verify_tls': false") as err:
         CALLS[kind]()
     assert err.value.field == "verify"
     assert no_request == []
+
+
+@pytest.mark.parametrize("kind", CALLS)
+def test_verify_tls_false_turns_the_check_off_explicitly_and_says_so(
+    kind: str, emulator_tls: EmulatorServer, use_connection, capsys
+) -> None:
+    conn = connection_dict(emulator_tls, "client_credentials", verify_tls="false")
+    del conn["extra"]["ca_bundle"]  # without the check, the emulator's unknown CA does not matter
+    use_connection(conn)
+    assert CALLS[kind]().remaining("DailyApiRequests") is not None
+    captured = capsys.readouterr()
+    assert "turns TLS verification off (verify_tls=false)" in captured.out + captured.err
+
+
+def test_verify_tls_takes_only_true_or_false(emulator_tls: EmulatorServer, use_connection) -> None:
+    use_connection(connection_dict(emulator_tls, "client_credentials", verify_tls="/etc/ssl/corp.pem"))
+    with pytest.raises(SalesforceBulkConfigError, match="ca_bundle") as err:
+        CALLS["sync"]()
+    assert err.value.field == "verify_tls"
 
 
 # --- plain http ---------------------------------------------------------------------------------------

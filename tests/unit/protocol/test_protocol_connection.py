@@ -168,7 +168,7 @@ def test_connection_form_agrees_with_the_parser():
     """The form in get_provider_info offers exactly what parse_connection reads, with its defaults."""
     parsed_extras = {"auth_type", "client_id", "client_secret", "security_token", "private_key",
                      "private_key_file", "refresh_token", "access_token", "instance_url", "api_version",
-                     "ca_bundle", "timeout"}
+                     "ca_bundle", "timeout", "verify_tls"}
     assert set(CONN_FIELDS) == parsed_extras
     assert CONN_FIELDS["auth_type"]["schema"]["enum"] == [a.value for a in AuthType]
     assert CONN_FIELDS["api_version"]["schema"]["default"] == DEFAULT_API_VERSION
@@ -259,7 +259,7 @@ def test_turning_tls_verification_off_is_refused(name, value):
     with pytest.raises(SalesforceBulkConfigError) as err:
         parse({**PASSWORD_EXTRA, name: value})
     assert err.value.field == name.removeprefix("extra__salesforce_bulk__")
-    assert "TLS verification cannot be turned off" in str(err.value)
+    assert "say so with 'verify_tls': false" in str(err.value)
     assert "ca_bundle" in str(err.value)
 
 
