@@ -18,6 +18,7 @@ from airflow_provider_sfbulk.protocol.waiting import (
     Progress,
     WaitOutcome,
 )
+from airflow_provider_sfbulk.triggers.task_state import TRIGGER_ON_KILL, killed_by_user
 
 
 class SalesforceBulkJobTrigger(BaseTrigger):
@@ -38,7 +39,8 @@ class SalesforceBulkJobTrigger(BaseTrigger):
     :param max_poll_interval: cap of the growing interval, seconds.
     :param backoff_factor: growth of the interval after each poll.
     :param deadline: epoch seconds after which a ``timeout`` event fires; ``None`` waits forever.
-    :param abort_on_kill: abort the jobs still running when a user kills the task (Airflow 3.3+).
+    :param abort_on_kill: abort the jobs still running when a user kills the task: through ``on_kill`` on
+        Airflow 3.3+, before that when the trigger is cancelled and the task is no longer deferred.
     :param progress_interval: seconds between two progress lines in the triggerer's log (records
         processed, of how many were sent, and a rate).
     :param records_sent: rows sent per job id, for those lines (ingest jobs).
@@ -115,14 +117,25 @@ class SalesforceBulkJobTrigger(BaseTrigger):
                     progress=Progress(self.progress_interval, self.records_sent, self.log.info),
                 )
         except SalesforceBulkError as err:
-            # CancelledError is a BaseException and passes through: the triggerer owns cancellation.
             outcome = WaitOutcome("error", job_kind(self.job_kind), (), str(err))
+        except asyncio.CancelledError:
+            # Before Airflow 3.3 a user's kill only cancels the trigger, as a triggerer restart does: abort
+            # the jobs only when the task is no longer deferred. From 3.3 on, on_kill does it.
+            if (
+                self.abort_on_kill
+                and not TRIGGER_ON_KILL
+                and await killed_by_user(getattr(self, "task_instance", None), self.log)
+            ):
+                await self._abort_jobs()
+            raise
         yield TriggerEvent(outcome.to_event())
 
     async def on_kill(self) -> None:
         """Abort the jobs still running when a user kills the deferred task (called by Airflow 3.3+)."""
-        if not self.abort_on_kill:
-            return
+        if self.abort_on_kill:
+            await self._abort_jobs()
+
+    async def _abort_jobs(self) -> None:
         async with SalesforceBulkAsyncHook(salesforce_conn_id=self.conn_id) as hook:
             results = await asyncio.gather(
                 *(hook.abort_job(job_id, self.job_kind) for job_id in self.job_ids), return_exceptions=True
