@@ -9,7 +9,7 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import ObjectStoragePath
 
-__all__ = ["is_local", "local_path", "read_json", "write_json_atomic"]
+__all__ = ["check_writable", "is_local", "local_path", "read_json", "write_json_atomic"]
 
 
 def local_path(path: ObjectStoragePath) -> str | None:
@@ -61,6 +61,24 @@ def write_json_atomic(
             os.unlink(temporary)
     _fsync_dir(os.path.dirname(local))
     return str(path)
+
+
+def check_writable(folder: ObjectStoragePath) -> None:
+    """Create ``folder`` and write, then delete, a small probe file in it.
+
+    Tasks call it before any job exists, so that a results location that cannot be written (a missing
+    bucket, no permission, a read-only disk) fails the task at once instead of after the work was done.
+
+    :raises OSError: naming the folder and the storage's own reason.
+    """
+    probe = folder / f".sfbulk-write-check-{uuid.uuid4().hex}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with probe.open("wb") as handle:
+            handle.write(b"ok")
+        probe.unlink()
+    except Exception as err:
+        raise OSError(f"the results folder {folder} cannot be written: {err}") from err
 
 
 def read_json(path: ObjectStoragePath) -> Any:

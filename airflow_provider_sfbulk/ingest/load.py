@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 from airflow_provider_sfbulk.common.checkpoint import TaskCheckpoint
+from airflow_provider_sfbulk.common.json_files import check_writable
 from airflow_provider_sfbulk.common.logs import Log
 from airflow_provider_sfbulk.common.threads import HookPerThread
 from airflow_provider_sfbulk.exceptions import SalesforceBulkError
@@ -150,6 +151,10 @@ class IngestLoad:
         parts = self.files.parts_of(0) or self.files.split(self.source, 0)
         if not parts:
             raise IngestInputError(f"{self.source}: no records to load")
+        try:
+            check_writable(self.folder)
+        except OSError as err:
+            raise IngestInputError(f"{err}; no job was created") from err
         if self.spec.describe_check:
             check_columns(self.spec, self.files.columns_of(0), self._describe)
         self.limits_low = check_daily_batches(self.spec, parts, self.hook, self.log)

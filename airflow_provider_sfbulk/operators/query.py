@@ -8,6 +8,7 @@ from typing import Any, NoReturn
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, Asset, Stats
 
 from airflow_provider_sfbulk.common.checkpoint import TaskCheckpoint
+from airflow_provider_sfbulk.common.json_files import check_writable
 from airflow_provider_sfbulk.common.paths import (
     task_interval_path,
     task_results_path,
@@ -42,7 +43,7 @@ from airflow_provider_sfbulk.query.incremental import (
 from airflow_provider_sfbulk.query.manifest import ExtractResult
 from airflow_provider_sfbulk.query.options import COMPRESSIONS, OUTPUT_MODES, ExtractOptions
 from airflow_provider_sfbulk.query.preflight import check_daily_query_jobs, check_limits_settings
-from airflow_provider_sfbulk.query.timeouts import TIMEOUT_ADVICE, is_query_timeout
+from airflow_provider_sfbulk.query.timeouts import failure_message
 
 __all__ = ["STATE_KEY", "SalesforceBulkQueryOperator"]
 
@@ -322,12 +323,13 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
             reused = self._reusable(state)
             if reused is not None:
                 return reused
-        job = self._create_job()
         folder = (
             state.get("results_path")
             if isinstance(state, dict) and state.get("results_path") and not self.results_path
             else str(self._results_folder(context))
         )
+        _ensure_writable(self._results_folder(context) if self.results_path else to_storage_path(str(folder)))
+        job = self._create_job()
         new_state = {"job_id": job.id, "fingerprint": self._fingerprint(), "results_path": folder}
         checkpoint.set(STATE_KEY, new_state)
         checkpoint.delete(DEADLINE_KEY)  # a new job gets the whole timeout
@@ -466,20 +468,12 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
         """Fail the task with the job's ``errorMessage``; for a query that ran too long, with the advice."""
         summary = next((item for item in outcome.jobs if item.id == job_id), None)
         state_name = job.state.value if job else (summary.state if summary else outcome.status)
-        message = (
-            (job.error_message if job else None)
-            or (summary.error_message if summary else None)
-            or outcome.message
-            or "no errorMessage"
+        message = (job.error_message if job else None) or (summary.error_message if summary else None)
+        text, too_long = failure_message(
+            job_id, state_name, message or outcome.message, job.retries if job else None,
+            job.total_processing_time if job else None,
         )
-        text = f"Salesforce query job {job_id} ended {state_name}: {message}"
-        retries = job.retries if job else None
-        if state_name == JobState.FAILED.value and is_query_timeout(message, retries):
-            processing = job.total_processing_time if job else None
-            raise AirflowFailException(
-                f"{text} (retries={retries}, totalProcessingTime={processing} ms): {TIMEOUT_ADVICE}"
-            )
-        raise AirflowException(text)
+        raise (AirflowFailException if too_long else AirflowException)(text)
 
     def _stats(self, result: ExtractResult) -> None:
         tags = {"operation": self.operation}
@@ -509,3 +503,11 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
         from airflow_provider_sfbulk.operators.lineage import query_lineage
 
         return query_lineage(self, task_instance)
+
+
+def _ensure_writable(folder: Any) -> None:
+    """Fail before any query job exists when the results folder cannot be written."""
+    try:
+        check_writable(folder)
+    except OSError as err:
+        raise AirflowFailException(f"{err}; no query job was created") from err

@@ -9,7 +9,7 @@ fails again, so the task fails without retrying (splitting the query automatical
 
 from __future__ import annotations
 
-__all__ = ["RETRIES_EXHAUSTED", "TIMEOUT_ADVICE", "is_query_timeout"]
+__all__ = ["RETRIES_EXHAUSTED", "TIMEOUT_ADVICE", "failure_message", "is_query_timeout"]
 
 #: Internal retries after which Salesforce gives a query job up.
 RETRIES_EXHAUSTED = 15
@@ -26,3 +26,21 @@ def is_query_timeout(error_message: str | None, retries: int | None) -> bool:
     """True when a failed query job ran too long: its ``errorMessage`` says so, or it used up its retries."""
     text = (error_message or "").casefold()
     return any(marker in text for marker in _MARKERS) or (retries or 0) >= RETRIES_EXHAUSTED
+
+
+def failure_message(
+    job_id: str,
+    state: str,
+    error_message: str | None,
+    retries: int | None,
+    processing_ms: int | None,
+) -> tuple[str, bool]:
+    """The task's message for a query job that did not complete, and whether it ran too long.
+
+    A query that ran too long gets its retries, its processing time and Salesforce's advice; retrying it
+    as it is would spend another daily query job for the same result.
+    """
+    text = f"Salesforce query job {job_id} ended {state}: {error_message or 'no errorMessage'}"
+    if state == "Failed" and is_query_timeout(error_message, retries):
+        return f"{text} (retries={retries}, totalProcessingTime={processing_ms} ms): {TIMEOUT_ADVICE}", True
+    return text, False

@@ -185,8 +185,9 @@ VALUES = st.lists(
 def test_random_rows_round_trip_exactly(
     delimiter: str, line_ending: str, width: int, data: st.DataObject, tmp_path: Path
 ) -> None:
-    """Whatever the values (empty ones included), both outputs read back as exactly the rows that went in,
-    in order, and the retry output is a valid upload for a new job in the same dialect."""
+    """Whatever the values (empty ones included), every output reads back as exactly the rows that went
+    in, in order; the retry output and the fix-and-reload output (the kept rows in the uploaded columns)
+    are valid uploads for a new job in the same dialect."""
     char = COLUMN_DELIMITERS[delimiter]
     terminator = LINE_ENDINGS[line_ending]
     names = [f"F{i}__c" for i in range(width)]
@@ -205,11 +206,12 @@ def test_random_rows_round_trip_exactly(
     for code, values in rows:
         writer.writerow(["", f"{code}:message: with colons:--", *values])
     source = _file(tmp_path, "failed.csv", text.getvalue().encode())
-    kept, retry = io.BytesIO(), io.BytesIO()
+    kept, retry, reload = io.BytesIO(), io.BytesIO(), io.BytesIO()
     split = write_failed_rows(
-        [(source, {"UNABLE_TO_LOCK_ROW"})], kept_out=kept, retry_out=retry,
+        [(source, {"UNABLE_TO_LOCK_ROW"})], kept_out=kept, retry_out=retry, kept_data_out=reload,
         delimiter=delimiter, line_ending=line_ending,
     )
+    to_reload = [values for code, values in rows if code != "UNABLE_TO_LOCK_ROW"]
     retried = [values for code, values in rows if code == "UNABLE_TO_LOCK_ROW"]
     final = [
         ["", f"{code}:message: with colons:--", *values]
@@ -217,15 +219,19 @@ def test_random_rows_round_trip_exactly(
         if code != "UNABLE_TO_LOCK_ROW"
     ]
     assert (split.retried, split.kept) == (len(retried), len(final))
-    for out, header, expected in ((retry, names, retried), (kept, ["sf__Id", "sf__Error", *names], final)):
+    outputs = (
+        (retry, names, retried), (kept, ["sf__Id", "sf__Error", *names], final), (reload, names, to_reload)
+    )
+    for out, header, expected in outputs:
         if not expected:
             assert out.getvalue() == b""
             continue
         assert _read(out.getvalue(), char) == [header, *expected]
         assert out.getvalue().count(b"\r\n" if line_ending == "CRLF" else b"\n") >= len(expected) + 1
     assert not set(names) & RESULT_COLUMNS
-    if retried:
-        summary = inspect_csv(
-            io.BytesIO(retry.getvalue()), column_delimiter=delimiter, line_ending=line_ending
-        )
-        assert summary.record_count == len(retried)
+    for out, expected in ((retry, retried), (reload, to_reload)):
+        if expected:
+            summary = inspect_csv(
+                io.BytesIO(out.getvalue()), column_delimiter=delimiter, line_ending=line_ending
+            )
+            assert summary.record_count == len(expected)
