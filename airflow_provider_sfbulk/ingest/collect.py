@@ -17,7 +17,7 @@ from airflow_provider_sfbulk.common.threads import HookPerThread, run_concurrent
 from airflow_provider_sfbulk.ingest.journal import LoadJournal
 from airflow_provider_sfbulk.ingest.results import download_job_results
 from airflow_provider_sfbulk.ingest.spec import LoadSpec
-from airflow_provider_sfbulk.ingest.state import JobStats, Part, PartResults, ResultFileSummary, Round
+from airflow_provider_sfbulk.ingest.state import JobStats, Part, PartResults, Round
 
 if TYPE_CHECKING:
     from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
@@ -72,10 +72,7 @@ class ResultCollector:
             records_successful=downloaded.successful,
             records_failed=downloaded.failed,
             records_unprocessed=downloaded.unprocessed,
-            files={
-                name: ResultFileSummary(f.result_set, f.uri, f.records, f.bytes, f.sha256)
-                for name, f in downloaded.files.items()
-            },
+            files=dict(downloaded.files),
             records_sent=part.records,
             reconciled=downloaded.total == part.records,
             stats=JobStats(job.retries, job.total_processing_time, job.apex_processing_time),

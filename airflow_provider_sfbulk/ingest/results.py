@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_sfbulk.common.json_files import write_json_atomic
 from airflow_provider_sfbulk.csvio.tee import CsvTee
+from airflow_provider_sfbulk.ingest.state import ResultFileSummary
 from airflow_provider_sfbulk.protocol.api import JobInfo
 from airflow_provider_sfbulk.protocol.states import RESULT_SETS, JobKind
 
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 __all__ = [
     "MANIFEST_NAME",
     "JobResults",
-    "ResultFile",
     "download_job_results",
     "write_manifest",
 ]
@@ -42,32 +42,11 @@ _SUCCESS, _FAILED, _UNPROCESSED = RESULT_SETS
 
 
 @dataclass(frozen=True)
-class ResultFile:
-    """One downloaded result set: where it is, its records (header excluded), its size and SHA-256."""
-
-    result_set: str
-    uri: str
-    records: int
-    bytes: int
-    sha256: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """The manifest entry of this file."""
-        return {
-            "result_set": self.result_set,
-            "uri": self.uri,
-            "records": self.records,
-            "bytes": self.bytes,
-            "sha256": self.sha256,
-        }
-
-
-@dataclass(frozen=True)
 class JobResults:
     """The result files of one ingest job and its final JobInfo."""
 
     job: JobInfo
-    files: dict[str, ResultFile] = field(default_factory=dict)
+    files: dict[str, ResultFileSummary] = field(default_factory=dict)
 
     @property
     def job_id(self) -> str:
@@ -110,7 +89,7 @@ class JobResults:
             "records_successful": self.successful,
             "records_failed": self.failed,
             "records_unprocessed": self.unprocessed,
-            "files": {name: f.to_dict() for name, f in self.files.items()},
+            "files": {name: f.to_json() for name, f in self.files.items()},
         }
 
 
@@ -129,14 +108,16 @@ def download_job_results(
     info = job if isinstance(job, JobInfo) else hook.get_job(job, JobKind.INGEST)
     target = folder / info.id
     target.mkdir(parents=True, exist_ok=True)
-    files: dict[str, ResultFile] = {}
+    files: dict[str, ResultFileSummary] = {}
     for result_set in result_sets:
         path = target / f"{result_set}.csv"
         with path.open("wb") as handle:
             tee = CsvTee(handle)
             hook.download_ingest_results(info.id, result_set, tee)
             tee.close()
-        files[result_set] = ResultFile(result_set, str(path), tee.records, tee.stored_bytes, tee.sha256)
+        files[result_set] = ResultFileSummary(
+            result_set, str(path), tee.records, tee.stored_bytes, tee.sha256
+        )
     return JobResults(info, files)
 
 

@@ -144,34 +144,31 @@ class SalesforceBulkBaseOperator(BaseOperator):
             if done is not None:
                 self.log.info("%s; not deferring", done.message)
                 return done
-            if deadline is not None and time.time() >= deadline:
-                return self.hook.wait_for_jobs(
-                    job_ids,
-                    the_kind,
-                    schedule=self.poll_schedule,
-                    deadline=deadline,
-                    on_change=on_change,
-                    return_when=return_when,
+            if deadline is None or time.time() < deadline:
+                self.log.info(
+                    "Deferring until %d %s job(s) finish: %s",
+                    len(job_ids),
+                    the_kind.value,
+                    ", ".join(job_ids),
                 )
-            self.log.info(
-                "Deferring until %d %s job(s) finish: %s", len(job_ids), the_kind.value, ", ".join(job_ids)
-            )
-            self.defer(
-                trigger=SalesforceBulkJobTrigger(
-                    conn_id=self.salesforce_conn_id,
-                    job_ids=list(job_ids),
-                    job_kind=the_kind.value,
-                    poll_interval=self.poll_interval,
-                    max_poll_interval=self.max_poll_interval,
-                    backoff_factor=BACKOFF_FACTOR,
-                    deadline=deadline,
-                    abort_on_kill=self.cancel_on_kill,
-                    return_when=return_when,
-                    records_sent=records_sent,
-                ),
-                method_name=method_name,
-                kwargs=kwargs,
-            )
+                self.defer(
+                    trigger=SalesforceBulkJobTrigger(
+                        conn_id=self.salesforce_conn_id,
+                        job_ids=list(job_ids),
+                        job_kind=the_kind.value,
+                        poll_interval=self.poll_interval,
+                        max_poll_interval=self.max_poll_interval,
+                        backoff_factor=BACKOFF_FACTOR,
+                        deadline=deadline,
+                        abort_on_kill=self.cancel_on_kill,
+                        return_when=return_when,
+                        records_sent=records_sent,
+                    ),
+                    method_name=method_name,
+                    kwargs=kwargs,
+                )
+        # Not deferrable, or the deadline already passed: poll in the worker (a past deadline returns
+        # ``timeout`` after one check).
         return self.hook.wait_for_jobs(
             job_ids,
             the_kind,
