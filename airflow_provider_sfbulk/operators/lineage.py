@@ -308,7 +308,7 @@ def query_lineage(operator: SalesforceBulkQueryOperator, task_instance: Any = No
     else:
         target = result.get("results_path") or operator.results_path
     rows = result.get("record_count") if result else None
-    job_id = result.get("job_id")
+    job_id = result.get("job_id") or getattr(operator, "_job_id", None)  # a failure pushes no XCom
     return _lineage(
         inputs,
         _storage("output", target, columns, rows),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, Asset, Stats
 
@@ -45,6 +45,9 @@ from airflow_provider_sfbulk.query.options import COMPRESSIONS, OUTPUT_MODES, Ex
 from airflow_provider_sfbulk.query.preflight import check_daily_query_jobs, check_limits_settings
 from airflow_provider_sfbulk.query.timeouts import failure_message
 
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
 __all__ = ["STATE_KEY", "SalesforceBulkQueryOperator"]
 
 #: Checkpoint key of the query job this task runs: ``{"job_id", "fingerprint", "results_path"}``.
@@ -78,7 +81,7 @@ def _results_asset(operator: SalesforceBulkQueryOperator, asset: Any) -> Any:
     return Asset(str(task_series_folder({"dag": operator.dag, "task": operator})))
 
 
-def _interval_query(operator: SalesforceBulkQueryOperator, context: Any) -> IntervalQuery:
+def _interval_query(operator: SalesforceBulkQueryOperator, context: Context) -> IntervalQuery:
     """The SOQL of the run's data interval (logged), or a failure that no retry can help."""
     try:
         interval = compose_interval_soql(
@@ -100,7 +103,7 @@ def _interval_query(operator: SalesforceBulkQueryOperator, context: Any) -> Inte
     return interval
 
 
-def _announce(context: Any, asset: Any, result: ExtractResult, interval: IntervalQuery | None) -> None:
+def _announce(context: Context, asset: Any, result: ExtractResult, interval: IntervalQuery | None) -> None:
     """Put the extract's location and counts (and interval) on the asset event Airflow records."""
     events = context.get("outlet_events") if context is not None else None
     if events is None:
@@ -223,6 +226,7 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
         self.download_concurrency = download_concurrency
         self.use_result_pages = use_result_pages
         self.page_attempts = page_attempts
+        self._job_id: str | None = None
         self.limits_check = limits_check
         self.limits_warn_share = limits_warn_share
         self.incremental = incremental
@@ -263,7 +267,7 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
         """The SOQL sent: that of the data interval in incremental mode."""
         return self._interval.soql if self._interval is not None else self.soql
 
-    def _prepare(self, context: Any) -> None:
+    def _prepare(self, context: Context) -> None:
         """Check the rendered parameters; in incremental mode, compose the interval's SOQL and log it."""
         self._check_rendered()
         if self.incremental:
@@ -289,7 +293,7 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
 
     # --- entry points -----------------------------------------------------------------------------------
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:
         """Create (or reconnect to) the query job, wait for it, then extract its results."""
         self._prepare(context)
         checkpoint = self.checkpoint(context)
@@ -304,7 +308,7 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
         )
         return self._complete(context, checkpoint, state, outcome)
 
-    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: fail on ``Failed``/``Aborted``, else download."""
         self._prepare(context)
         outcome = self.outcome_from_event(event)
@@ -316,7 +320,7 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
 
     # --- the job ----------------------------------------------------------------------------------------
 
-    def _job_for_task(self, context: Any, checkpoint: TaskCheckpoint) -> dict[str, Any]:
+    def _job_for_task(self, context: Context, checkpoint: TaskCheckpoint) -> dict[str, Any]:
         """The checkpointed job when it can still deliver this query, else a new one (checkpointed)."""
         state = checkpoint.get(STATE_KEY)
         if isinstance(state, dict) and state.get("job_id"):
@@ -354,7 +358,7 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
             return None
         self.log.info("Reusing query job %s (%s) from the checkpoint", job_id, job.state.value)
         if self.results_path:
-            state = {**state, "results_path": str(self._results_folder(None))}
+            state = {**state, "results_path": str(to_storage_path(self.results_path))}
         return state
 
     def _create_job(self) -> JobInfo:
@@ -378,14 +382,14 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
         self.log.info("Created %s job %s on %s", self.operation, job.id, job.object or "?")
         return job
 
-    def _results_folder(self, context: Any) -> Any:
+    def _results_folder(self, context: Context) -> Any:
         if self.results_path:
             return to_storage_path(self.results_path)
         if self._interval is not None:  # the same folder for every run of the interval
             return task_interval_path(context, self._interval.folder_name)
         return task_results_path(context)
 
-    def _persist_link(self, context: Any, job_id: str) -> None:
+    def _persist_link(self, context: Context, job_id: str) -> None:
         try:
             SalesforceBulkJobLink.persist(context, instance_url=self.hook.instance_url, job_ids=[job_id])
         except Exception as err:  # the link is a convenience
@@ -394,9 +398,9 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
     # --- outcome and download -----------------------------------------------------------------------------
 
     def _complete(
-        self, context: Any, checkpoint: TaskCheckpoint, state: dict[str, Any], outcome: WaitOutcome
+        self, context: Context, checkpoint: TaskCheckpoint, state: dict[str, Any], outcome: WaitOutcome
     ) -> dict[str, Any]:
-        job_id = state["job_id"]
+        job_id = self._job_id = state["job_id"]  # kept for the lineage of a failure
         if outcome.status == "timeout":
             if self.cancel_on_kill:
                 self.on_kill()

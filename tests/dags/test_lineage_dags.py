@@ -218,6 +218,24 @@ def test_query_events(emulator: EmulatorServer, salesforce_conn, run_example, li
     assert (jobs["jobKind"], jobs["operation"], jobs["object"]) == ("query", "queryAll", "Opportunity")
 
 
+def test_query_failure_event_names_the_failed_job(
+    emulator_factory, salesforce_conn, run_example, lineage
+):
+    emulator = emulator_factory(query_timeout_records=100)  # the extract's job fails: it ran too long
+    salesforce_conn(emulator)
+    emulator.seed("Account", 5)
+    emulator.seed("Opportunity", 1200)
+    run = run_example("example_sfbulk_extract_to_storage")
+    assert "failed" in run.state
+    failed = lineage.of_task("example_sfbulk_extract_to_storage", "extract_opportunities", "FAIL")
+    jobs = failed["run"]["facets"]["sfbulk_jobs"]
+    (job_id,) = jobs["jobIds"]
+    assert job_id.startswith("750")
+    state = emulator.app.store.get_job(job_id).state
+    assert state == "Failed"
+    assert "Retried more than 15 times" in failed["run"]["facets"]["errorMessage"]["message"]
+
+
 def test_operators_run_without_the_openlineage_provider(
     emulator: EmulatorServer, salesforce_conn, run_example, monkeypatch
 ):
