@@ -5,16 +5,30 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 AIRFLOW3_VERSION="${SFBULK_AIRFLOW3_VERSION:-3.3.2}"
 AIRFLOW2_VERSION="${SFBULK_AIRFLOW2_VERSION:-2.11.2}"
+# The older 3.x minors we claim: the newest patch of each. scripts/test runs the compat job on them (the
+# provider's registration checks and the DAG-level tests), one virtual environment each.
+AIRFLOW30_VERSION="${SFBULK_AIRFLOW30_VERSION:-3.0.6}"
+AIRFLOW31_VERSION="${SFBULK_AIRFLOW31_VERSION:-3.1.8}"
+AIRFLOW32_VERSION="${SFBULK_AIRFLOW32_VERSION:-3.2.2}"
+# What each of those needs beyond its own metadata. Airflow is installed without its constraints file, and
+# some releases leave open what a later one capped. FastAPI: 3.0 and 3.2 set no upper bound, and with
+# today's FastAPI every task that dag.test() runs fails against the in-process execution API (3.0: a 422
+# on the task's start; 3.2: the routes no longer build). universal-pathlib: 3.0's ObjectStoragePath
+# refuses every path under 0.3 ("detected protocol file which is incompatible"). Each cap is the one the
+# next release of Airflow put in its own metadata.
+AIRFLOW30_PINS="fastapi<0.118 universal-pathlib<0.3"
+AIRFLOW31_PINS=""
+AIRFLOW32_PINS="fastapi<0.137"
 PYTHON="${PYTHON:-python3}"
 
 _stamp() {  # what the environment was built from; a change rebuilds it
   cat "$ROOT/pyproject.toml" "$ROOT/scripts/_env.sh" | sha256sum | cut -c1-16
 }
 
-# ensure_venv DIR AIRFLOW_VERSION EXTRAS
+# ensure_venv DIR AIRFLOW_VERSION EXTRAS [PINS]   (PINS: extra requirements, space-separated)
 ensure_venv() {
-  local dir="$1" airflow_version="$2" extras="$3"
-  local stamp; stamp="$(_stamp)-$airflow_version-$extras"
+  local dir="$1" airflow_version="$2" extras="$3" pins="${4:-}"
+  local stamp; stamp="$(_stamp)-$airflow_version-$extras${pins:+-$pins}"
   if [ -x "$dir/bin/python" ] && [ "$(cat "$dir/.sfbulk-stamp" 2>/dev/null)" = "$stamp" ]; then
     return 0
   fi
@@ -23,6 +37,6 @@ ensure_venv() {
   "$PYTHON" -m venv "$dir"
   "$dir/bin/python" -m pip install --quiet --disable-pip-version-check uv
   VIRTUAL_ENV="$dir" "$dir/bin/uv" pip install --quiet --python "$dir/bin/python" \
-    "apache-airflow==$airflow_version" -e "$ROOT$extras"
+    "apache-airflow==$airflow_version" -e "$ROOT$extras" $pins
   echo "$stamp" > "$dir/.sfbulk-stamp"
 }

@@ -39,8 +39,10 @@ Calls that are never repeated blindly
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, overload
@@ -75,10 +77,14 @@ if TYPE_CHECKING:
 __all__ = ["SalesforceBulkAsyncHook", "SalesforceBulkHook"]
 
 
-def _mask_token(token: TokenInfo) -> None:
-    mask_secret(token.access_token)
-    if token.refresh_token:
-        mask_secret(token.refresh_token)
+# Airflow 3.0 and 3.1 carry a task's messages to its supervisor over one channel that is not safe for
+# threads (3.2 locks it): two threads' messages can cross in a worker, and under ``dag.test()`` the
+# in-process channel swaps a module global per message, so that a thread can leave the task without one
+# ("name 'SUPERVISOR_COMMS' is not defined" at the task's XCom push). A connection look-up and
+# ``mask_secret`` each send one, and the blocking hook makes both from the worker threads of uploads and
+# downloads (common/threads.py): they take turns here. The async hook does not: in the triggerer a blocking
+# look-up may wait for the event loop, which must never wait for this lock.
+_SUPERVISOR_TURN = threading.RLock()
 
 
 P = ParamSpec("P")
@@ -174,15 +180,24 @@ class _SalesforceBulkHookBase(BaseHook):
             extra=conn.extra_dejson,
             port=conn.port,
         )
-        for secret in config.secrets:
-            mask_secret(secret)
+        self._mask(*config.secrets)
         if not config.verify_tls:
             self.log.warning(
                 "Connection %r turns TLS verification off (verify_tls=false): the server's certificate is "
                 "not checked; prefer ca_bundle for a private CA",
                 self.salesforce_conn_id,
             )
-        return BulkClient(config, policy=self.retry_policy, on_token=_mask_token, logger=self.log)
+        return BulkClient(config, policy=self.retry_policy, on_token=self._mask_token, logger=self.log)
+
+    def _mask(self, *secrets: str) -> None:
+        """Register secrets with Airflow's masker (the blocking hook's threads take turns to)."""
+        turn = contextlib.nullcontext() if getattr(self, "_asynchronous", False) else _SUPERVISOR_TURN
+        with turn:
+            for secret in secrets:
+                mask_secret(secret)
+
+    def _mask_token(self, token: TokenInfo) -> None:
+        self._mask(*(secret for secret in (token.access_token, token.refresh_token) if secret))
 
     @property
     def config(self) -> ConnectionConfig:
@@ -259,7 +274,8 @@ class SalesforceBulkHook(_SalesforceBulkHookBase):
 
     def _get_client(self) -> BulkClient:
         if self._client is None:
-            self._client = self._client_for(self.get_connection(self.salesforce_conn_id))
+            with _SUPERVISOR_TURN:  # this hook's threads take turns to ask Airflow (see _SUPERVISOR_TURN)
+                self._client = self._client_for(self.get_connection(self.salesforce_conn_id))
         return self._client
 
     def get_conn(self) -> requests.Session:
@@ -400,7 +416,7 @@ class SalesforceBulkAsyncHook(_SalesforceBulkHookBase):
             aget = getattr(BaseHook, "aget_connection", None)
             if aget is not None:
                 conn = await self.aget_connection(self.salesforce_conn_id)  # type: ignore[attr-defined]
-            else:  # Airflow 2.x
+            else:  # Airflow 2.x and 3.0
                 from asgiref.sync import sync_to_async
 
                 conn = await sync_to_async(self.get_connection)(self.salesforce_conn_id)

@@ -11,10 +11,12 @@ import gzip
 import io
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow.listeners import hookimpl
 
 from airflow_provider_sfbulk.emulator.testing import ApiSession, EmulatorServer
 from airflow_provider_sfbulk.hooks import bulk as bulk_hooks
@@ -85,6 +87,7 @@ class DagRunner:
         self.tmp_path = tmp_path
         self.states: dict[str, str] = {}
         self.tries: dict[str, int] = {}
+        self.errors: dict[str, str] = {}  # {task_id: the exception that failed it}, see FailureListener
 
     def run(self, dag_id: str, tasks: list[dict[str, Any]], **spec: Any) -> tuple[str, dict[str, Any]]:
         """Run the DAG; returns the states of the extract tasks (``{task_id: state}``, as one string for the
@@ -107,12 +110,34 @@ class DagRunner:
         return summary, values
 
 
+class FailureListener:
+    """An Airflow listener keeping the exception that failed each task. Not read from the task logs: under
+    pytest, Airflow 3.0's ``dag.test()`` prints no task failure (and gives callbacks no exception)."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        self.errors = errors
+
+    @hookimpl
+    def on_task_instance_failed(self, previous_state: Any, task_instance: Any, error: Any) -> None:
+        self.errors[task_instance.task_id] = str(error)
+
+
 @pytest.fixture
-def dags(write_dag: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> DagRunner:
+def dags(write_dag: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DagRunner]:
+    try:  # the task runner's listeners: the Task SDK's own since Airflow 3.2, Airflow's before
+        from airflow.sdk.listener import get_listener_manager
+    except ImportError:
+        from airflow.listeners.listener import get_listener_manager
+
     monkeypatch.setenv("AIRFLOW__SALESFORCE_BULK__RESULTS_BASE_PATH", str(tmp_path / "results"))
     # Hooks built inside the tasks retry quickly (the default policy waits up to a minute).
     monkeypatch.setattr(bulk_hooks, "DEFAULT_RETRY_POLICY", RetryPolicy(2, 0.01, 0.02))
-    return DagRunner(write_dag, tmp_path)
+    runner = DagRunner(write_dag, tmp_path)
+    listener = FailureListener(runner.errors)
+    manager = get_listener_manager()
+    manager.add_listener(listener)
+    yield runner
+    manager.pm.unregister(listener)
 
 
 def _hook() -> SalesforceBulkHook:
@@ -266,8 +291,7 @@ def test_a_page_that_fails_once_is_retried(emulator, salesforce_conn, dags) -> N
     assert sorted(rows) == _expected(emulator, ["Id", "Name", "Description"])
 
 
-def test_failed_job_and_bad_soql_fail_their_tasks(emulator_factory, salesforce_conn, dags, capfd,
-                                                  caplog) -> None:
+def test_failed_job_and_bad_soql_fail_their_tasks(emulator_factory, salesforce_conn, dags) -> None:
     from airflow_provider_sfbulk.protocol.states import JobState
 
     # One job thread, kept busy by a slow ingest job, so the query job waits in the queue long enough for
@@ -309,10 +333,9 @@ def test_failed_job_and_bad_soql_fail_their_tasks(emulator_factory, salesforce_c
     assert {task_id: value.split(".")[-1].lower() for task_id, value in dags.states.items()} == {
         "failed_job": "failed", "bad_soql": "failed"}
     assert values == {"failed_job": None, "bad_soql": None}
-    output = "".join(capfd.readouterr()) + caplog.text  # task logs: stdout on Airflow 3, logging on 2.11
-    assert "ended Failed: Query too complex: add a filter" in output
-    assert "Salesforce rejected the query" in output
-    assert "No such column 'Nope__c' on entity 'Account'" in output
+    assert "ended Failed: Query too complex: add a filter" in dags.errors["failed_job"]
+    assert "Salesforce rejected the query" in dags.errors["bad_soql"]
+    assert "No such column 'Nope__c' on entity 'Account'" in dags.errors["bad_soql"]
     assert [job["state"] for job in _query_jobs(server)] == ["Failed"]  # bad SOQL created no job
 
 
@@ -379,7 +402,7 @@ def test_every_result_pages_shape_and_an_org_without_the_endpoint(emulator, sale
 
 
 def test_a_query_that_ran_too_long_fails_once_with_the_advice(
-    emulator_factory, salesforce_conn, dags, capfd, caplog
+    emulator_factory, salesforce_conn, dags
 ) -> None:
     server = emulator_factory(query_timeout_records=100)
     salesforce_conn(server)
@@ -392,7 +415,7 @@ def test_a_query_that_ran_too_long_fails_once_with_the_advice(
     assert "failed" in state
     assert dags.tries["extract"] == 1  # no retry: the same query would run too long again
     assert values == {"extract": None}
-    output = "".join(capfd.readouterr()) + caplog.text  # task logs: stdout on Airflow 3, logging on 2.11
-    assert "ended Failed: InternalServerError : Retried more than 15 times (retries=15" in output
-    assert "apply a filter and try again" in output
+    error = dags.errors["extract"]
+    assert "ended Failed: InternalServerError : Retried more than 15 times (retries=15" in error
+    assert "apply a filter and try again" in error
     assert [job["state"] for job in _query_jobs(server)] == ["Failed"]

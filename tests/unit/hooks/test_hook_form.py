@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
+import time
 from collections.abc import Callable
 
 import airflow
@@ -13,6 +15,7 @@ import pytest
 
 from airflow_provider_sfbulk.emulator.testing import EmulatorServer
 from airflow_provider_sfbulk.get_provider_info import CONN_FIELDS, get_provider_info
+from airflow_provider_sfbulk.hooks import bulk as bulk_module
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkAsyncHook, SalesforceBulkHook
 
 CONNECTION_TYPE_INFO = next(
@@ -111,3 +114,49 @@ def test_concurrent_async_hooks_share_one_token_fetch(emulator: EmulatorServer, 
     results = asyncio.run(many())
     assert all(results)
     assert emulator.app.faults.status()[0]["fired"] == 1
+
+
+def test_threads_of_blocking_hooks_take_turns_to_ask_airflow(
+    emulator: EmulatorServer, salesforce_conn: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+):
+    # Airflow 3.0/3.1 send connection look-ups and mask_secret() to the supervisor over a channel that is
+    # not safe for threads: the worker threads of one task (one hook each) must never do so at once.
+    salesforce_conn(emulator, "password")
+    inside, most = 0, 0
+    guard = threading.Lock()
+
+    def one_at_a_time(real: Callable[..., object]) -> Callable[..., object]:
+        def call(*args: object, **kwargs: object) -> object:
+            nonlocal inside, most
+            with guard:
+                inside += 1
+                most = max(most, inside)
+            try:
+                time.sleep(0.01)
+                return real(*args, **kwargs)
+            finally:
+                with guard:
+                    inside -= 1
+
+        return call
+
+    monkeypatch.setattr(bulk_module, "mask_secret", one_at_a_time(bulk_module.mask_secret))
+    monkeypatch.setattr(SalesforceBulkHook, "get_connection",
+                        classmethod(one_at_a_time(SalesforceBulkHook.get_connection.__func__)))
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            barrier.wait()
+            SalesforceBulkHook().get_limits()
+        except BaseException as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert most == 1
