@@ -113,3 +113,23 @@ def test_limits_must_be_positive_texts(tmp_path: Path) -> None:
     with pytest.raises(ValueError) as caught:
         split_csv(io.BytesIO(b"a\n1\n"), max_records=0, spool_dir=tmp_path)
     assert str(caught.value) == "max_records must be positive (or None for no limit)"
+
+
+def test_an_unclosed_quote_in_a_record_is_reported_at_its_record_and_line() -> None:
+    error = _error(b'a,b\n1,2\n"' + b"x" * 100 + b",3\n", max_record_bytes=50, chunk_size=16)
+    assert (error.problem, error.record_number, error.line_number) == ("record_too_large", 2, 3)
+    assert error.detail == (
+        "the record is more than 50 bytes, more than fits in one upload next to the header (at most 50 bytes)"
+        "; a quoted field in it may be missing its closing quote (unbalanced quotes)"
+    )
+
+
+def test_a_record_with_the_wrong_line_ending_is_named_a_record() -> None:
+    error = _error(b"a,b\r\n1,2\r\n3,4\n5,6\r\n", line_ending="CRLF")
+    assert (error.problem, error.record_number, error.line_number, error.byte_offset) == (
+        "wrong_line_ending", 2, 3, 13,
+    )
+    assert error.detail == (
+        "the record ends with LF but line_ending is CRLF; declare line_ending='LF' "
+        "or convert the file to CRLF"
+    )
