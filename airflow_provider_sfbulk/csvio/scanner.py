@@ -117,10 +117,6 @@ def _count_records_before(buf: bytes | bytearray, start: int, index: int) -> int
 
 
 def _describe_byte(value: int) -> str:
-    if value == _LF:
-        return "a line feed"
-    if value == _CR:
-        return "a carriage return"
     if 0x20 <= value < 0x7F:
         return repr(chr(value))
     return f"byte 0x{value:02x}"
