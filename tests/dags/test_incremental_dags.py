@@ -27,6 +27,8 @@ import pytest
 from airflow_provider_sfbulk.emulator import records
 from airflow_provider_sfbulk.emulator.testing import ApiSession, EmulatorServer
 
+_AIRFLOW = tuple(int(part) for part in __import__("airflow").__version__.split(".")[:2])
+
 pytestmark = pytest.mark.dag
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "example_dags"
@@ -175,6 +177,11 @@ def _asset_events(uri: str) -> list[dict[str, Any]]:
         return [dict(event.extra or {}) for event in found]
 
 
+@pytest.mark.skipif(
+    (3, 0) <= _AIRFLOW < (3, 3),
+    reason="dag.test() of Airflow 3.0-3.2 refuses an outlet Asset that no DAG processor has activated "
+    "(AirflowInactiveAssetInInletOrOutletException); a deployment's DAG processor activates it",
+)
 def test_an_account_extract_triggers_the_dag_scheduled_on_its_asset(emulator, salesforce_conn, load_example,
                                                                     monkeypatch, tmp_path):
     salesforce_conn(emulator)

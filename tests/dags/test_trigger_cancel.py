@@ -20,6 +20,8 @@ from airflow_provider_sfbulk.triggers.task_state import TRIGGER_ON_KILL
 
 pytestmark = pytest.mark.dag
 
+_AIRFLOW = tuple(int(part) for part in __import__("airflow").__version__.split(".")[:2])
+
 START = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
 
 
@@ -69,7 +71,11 @@ async def _cancel_after_first_poll(trigger: SalesforceBulkJobTrigger) -> None:
         await task
 
 
-@pytest.mark.skipif(TRIGGER_ON_KILL, reason="Airflow 3.3+ calls on_kill; the state check is for older ones")
+@pytest.mark.skipif(
+    _AIRFLOW >= (3, 0),
+    reason="the database path is Airflow 2's (3.0-3.2 ask the API server, which dag.test() cannot serve to "
+    "a trigger run by hand; 3.3+ calls on_kill)",
+)
 @pytest.mark.parametrize(("ti_state", "expected"), [("failed", "Aborted"), ("deferred", "InProgress")])
 def test_a_cancelled_trigger_aborts_only_when_the_task_is_no_longer_deferred(
     emulator_factory, salesforce_conn, airflow_db, ti_state, expected
