@@ -40,3 +40,27 @@ ensure_venv() {
     "apache-airflow==$airflow_version" -e "$ROOT$extras" $pins
   echo "$stamp" > "$dir/.sfbulk-stamp"
 }
+
+# ensure_debian_packages PKG...: installs those of the Debian packages that are missing (apt-get, as root or
+# through a password-less sudo). Returns non-zero, having said why, when installing is impossible here; the
+# suites that need the packages then skip with a message of their own.
+ensure_debian_packages() {
+  local missing=() pkg
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo=(sudo -n); else
+      echo ">> cannot install Debian packages ${missing[*]}: not root and no password-less sudo" >&2; return 1
+    fi
+  fi
+  if ! command -v apt-get >/dev/null; then
+    echo ">> cannot install Debian packages ${missing[*]}: no apt-get on this machine" >&2; return 1
+  fi
+  echo ">> installing Debian packages: ${missing[*]}" >&2
+  "${sudo[@]}" apt-get update -qq >/dev/null 2>&1 || true
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+    >/dev/null || { echo ">> apt-get could not install ${missing[*]}" >&2; return 1; }
+}
