@@ -236,6 +236,67 @@ def test_query_failure_event_names_the_failed_job(
     assert "Retried more than 15 times" in failed["run"]["facets"]["errorMessage"]["message"]
 
 
+RESULTS_DAG = """
+import datetime
+import json
+from pathlib import Path
+
+try:
+    from airflow.sdk import DAG
+except ImportError:
+    from airflow import DAG
+
+from airflow_provider_sfbulk.operators.results import SalesforceBulkJobResultsOperator
+
+SPEC = json.loads(Path(__file__).with_suffix(".json").read_text())
+
+with DAG(SPEC["dag_id"], schedule=None, start_date=datetime.datetime(2024, 1, 1), catchup=False) as dag:
+    for task_id, kind, ids in SPEC["tasks"]:
+        SalesforceBulkJobResultsOperator(task_id=task_id, job_kind=kind, job_ids=ids, poll_interval=0.05)
+"""
+
+
+def test_results_operator_events(
+    emulator: EmulatorServer, salesforce_conn, write_dag, lineage, tmp_path, monkeypatch
+):
+    """Jobs started elsewhere (one ingest job with a failing row, one query job): the results operator's
+    COMPLETE events name each job's object as input, its results folder as output with the rows written
+    (all three result sets of the ingest job, the records of the query job) and the job ids."""
+    from airflow_provider_sfbulk.emulator.testing import ApiSession
+
+    salesforce_conn(emulator)
+    api = ApiSession(emulator)
+    ingest = api.create_ingest("Account", "insert")
+    api.upload(ingest["id"], b"Name,Rating\nA,Hot\nB,Nope\nC,Cold\n").raise_for_status()
+    api.close(ingest["id"]).raise_for_status()
+    emulator.seed("Contact", 7)
+    query = api.post("/jobs/query", json={"operation": "query", "query": "SELECT Id, LastName FROM Contact"})
+    query.raise_for_status()
+    dag_id = "results_lineage"
+    module = write_dag(dag_id, RESULTS_DAG, {"dag_id": dag_id, "tasks": [
+        ["ingest_results", "ingest", ingest["id"]], ["query_results", "query", query.json()["id"]],
+    ]})
+    results = tmp_path / "results"
+    monkeypatch.setenv("AIRFLOW__SALESFORCE_BULK__RESULTS_BASE_PATH", str(results))
+    run = ExampleRun(module.dag.test())
+    assert run.state == "success"
+
+    for task_id, job, object_name, rows in (
+        ("ingest_results", ingest["id"], "Account", 3), ("query_results", query.json()["id"], "Contact", 7),
+    ):
+        xcom = run.xcom(task_id)
+        complete = lineage.of_task(dag_id, task_id, "COMPLETE")
+        assert [d["name"] for d in complete["inputs"]] == [object_name]
+        _dataset(complete["inputs"], _org(emulator), object_name)
+        folder = xcom["results_path"].removeprefix("file://")
+        assert folder.startswith(str(results))
+        output = _dataset(complete["outputs"], "file", folder)
+        assert output["outputFacets"]["outputStatistics"]["rowCount"] == rows
+        jobs = complete["run"]["facets"]["sfbulk_jobs"]
+        assert jobs["jobIds"] == [job] == xcom["job_ids"]
+        assert (jobs["jobKind"], jobs["object"]) == (task_id.split("_")[0], object_name)
+
+
 def test_operators_run_without_the_openlineage_provider(
     emulator: EmulatorServer, salesforce_conn, run_example, monkeypatch
 ):

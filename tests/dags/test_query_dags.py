@@ -295,18 +295,19 @@ def test_failed_job_and_bad_soql_fail_their_tasks(emulator_factory, salesforce_c
     from airflow_provider_sfbulk.protocol.states import JobState
 
     # One job thread, kept busy by a slow ingest job, so the query job waits in the queue long enough for
-    # "Salesforce" to mark it Failed.
+    # "Salesforce" to mark it Failed. The blocker would take 200 s (it is aborted as soon as the query job
+    # is failed): long enough for a slow dag.test() start on a loaded machine.
     server = emulator_factory(workers=1, batch_size=1, batch_delay=0.05)
     salesforce_conn(server)
     api = ApiSession(server)
     blocker = api.create_ingest("Account", "insert")
-    api.upload(blocker["id"], b"Name\n" + b"".join(b"B %d\n" % i for i in range(400))).raise_for_status()
+    api.upload(blocker["id"], b"Name\n" + b"".join(b"B %d\n" % i for i in range(4000))).raise_for_status()
     api.close(blocker["id"]).raise_for_status()
 
     import threading
 
     def fail_query_job() -> None:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             jobs = [j for j in api.get("/jobs/query").json()["records"] if j["state"] == "UploadComplete"]
             if jobs:
