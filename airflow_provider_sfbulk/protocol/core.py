@@ -36,6 +36,7 @@ from airflow_provider_sfbulk.protocol.effects import Flow, Send, Sleep, T, Trans
 from airflow_provider_sfbulk.protocol.errors import (
     error_from_response,
     is_refreshable_session_error,
+    is_refusal,
     is_retryable_status,
     parse_error_body,
 )
@@ -234,7 +235,9 @@ class ClientCore:
                 return _Exchange(response, ambiguous)
             code, message = parse_error_body(response.body)
             retryable = is_retryable_status(response.status, code, message)
-            if should_retry_status(repeat, retryable) and self.policy.may_retry(attempt):
+            # a refused upload is sent again only from a body that can be replayed
+            refused = is_refusal(response.status, code, message) and (upload is None or upload.rewindable)
+            if should_retry_status(repeat, retryable, refused=refused) and self.policy.may_retry(attempt):
                 ambiguous = ambiguous or response.status >= 500
                 yield Sleep(self.policy.delay(attempt, response.header("Retry-After"), self._rng))
                 continue

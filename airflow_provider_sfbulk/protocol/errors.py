@@ -66,6 +66,15 @@ def is_retryable_status(status: int, error_code: str | None, message: str) -> bo
     return status in RETRYABLE_STATUSES or is_concurrency_limit(error_code, message)
 
 
+def is_refusal(status: int, error_code: str | None, message: str) -> bool:
+    """True when the server refused the request before acting on it.
+
+    Then even a job creation or an upload may be sent again: HTTP 429 and the concurrent-requests
+    ``REQUEST_LIMIT_EXCEEDED``. A 5xx is not a refusal: the request may have taken effect before the error.
+    """
+    return status == 429 or is_concurrency_limit(error_code, message)
+
+
 def is_refreshable_session_error(status: int, error_code: str | None, message: str) -> bool:
     """True for the 401 ``INVALID_SESSION_ID`` that a new access token cures.
 

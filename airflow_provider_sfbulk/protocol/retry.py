@@ -8,8 +8,9 @@ Calls come in two kinds (:class:`Repeat`):
   flavour of ``REQUEST_LIMIT_EXCEEDED``.
 - ``UNSAFE``: job creation (JSON or multipart) and the data upload. A repeat may create a second job or
   upload twice, so they are retried only when the connection could not be opened at all (nothing was
-  sent). Any other failure raises at once (see :class:`~airflow_provider_sfbulk.exceptions.
-  SalesforceBulkOutcomeUnknownError`).
+  sent) or the server refused the request before acting on it (429, the concurrent-requests
+  ``REQUEST_LIMIT_EXCEEDED``; an upload only when its body can be sent again). Any other failure raises at
+  once (see :class:`~airflow_provider_sfbulk.exceptions.SalesforceBulkOutcomeUnknownError`).
 
 Backoff is exponential with "full jitter": the n-th retry waits a uniformly random time in
 ``[0, min(max_delay, base_delay * 2 ** (n - 1))]``. A ``Retry-After`` header (seconds) is honoured,
@@ -77,9 +78,13 @@ def should_retry_transport_failure(repeat: Repeat, *, request_sent: bool) -> boo
     return repeat is Repeat.SAFE or not request_sent
 
 
-def should_retry_status(repeat: Repeat, retryable_status: bool) -> bool:
-    """Retry an HTTP error response? Only repeatable calls, only for retryable statuses."""
-    return repeat is Repeat.SAFE and retryable_status
+def should_retry_status(repeat: Repeat, retryable_status: bool, *, refused: bool = False) -> bool:
+    """Whether an HTTP error response is sent again.
+
+    Repeatable calls for retryable statuses; any call the server refused without acting on it (``refused``:
+    see :func:`~airflow_provider_sfbulk.protocol.errors.is_refusal`).
+    """
+    return refused or (repeat is Repeat.SAFE and retryable_status)
 
 
 #: Defaults used by the hooks unless overridden.

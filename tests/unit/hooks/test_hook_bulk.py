@@ -455,7 +455,7 @@ def test_retries_give_up_after_the_budget(make_hook, emulator, salesforce_conn):
 
 @pytest.mark.parametrize(
     ("fault", "expected"),
-    [({"status": 503}, SalesforceBulkOutcomeUnknownError), ({"status": 429}, SalesforceBulkRateLimitError),
+    [({"status": 503}, SalesforceBulkOutcomeUnknownError),
      ({"kind": "drop"}, SalesforceBulkOutcomeUnknownError)],
 )
 def test_job_creation_is_not_retried(hook, emulator, fault, expected):
@@ -466,6 +466,30 @@ def test_job_creation_is_not_retried(hook, emulator, fault, expected):
     with pytest.raises(expected):
         hook.call("create_query_job", "SELECT Id FROM Account")
     assert emulator.app.faults.status()[0]["fired"] == 2
+
+
+def test_refused_job_creation_and_upload_are_sent_again(hook, emulator):
+    """429 is a refusal: the org did nothing, so the creation (and a replayable upload) is sent again, and
+    exactly one job exists, holding the rows once."""
+    hook.call("get_limits")
+    emulator.set_faults([{"status": 429, "times": 1, "method": "POST", "path": "/jobs/(ingest|query)$"},
+                         {"status": 429, "times": 1, "method": "PUT", "path": "/batches$"}])
+    job = hook.call("create_ingest_job", "Account", "insert")
+    hook.call("upload_job_data", job.id, io.BytesIO(b"Name\nA\n"))
+    assert [fault["fired"] for fault in emulator.app.faults.status()] == [1, 1]
+    assert [j.id for j in emulator.app.store.list_jobs("ingest")] == [job.id]
+    hook.call("close_job", job.id)
+    wait_terminal(hook, job.id, "ingest")
+    assert [r["Name"] for r in emulator.records("Account")] == ["A"]
+
+
+def test_refusal_on_a_stream_that_cannot_be_replayed_is_reported(hook, emulator):
+    job = hook.call("create_ingest_job", "Account", "insert")
+    emulator.set_faults([{"status": 429, "method": "PUT", "path": "/batches$"}])
+    with pytest.raises(SalesforceBulkRateLimitError) as err:
+        hook.call("upload_job_data", job.id, iter([b"Name\n", b"A\n"]))
+    assert err.value.job_id == job.id
+    assert emulator.app.faults.status()[0]["fired"] == 1
 
 
 @pytest.mark.parametrize("fault", [{"status": 503}, {"kind": "drop"}])

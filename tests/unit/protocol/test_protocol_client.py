@@ -13,6 +13,7 @@ import pytest
 
 from airflow_provider_sfbulk.exceptions import (
     SalesforceBulkAuthError,
+    SalesforceBulkBadRequestError,
     SalesforceBulkConnectionError,
     SalesforceBulkInvalidStateError,
     SalesforceBulkLimitExceededError,
@@ -264,7 +265,7 @@ def test_concurrency_limit_is_retried():
     ("answer", "expected"),
     [
         (error_answer(503, "SERVER_UNAVAILABLE"), SalesforceBulkOutcomeUnknownError),
-        (error_answer(429, "REQUEST_LIMIT_EXCEEDED"), SalesforceBulkRateLimitError),
+        (error_answer(400, "INVALIDJOB", "bad"), SalesforceBulkBadRequestError),
         (SENT_FAILURE, SalesforceBulkOutcomeUnknownError),
     ],
 )
@@ -280,6 +281,52 @@ def test_job_creation_is_never_repeated(answer, expected, create):
     with pytest.raises(expected):
         fake.run(flows[create]())
     assert len(fake.requests) == 2
+    assert fake.sleeps == []
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [(429, {"Retry-After": "2"}, [b""]),
+     error_answer(403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded.")],
+)
+@pytest.mark.parametrize("create", ["ingest", "query", "multipart"])
+def test_refused_job_creation_is_sent_again(refusal, create):
+    """A 429 or a concurrency refusal means the server did not act: sending the creation again cannot make a
+    second job."""
+    client = make_client()
+    flows: dict[str, Callable[[], Any]] = {
+        "ingest": lambda: client.create_ingest_job("Account", "insert"),
+        "query": lambda: client.create_query_job("SELECT Id FROM Account"),
+        "multipart": lambda: client.create_ingest_job_with_data("Account", "insert", b"Name\nA\n"),
+    }
+    fake = Fake(token_answer(1), refusal, job_answer("Open"))
+    job = fake.run(flows[create]())
+    assert job.state is JobState.OPEN
+    assert len(fake.requests) == 3
+    assert len(fake.sleeps) == 1
+    if refusal[0] == 429:
+        assert fake.sleeps == [2.0]
+
+
+def test_refused_job_creation_stops_after_the_attempt_budget():
+    fake = Fake(token_answer(1), *[error_answer(429, "REQUEST_LIMIT_EXCEEDED")] * 3)
+    with pytest.raises(SalesforceBulkRateLimitError):
+        fake.run(make_client(attempts=3).create_ingest_job("Account", "insert"))
+    assert len(fake.requests) == 4
+    assert len(fake.sleeps) == 2
+
+
+def test_refused_upload_is_sent_again_only_from_a_replayable_body():
+    data = io.BytesIO(b"Name\nA\n")
+    fake = Fake(token_answer(1), error_answer(429, "REQUEST_LIMIT_EXCEEDED"), (201, {}, [b""]))
+    fake.run(make_client().upload_job_data("750X", data))
+    assert len(fake.requests) == 3
+    assert fake.bodies[1] == fake.bodies[2] == b"Name\nA\n"
+    stream = iter([b"Name\n", b"A\n"])  # cannot be produced again: the refusal is reported, not retried
+    fake = Fake(token_answer(1), job_answer("Open", "750X"), error_answer(429, "REQUEST_LIMIT_EXCEEDED"))
+    with pytest.raises(SalesforceBulkRateLimitError) as err:
+        fake.run(make_client().upload_job_data("750X", stream))
+    assert err.value.job_id == "750X"
     assert fake.sleeps == []
 
 

@@ -25,6 +25,7 @@ from airflow_provider_sfbulk.exceptions import (
 from airflow_provider_sfbulk.protocol.errors import (
     error_from_response,
     is_refreshable_session_error,
+    is_refusal,
     is_retryable_status,
     parse_error_body,
 )
@@ -130,6 +131,20 @@ def test_repeat_decisions():
     assert should_retry_status(Repeat.SAFE, True)
     assert not should_retry_status(Repeat.UNSAFE, True)
     assert not should_retry_status(Repeat.SAFE, False)
+    assert should_retry_status(Repeat.UNSAFE, True, refused=True)
+    assert should_retry_status(Repeat.SAFE, True, refused=True)
+    assert not should_retry_status(Repeat.UNSAFE, False, refused=False)
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "message", "expected"),
+    [(429, None, "", True), (429, "REQUEST_LIMIT_EXCEEDED", "slow down", True),
+     (403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentRequests (Concurrent API Requests) Limit exceeded.", True),
+     (403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.", False),
+     (503, None, "", False), (500, "UNKNOWN_EXCEPTION", "", False), (400, "INVALIDJOB", "", False)],
+)
+def test_refusals(status, code, message, expected):
+    assert is_refusal(status, code, message) is expected
 
 
 @given(
