@@ -154,10 +154,18 @@ def sha256_of(path: ObjectStoragePath) -> str:
 
 
 def listed_files(document: dict[str, Any]) -> set[str]:
-    """Names of the files a manifest lists (pages and outputs), only plain names inside the folder."""
+    """Names of the files a manifest lists, only names inside the folder.
+
+    Pages and outputs, and the slice manifests of a sliced extract.
+    """
     names = set()
-    for item in [*(document.get("pages") or []), *(document.get("files") or [])]:
-        name = item.get("file") if isinstance(item, dict) else None
+    listed = [
+        *((item, "file") for item in document.get("pages") or []),
+        *((item, "file") for item in document.get("files") or []),
+        *((item, "manifest") for item in document.get("slices") or []),
+    ]
+    for item, key in listed:
+        name = item.get(key) if isinstance(item, dict) else None
         if isinstance(name, str) and name and ".." not in name.split("/") and not name.startswith("/"):
             names.add(name)
     return names

@@ -97,11 +97,7 @@ def clear_earlier_extract(folder: ObjectStoragePath, log: Log) -> None:
         return
     if not isinstance(document, dict) or document.get("format") != MANIFEST_FORMAT:
         return
-    names = listed_files(document) | {
-        f"{item['folder']}/{MANIFEST_NAME}"
-        for item in document.get("slices") or []
-        if isinstance(item, dict) and isinstance(item.get("folder"), str) and ".." not in item["folder"]
-    }
+    names = listed_files(document)
     for name in sorted(names):
         try:
             path = folder / name

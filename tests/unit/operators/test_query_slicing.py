@@ -223,6 +223,32 @@ def test_slices_n_of_the_data_interval_with_a_record_on_the_boundary(
     assert len(query_jobs(emulator)) == 2  # the interval is the window: no bound query
 
 
+def files_in(folder: Path) -> list[str]:
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file())
+
+
+def test_a_rerun_of_the_interval_replaces_the_other_shape_of_extract(
+    emulator, salesforce_conn, results_base, monkeypatch
+) -> None:
+    salesforce_conn(emulator)
+    day2, day3 = DAY1 + DAY, DAY1 + 2 * DAY
+    insert_at(emulator, monkeypatch, DAY1 + HOUR, "one", "two")
+    insert_at(emulator, monkeypatch, day2 + HOUR, "three")
+    interval = {"start": DAY1, "end": day3}
+    unsliced, _ = run(operator(incremental=True), context(**interval))
+    folder = Path(unsliced["results_path"].removeprefix("file://"))
+    assert files_in(folder) == ["manifest.json", "part-00000.csv"]
+    sliced, _ = run(operator(incremental=True, slices=2), context(try_number=2, **interval))
+    assert sliced["results_path"] == unsliced["results_path"]
+    assert files_in(folder) == [
+        "manifest.json", "slice-0000/manifest.json", "slice-0000/part-00000.csv",
+        "slice-0001/manifest.json", "slice-0001/part-00000.csv",
+    ]
+    again, _ = run(operator(incremental=True), context(try_number=3, **interval))
+    assert files_in(folder) == ["manifest.json", "part-00000.csv"]
+    assert sorted(name for _, name in rows_of(again["files"])) == ["one", "three", "two"]
+
+
 def test_slice_by_month_without_an_interval(emulator, salesforce_conn, results_base, monkeypatch) -> None:
     salesforce_conn(emulator)
     for moment, name in [
