@@ -441,7 +441,7 @@ def test_a_query_too_big_for_one_job_is_delivered_in_slices(
     state, values = dags.run(
         f"query_sliced_{deferrable}",
         [{"task_id": "extract", "kwargs": {"soql": SOQL, "deferrable": deferrable, "min_slice": 60,
-                                           "slice_concurrency": 2}}],
+                                           "slice_concurrency": 4}}],
     )
     assert state == "success", dags.errors
     result = values["extract"]
