@@ -309,11 +309,12 @@ def query_lineage(operator: SalesforceBulkQueryOperator, task_instance: Any = No
         target = result.get("results_path") or operator.results_path
     rows = result.get("record_count") if result else None
     job_id = result.get("job_id") or getattr(operator, "_job_id", None)  # a failure pushes no XCom
+    job_ids = list(result.get("job_ids") or ([job_id] if job_id else []))  # a sliced extract has several
     return _lineage(
         inputs,
         _storage("output", target, columns, rows),
         jobs_facet(
-            jobIds=[job_id] if job_id else [],
+            jobIds=job_ids,
             jobKind="query",
             operation=str(operator.operation),
             object=object_name,

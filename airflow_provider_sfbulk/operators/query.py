@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, Asset, Stats
 
@@ -15,40 +16,33 @@ from airflow_provider_sfbulk.common.paths import (
     task_series_folder,
     to_storage_path,
 )
-from airflow_provider_sfbulk.exceptions import (
-    SalesforceBulkBadRequestError,
-    SalesforceBulkError,
-    SalesforceBulkNotFoundError,
-)
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
 from airflow_provider_sfbulk.links.job import SalesforceBulkJobLink
 from airflow_provider_sfbulk.operators.base import DEADLINE_KEY, SalesforceBulkBaseOperator
+from airflow_provider_sfbulk.operators.query_slicing import SLICES_KEY, SlicedQueryRun, slice_field
 from airflow_provider_sfbulk.protocol.api import JobInfo
-from airflow_provider_sfbulk.protocol.states import (
-    COLUMN_DELIMITERS,
-    LINE_ENDINGS,
-    JobKind,
-    JobState,
-    QueryOperation,
-)
+from airflow_provider_sfbulk.protocol.states import COLUMN_DELIMITERS, LINE_ENDINGS, JobKind, QueryOperation
 from airflow_provider_sfbulk.protocol.waiting import WaitOutcome
-from airflow_provider_sfbulk.query.errors import QueryExtractError, QueryPreflightError
+from airflow_provider_sfbulk.query.errors import QueryExtractError, QueryJobRefused
 from airflow_provider_sfbulk.query.extract import extract_query_results
 from airflow_provider_sfbulk.query.incremental import (
     DEFAULT_INCREMENTAL_FIELD,
     IncrementalQueryError,
     IntervalQuery,
+    bound_soql,
     compose_interval_soql,
 )
+from airflow_provider_sfbulk.query.jobs import QueryJobs, QuerySettings, failure_text
 from airflow_provider_sfbulk.query.manifest import ExtractResult
 from airflow_provider_sfbulk.query.options import COMPRESSIONS, OUTPUT_MODES, ExtractOptions
-from airflow_provider_sfbulk.query.preflight import check_daily_query_jobs, check_limits_settings
-from airflow_provider_sfbulk.query.timeouts import failure_message
+from airflow_provider_sfbulk.query.preflight import check_limits_settings
+from airflow_provider_sfbulk.query.sliced import SlicedResult
+from airflow_provider_sfbulk.query.slices import DEFAULT_MIN_SLICE, SLICE_UNITS
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
-__all__ = ["STATE_KEY", "SalesforceBulkQueryOperator"]
+__all__ = ["SLICES_KEY", "STATE_KEY", "SalesforceBulkQueryOperator"]
 
 #: Checkpoint key of the query job this task runs: ``{"job_id", "fingerprint", "results_path"}``.
 STATE_KEY = "query"
@@ -103,7 +97,9 @@ def _interval_query(operator: SalesforceBulkQueryOperator, context: Context) -> 
     return interval
 
 
-def _announce(context: Context, asset: Any, result: ExtractResult, interval: IntervalQuery | None) -> None:
+def _announce(
+    context: Context, asset: Any, result: ExtractResult | SlicedResult, interval: IntervalQuery | None
+) -> None:
     """Put the extract's location and counts (and interval) on the asset event Airflow records."""
     events = context.get("outlet_events") if context is not None else None
     if events is None:
@@ -115,6 +111,37 @@ def _announce(context: Context, asset: Any, result: ExtractResult, interval: Int
     events[asset].extra = extra
 
 
+def _check_slicing(operator: SalesforceBulkQueryOperator) -> None:
+    """Refuse slicing parameters that mean nothing, at parse time (ValueError)."""
+    slices, slice_by = operator.slices, operator.slice_by
+    if slices is not None and slice_by is not None:
+        raise ValueError("give slices or slice_by, not both")
+    if slices is not None and (isinstance(slices, bool) or not isinstance(slices, int) or slices < 1):
+        raise ValueError(f"slices must be a whole number of at least 1, not {slices!r}")
+    if slice_by is not None and slice_by not in SLICE_UNITS:
+        raise ValueError(f"slice_by must be one of {', '.join(SLICE_UNITS)}, not {slice_by!r}")
+    if not isinstance(operator.min_slice, timedelta) or operator.min_slice < timedelta(seconds=1):
+        raise ValueError(f"min_slice must be a timedelta of at least one second, not {operator.min_slice!r}")
+    if isinstance(operator.slice_concurrency, bool) or not (
+        isinstance(operator.slice_concurrency, int) and operator.slice_concurrency >= 1
+    ):
+        raise ValueError(f"slice_concurrency must be at least 1, not {operator.slice_concurrency!r}")
+    if (slices is not None or slice_by is not None) and operator.output_mode == "single":
+        raise ValueError("a sliced extract writes pages: slices and slice_by need output_mode='pages'")
+
+
+def _job_metrics(operator: SalesforceBulkQueryOperator, job: JobInfo) -> None:
+    """Send an ended job's ``retries`` and ``totalProcessingTime`` as metrics (never fails the task)."""
+    tags = {"operation": operator.operation}
+    try:
+        if job.retries is not None:
+            Stats.incr("sfbulk.query.retries", job.retries, tags=tags)
+        if job.total_processing_time is not None:
+            Stats.timing("sfbulk.query.processing_ms", job.total_processing_time, tags=tags)
+    except Exception as err:  # metrics never fail a task
+        operator.log.debug("Could not send metrics: %s", err)
+
+
 class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
     """Run a SOQL query as a Bulk API 2.0 query job and stream its result to object storage.
 
@@ -122,9 +149,10 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
     (``limits_check``). The job is created (bad SOQL fails the task at once with Salesforce's message), its id
     goes to the task's checkpoint and the extra link, and the task waits until the job is terminal:
     deferred to the triggerer (``deferrable=True``) or polling in the worker. ``Failed`` or ``Aborted``
-    fail the task with Salesforce's ``errorMessage``; a query that ran too long (``retries`` used up, or
-    ``QUERY_TIMEOUT``) fails it without retrying, naming Salesforce's advice (filter the query, or split
-    it, e.g. by ``CreatedDate``). When the job ends, one log line gives its ``retries`` and
+    fail the task with Salesforce's ``errorMessage``. A query that ran too long (``retries`` used up, or
+    ``QUERY_TIMEOUT``) is sliced (``auto_slice``, below); without it, or when it cannot be sliced, the task
+    fails without retrying, naming Salesforce's advice (filter the query, or split it). When the job ends,
+    one log line gives its ``retries`` and
     ``totalProcessingTime``, also sent as the metrics ``sfbulk.query.retries`` and
     ``sfbulk.query.processing_ms``. On ``JobComplete`` the result pages are downloaded
     into ``results_path`` (see :mod:`airflow_provider_sfbulk.query.extract`): in parallel from
@@ -150,6 +178,14 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
     manifest (``interval``); the default folder, ``<results base>/<dag>/<task>[/map-<i>]/<start>_<end>``,
     is the same on every re-run of the interval, which replaces its files. **Asset**: the outlet's event
     ``extra`` is the XCom without ``files``, plus ``file_count`` (and ``interval``).
+
+    **Slicing** (``docs/incremental-extracts.md``, :mod:`~airflow_provider_sfbulk.query.sliced`): the
+    window (the data interval, else ``[first, latest + 1 s)`` of ``CreatedDate`` learnt with two
+    ``ORDER BY ... LIMIT 1`` query jobs) is cut into contiguous half-open slices, each run as its own
+    query job (``slice_concurrency`` at a time), each job and slice checkpointed. A slice that runs too
+    long is split in halves down to ``min_slice``. The pages land in ``slice-NNNN/`` sub-folders of the one
+    results folder, whose ``manifest.json`` lists the slices; the XCom has ``job_id`` null, ``job_ids``
+    and ``slices`` besides the usual keys.
 
     :param soql: the SOQL query (templated; a path ending in ``.soql`` or ``.sql`` is read as a template).
     :param operation: ``query``, or ``queryAll`` to include deleted and archived rows (templated).
@@ -177,6 +213,11 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
     :param incremental_field: the ``dateTime`` field the interval filters (default ``SystemModstamp``).
     :param asset: ``True`` (the results location: a plain ``results_path``, or with ``incremental`` the
         parent of the interval folders), a URI, or an ``Asset``/``Dataset``; ``None`` (default) declares none.
+    :param slices: cut the window into this many slices of equal length up front.
+    :param slice_by: cut the window at every ``year``, ``month``, ``week`` or ``day`` (UTC) up front.
+    :param min_slice: the shortest slice a slice that ran too long is split into (default one hour).
+    :param slice_concurrency: slices whose query jobs run at once.
+    :param auto_slice: slice the query when its job runs too long for Salesforce (default ``True``).
 
     The remaining parameters (``salesforce_conn_id``, ``deferrable``, ``poll_interval``,
     ``max_poll_interval``, ``timeout``, ``cancel_on_kill``) are those of
@@ -210,6 +251,11 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
         incremental: bool = False,
         incremental_field: str = DEFAULT_INCREMENTAL_FIELD,
         asset: Any = None,
+        slices: int | None = None,
+        slice_by: str | None = None,
+        min_slice: timedelta = DEFAULT_MIN_SLICE,
+        slice_concurrency: int = 3,
+        auto_slice: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -232,12 +278,18 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
         self.incremental = incremental
         self.incremental_field = incremental_field
         self._interval: IntervalQuery | None = None
+        self.slices = slices
+        self.slice_by = slice_by
+        self.min_slice = min_slice
+        self.slice_concurrency = slice_concurrency
+        self.auto_slice = auto_slice
         #: The Asset (Dataset) of the results, also in ``outlets``; ``None`` without ``asset``.
         self.results_asset = _results_asset(self, asset)
         if self.results_asset is not None:
             self.outlets = [*self.outlets, self.results_asset]
         # Checked at parse time: these are not templated.
         self._options()
+        _check_slicing(self)
         check_limits_settings(limits_check, limits_warn_share)
         if column_delimiter not in COLUMN_DELIMITERS:
             raise ValueError(f"column_delimiter must be one of {', '.join(COLUMN_DELIMITERS)}")
@@ -267,11 +319,30 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
         """The SOQL sent: that of the data interval in incremental mode."""
         return self._interval.soql if self._interval is not None else self.soql
 
+    @property
+    def _jobs(self) -> QueryJobs:
+        return QueryJobs(
+            self.hook,
+            self.log,
+            QuerySettings(
+                self.operation,
+                self.column_delimiter,
+                self.line_ending,
+                self.limits_check,
+                self.limits_warn_share,
+            ),
+        )
+
     def _prepare(self, context: Context) -> None:
         """Check the rendered parameters; in incremental mode, compose the interval's SOQL and log it."""
         self._check_rendered()
         if self.incremental:
             self._interval = _interval_query(self, context)
+        if self.slices is not None or self.slice_by is not None:
+            try:
+                bound_soql(self.soql, slice_field(self), last=False)
+            except IncrementalQueryError as err:
+                raise AirflowFailException(f"The query cannot be sliced: {err}") from err
 
     def _check_rendered(self) -> None:
         if not isinstance(self.soql, str) or not self.soql.strip():
@@ -284,12 +355,7 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
             ) from None
 
     def _fingerprint(self) -> dict[str, Any]:
-        return {
-            "soql": self._query,
-            "operation": self.operation,
-            "column_delimiter": self.column_delimiter,
-            "line_ending": self.line_ending,
-        }
+        return self._jobs.settings.fingerprint(self._query)
 
     # --- entry points -----------------------------------------------------------------------------------
 
@@ -297,8 +363,15 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
         """Create (or reconnect to) the query job, wait for it, then extract its results."""
         self._prepare(context)
         checkpoint = self.checkpoint(context)
+        sliced = self._slicing(context, checkpoint)
+        plan = sliced.saved()
+        if plan is None and (self.slices is not None or self.slice_by is not None):
+            reason = f"slices={self.slices}" if self.slices is not None else f"slice_by={self.slice_by}"
+            plan = sliced.start(reason, str(self._results_folder(context)))
+        if plan is not None:
+            return sliced.run(plan)
         state = self._job_for_task(context, checkpoint)
-        self._persist_link(context, state["job_id"])
+        self._persist_link(context, [state["job_id"]])
         outcome = self.wait_for_jobs(
             context,
             [state["job_id"]],
@@ -313,6 +386,11 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
         self._prepare(context)
         outcome = self.outcome_from_event(event)
         checkpoint = self.checkpoint(context)
+        sliced = self._slicing(context, checkpoint)
+        plan = sliced.saved()
+        if plan is not None:
+            self._check_deadline(outcome)
+            return sliced.run(plan)
         state = checkpoint.get(STATE_KEY)
         if not isinstance(state, dict) or not state.get("job_id"):
             raise AirflowException("the checkpoint of this query job is missing; cannot resume")
@@ -323,64 +401,30 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
     def _job_for_task(self, context: Context, checkpoint: TaskCheckpoint) -> dict[str, Any]:
         """The checkpointed job when it can still deliver this query, else a new one (checkpointed)."""
         state = checkpoint.get(STATE_KEY)
-        if isinstance(state, dict) and state.get("job_id"):
-            reused = self._reusable(state)
-            if reused is not None:
-                return reused
+        if isinstance(state, dict) and state.get("job_id") and self._jobs.reusable(state, self._query):
+            if self.results_path:
+                state = {**state, "results_path": str(to_storage_path(self.results_path))}
+            return state
         folder = (
             state.get("results_path")
             if isinstance(state, dict) and state.get("results_path") and not self.results_path
             else str(self._results_folder(context))
         )
         _ensure_writable(self._results_folder(context) if self.results_path else to_storage_path(str(folder)))
-        job = self._create_job()
+        job = self._create(self._query)
         new_state = {"job_id": job.id, "fingerprint": self._fingerprint(), "results_path": folder}
         checkpoint.set(STATE_KEY, new_state)
         checkpoint.delete(DEADLINE_KEY)  # a new job gets the whole timeout
         return new_state
 
-    def _reusable(self, state: dict[str, Any]) -> dict[str, Any] | None:
-        job_id = state["job_id"]
-        if state.get("fingerprint") != self._fingerprint():
-            self.log.info("The rendered query differs from that of job %s; running it again", job_id)
-            return None
-        try:
-            job = self.hook.get_job(job_id, JobKind.QUERY)
-        except SalesforceBulkNotFoundError:
-            self.log.info(
-                "Query job %s from the checkpoint no longer exists; running the query again", job_id
-            )
-            return None
-        if job.state in (JobState.FAILED, JobState.ABORTED):
-            self.log.info(
-                "Query job %s from the checkpoint ended %s; running the query again", job_id, job.state.value
-            )
-            return None
-        self.log.info("Reusing query job %s (%s) from the checkpoint", job_id, job.state.value)
-        if self.results_path:
-            state = {**state, "results_path": str(to_storage_path(self.results_path))}
-        return state
+    def _slicing(self, context: Context, checkpoint: TaskCheckpoint) -> SlicedQueryRun:
+        return SlicedQueryRun(self, context, checkpoint, lambda job: _job_metrics(self, job))
 
-    def _create_job(self) -> JobInfo:
+    def _create(self, soql: str) -> JobInfo:
         try:
-            check_daily_query_jobs(
-                self.hook, self.log, limits_check=self.limits_check, warn_share=self.limits_warn_share
-            )
-        except QueryPreflightError as err:
-            # The allowance is daily: retrying within the hour cannot help.
-            raise AirflowFailException(f"Preflight: {err}") from err
-        try:
-            job = self.hook.create_query_job(
-                self._query,
-                self.operation,
-                column_delimiter=self.column_delimiter,
-                line_ending=self.line_ending,
-            )
-        except SalesforceBulkBadRequestError as err:
-            # Bad SOQL (unknown field or object, malformed query): retrying cannot help.
-            raise AirflowFailException(f"Salesforce rejected the query: {err}") from err
-        self.log.info("Created %s job %s on %s", self.operation, job.id, job.object or "?")
-        return job
+            return self._jobs.create(soql)
+        except QueryJobRefused as err:
+            raise AirflowFailException(str(err)) from err
 
     def _results_folder(self, context: Context) -> Any:
         if self.results_path:
@@ -389,11 +433,19 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
             return task_interval_path(context, self._interval.folder_name)
         return task_results_path(context)
 
-    def _persist_link(self, context: Context, job_id: str) -> None:
+    def _persist_link(self, context: Context, job_ids: list[str]) -> None:
         try:
-            SalesforceBulkJobLink.persist(context, instance_url=self.hook.instance_url, job_ids=[job_id])
+            SalesforceBulkJobLink.persist(context, instance_url=self.hook.instance_url, job_ids=job_ids)
         except Exception as err:  # the link is a convenience
             self.log.debug("Could not store the job link: %s", err)
+
+    def _check_deadline(self, outcome: WaitOutcome) -> None:
+        """Fail the task when its ``timeout`` passed (aborting the jobs it waited for, unless told not to)."""
+        if outcome.status == "timeout":
+            if self.cancel_on_kill:
+                self.on_kill()
+            ids = ", ".join(job.id for job in outcome.jobs) or ", ".join(self._active_job_ids)
+            raise AirflowException(f"Salesforce query job {ids}: {outcome.message}")
 
     # --- outcome and download -----------------------------------------------------------------------------
 
@@ -401,14 +453,19 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
         self, context: Context, checkpoint: TaskCheckpoint, state: dict[str, Any], outcome: WaitOutcome
     ) -> dict[str, Any]:
         job_id = self._job_id = state["job_id"]  # kept for the lineage of a failure
-        if outcome.status == "timeout":
-            if self.cancel_on_kill:
-                self.on_kill()
-            raise AirflowException(f"Salesforce query job {job_id}: {outcome.message}")
+        self._check_deadline(outcome)
         self._active_job_ids = []  # nothing left to abort: the job is terminal
-        job = self._job_at_end(job_id)
+        job = self._jobs.at_end(job_id)
+        if job is not None:
+            _job_metrics(self, job)
         if outcome.status != "success":
-            self._fail(job_id, job, outcome)
+            text, too_long = failure_text(job_id, job, outcome)
+            if too_long and self.auto_slice:
+                sliced = self._slicing(context, checkpoint)
+                plan = sliced.after_timeout(state, text)
+                checkpoint.delete(STATE_KEY)
+                return sliced.run(plan)
+            raise (AirflowFailException if too_long else AirflowException)(text)
         # The folder object itself when the task names one (an ObjectStoragePath may carry a connection its
         # URI text does not); otherwise the default folder of the first try, as checkpointed (a URI built
         # from the configured base, so the text is the whole of it).
@@ -429,57 +486,28 @@ class SalesforceBulkQueryOperator(SalesforceBulkBaseOperator):
             )
         except QueryExtractError as err:
             raise AirflowException(str(err)) from err
+        return self._deliver(context, checkpoint, result)
+
+    def _deliver(
+        self, context: Context, checkpoint: TaskCheckpoint, result: ExtractResult | SlicedResult
+    ) -> dict[str, Any]:
+        """Clear the checkpoint, send the metrics, announce the asset event, and return the XCom."""
         checkpoint.delete(STATE_KEY)
         checkpoint.delete(DEADLINE_KEY)
         self._stats(result)
         if self.results_asset is not None:
             _announce(context, self.results_asset, result, self._interval)
+        xcom = result.to_xcom()
         self.log.info(
-            "Query job %s: %d record(s) in %d file(s); manifest %s",
-            job_id,
+            "Query job(s) %s: %d record(s) in %d file(s); manifest %s",
+            xcom["job_id"] or ", ".join(xcom.get("job_ids") or []),
             result.record_count,
             len(result.files),
             result.manifest,
         )
-        return result.to_xcom()
+        return xcom
 
-    def _job_at_end(self, job_id: str) -> JobInfo | None:
-        """The ended job, logged with its statistics (which also go to the metrics)."""
-        try:
-            job = self.hook.get_job(job_id, JobKind.QUERY)
-        except SalesforceBulkError as err:  # the statistics are a convenience; the outcome is known
-            self.log.warning("Query job %s: could not read its statistics: %s", job_id, err)
-            return None
-        self.log.info(
-            "Query job %s ended %s: %s record(s), retries=%s, totalProcessingTime=%s ms",
-            job_id,
-            job.state.value,
-            job.number_records_processed,
-            job.retries,
-            job.total_processing_time,
-        )
-        tags = {"operation": self.operation}
-        try:
-            if job.retries is not None:
-                Stats.incr("sfbulk.query.retries", job.retries, tags=tags)
-            if job.total_processing_time is not None:
-                Stats.timing("sfbulk.query.processing_ms", job.total_processing_time, tags=tags)
-        except Exception as err:  # metrics never fail a task
-            self.log.debug("Could not send metrics: %s", err)
-        return job
-
-    def _fail(self, job_id: str, job: JobInfo | None, outcome: WaitOutcome) -> NoReturn:
-        """Fail the task with the job's ``errorMessage``; for a query that ran too long, with the advice."""
-        summary = next((item for item in outcome.jobs if item.id == job_id), None)
-        state_name = job.state.value if job else (summary.state if summary else outcome.status)
-        message = (job.error_message if job else None) or (summary.error_message if summary else None)
-        text, too_long = failure_message(
-            job_id, state_name, message or outcome.message, job.retries if job else None,
-            job.total_processing_time if job else None,
-        )
-        raise (AirflowFailException if too_long else AirflowException)(text)
-
-    def _stats(self, result: ExtractResult) -> None:
+    def _stats(self, result: ExtractResult | SlicedResult) -> None:
         tags = {"operation": self.operation}
         try:
             Stats.incr("sfbulk.query.records", result.record_count, tags=tags)

@@ -1,10 +1,10 @@
-"""The errors of the query path: results that do not add up, and a preflight that refuses."""
+"""The errors of the query path: results that do not add up, a preflight that refuses, a job refused."""
 
 from __future__ import annotations
 
 from airflow_provider_sfbulk.exceptions import SalesforceBulkError
 
-__all__ = ["QueryExtractError", "QueryPreflightError"]
+__all__ = ["QueryExtractError", "QueryJobRefused", "QueryPreflightError"]
 
 
 class QueryExtractError(SalesforceBulkError):
@@ -16,3 +16,11 @@ class QueryExtractError(SalesforceBulkError):
 
 class QueryPreflightError(SalesforceBulkError):
     """A check before the query job exists refused it (the org's daily query job allowance is used up)."""
+
+
+class QueryJobRefused(SalesforceBulkError):
+    """A query job could not be started, and running the task again cannot help.
+
+    The org's daily allowance is used up, Salesforce rejected the SOQL, or a slice that timed out cannot be
+    split any further. The operator fails the task without retrying.
+    """

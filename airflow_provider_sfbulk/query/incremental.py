@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_INCREMENTAL_FIELD",
     "IncrementalQueryError",
     "IntervalQuery",
+    "bound_soql",
     "compose_interval_soql",
     "soql_datetime",
 ]
@@ -209,20 +210,34 @@ def _object_after_from(soql: str, tokens: list[_Token]) -> tuple[str, int]:
     return tokens[found + 1].text, position
 
 
-def compose_interval_soql(
-    soql: str, field: str, start: datetime | None, end: datetime | None
-) -> IntervalQuery:
-    """``soql`` restricted to records whose ``field`` lies in ``[start, end)`` (see the module documentation).
+@dataclass(frozen=True)
+class _Parsed:
+    """A query cut where a filter goes: ``text[:where or tail]``, its condition, and the tail clauses."""
 
-    :param soql: the query without a time filter; its own ``WHERE`` is kept, in parentheses.
-    :param field: a ``dateTime`` field (or relationship path) of the queried object.
-    :raises IncrementalQueryError: the query or the interval cannot be composed safely.
-    """
-    if not isinstance(field, str) or not _FIELD.match(field):
-        raise IncrementalQueryError(
-            f"incremental_field must be a field name such as SystemModstamp, not {field!r}"
-        )
-    start, end = _check_interval(start, end)
+    text: str
+    tokens: list[_Token]
+    object_name: str
+    from_index: int  # the FROM token
+    where: int | None  # the top-level WHERE token
+    tail: int | None  # the first clause after WHERE (ORDER BY, ...)
+
+    @property
+    def cut(self) -> int:
+        """Where the tail clauses start (the end of the text without one)."""
+        return self.tokens[self.tail].start if self.tail is not None else len(self.text)
+
+    def condition(self) -> str | None:
+        """The query's own top-level ``WHERE`` condition, or ``None``."""
+        if self.where is None:
+            return None
+        token = self.tokens[self.where]
+        condition = self.text[token.start + len(token.text) : self.cut].strip()
+        if not condition:
+            raise IncrementalQueryError(f"the WHERE of {self.text!r} has no condition")
+        return condition
+
+
+def _parse(soql: str) -> _Parsed:
     text = soql.strip()
     tokens = _tokens(text)
     object_name, position = _object_after_from(text, tokens)
@@ -240,17 +255,61 @@ def compose_interval_soql(
             continue
         elif clause in ("WHERE", "FROM"):
             raise IncrementalQueryError(f"cannot place the interval filter in {text!r}: a second {clause}")
+    from_index = next(i for i in range(1, len(tokens)) if _clause(tokens, i) == "FROM")
+    return _Parsed(text, tokens, object_name, from_index, where, tail)
+
+
+def _check_field(field: str) -> None:
+    if not isinstance(field, str) or not _FIELD.match(field):
+        raise IncrementalQueryError(
+            f"incremental_field must be a field name such as SystemModstamp, not {field!r}"
+        )
+
+
+def compose_interval_soql(
+    soql: str, field: str, start: datetime | None, end: datetime | None
+) -> IntervalQuery:
+    """``soql`` restricted to records whose ``field`` lies in ``[start, end)`` (see the module documentation).
+
+    :param soql: the query without a time filter; its own ``WHERE`` is kept, in parentheses.
+    :param field: a ``dateTime`` field (or relationship path) of the queried object.
+    :raises IncrementalQueryError: the query or the interval cannot be composed safely.
+    """
+    _check_field(field)
+    start, end = _check_interval(start, end)
+    parsed = _parse(soql)
+    text = parsed.text
     lower, upper = soql_datetime(start), soql_datetime(end)
     interval = f"{field} >= {lower} AND {field} < {upper}"
-    cut = tokens[tail].start if tail is not None else len(text)
-    rest = text[cut:].strip()
-    if where is not None:
-        head = text[: tokens[where].start].rstrip()
-        condition = text[tokens[where].start + len(tokens[where].text) : cut].strip()
-        if not condition:
-            raise IncrementalQueryError(f"the WHERE of {text!r} has no condition")
-        body = f"{head} WHERE ({condition}) AND {interval}"
+    rest = text[parsed.cut :].strip()
+    if parsed.where is not None:
+        head = text[: parsed.tokens[parsed.where].start].rstrip()
+        body = f"{head} WHERE ({parsed.condition()}) AND {interval}"
     else:
-        body = f"{text[:cut].rstrip()} WHERE {interval}"
+        body = f"{text[: parsed.cut].rstrip()} WHERE {interval}"
     composed = f"{body} {rest}" if rest else body
-    return IntervalQuery(soql=composed, object_name=object_name, field=field, start=lower, end=upper)
+    return IntervalQuery(soql=composed, object_name=parsed.object_name, field=field, start=lower, end=upper)
+
+
+def bound_soql(soql: str, field: str, *, last: bool) -> str:
+    """The query that reads the first (or, ``last``, the latest) value of ``field`` among ``soql``'s records.
+
+    Bulk API 2.0 refuses aggregates such as ``MIN()``; ``ORDER BY`` with ``LIMIT 1`` is allowed. The
+    query's own condition is kept; records without a value are left out::
+
+        SELECT Id FROM Account WHERE Type = 'Customer'
+        -> SELECT CreatedDate FROM Account WHERE (Type = 'Customer') AND CreatedDate != null
+           ORDER BY CreatedDate ASC NULLS LAST LIMIT 1
+
+    :raises IncrementalQueryError: the query cannot be sliced (as for :func:`compose_interval_soql`).
+    """
+    _check_field(field)
+    parsed = _parse(soql)
+    text, tokens = parsed.text, parsed.tokens
+    source_end = tokens[parsed.where].start if parsed.where is not None else parsed.cut
+    source = text[tokens[parsed.from_index].start : source_end].strip()  # FROM Object [alias] [USING ...]
+    condition = parsed.condition()
+    not_null = f"{field} != null"
+    where = f"({condition}) AND {not_null}" if condition is not None else not_null
+    order = "DESC" if last else "ASC"
+    return f"SELECT {field} {source} WHERE {where} ORDER BY {field} {order} NULLS LAST LIMIT 1"

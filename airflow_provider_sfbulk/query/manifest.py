@@ -40,6 +40,7 @@ __all__ = [
     "Manifest",
     "PageEntry",
     "PageSpec",
+    "listed_files",
     "sha256_of",
     "stored_size",
 ]
@@ -152,11 +153,19 @@ def sha256_of(path: ObjectStoragePath) -> str:
     return digest.hexdigest()
 
 
-def _listed_files(document: dict[str, Any]) -> set[str]:
-    """Names of the files a manifest lists (pages and outputs), only plain names inside the folder."""
+def listed_files(document: dict[str, Any]) -> set[str]:
+    """Names of the files a manifest lists, only names inside the folder.
+
+    Pages and outputs, and the slice manifests of a sliced extract.
+    """
     names = set()
-    for item in [*(document.get("pages") or []), *(document.get("files") or [])]:
-        name = item.get("file") if isinstance(item, dict) else None
+    listed = [
+        *((item, "file") for item in document.get("pages") or []),
+        *((item, "file") for item in document.get("files") or []),
+        *((item, "manifest") for item in document.get("slices") or []),
+    ]
+    for item, key in listed:
+        name = item.get(key) if isinstance(item, dict) else None
         if isinstance(name, str) and name and ".." not in name.split("/") and not name.startswith("/"):
             names.add(name)
     return names
@@ -257,7 +266,7 @@ class Manifest:
             return None
         if not isinstance(document, dict) or document.get("format") != MANIFEST_FORMAT:
             return None
-        self.previous_files = _listed_files(document)
+        self.previous_files = listed_files(document)
         if any(document.get(key) != value for key, value in self._settings().items()):
             _log.info("Manifest %s belongs to another job or other settings; starting afresh", self.path)
             return None

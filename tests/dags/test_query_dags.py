@@ -1,12 +1,14 @@
 """Real DAGs with SalesforceBulkQueryOperator run by ``dag.test()`` against the emulator (Airflow 3.x here;
 scripts/test also runs them on Airflow 2.11): small and multi-page extracts over resultPages and over the
 Sforce-Locator chain, deferrable and polling, queryAll seeing deleted rows, gzip and plain output, one file
-or one per page, a page that fails once, a Failed job, bad SOQL, a .soql template file, and a retried
-task that reuses its job. Every extract is compared row for row with the emulator's records."""
+or one per page, a page that fails once, a Failed job, bad SOQL, a .soql template file, a retried
+task that reuses its job, and a query too big for one job delivered in slices. Every extract is compared
+row for row with the emulator's records."""
 
 from __future__ import annotations
 
 import csv
+import datetime
 import gzip
 import io
 import json
@@ -18,6 +20,7 @@ from typing import Any
 import pytest
 from airflow.listeners import hookimpl
 
+from airflow_provider_sfbulk.emulator import records
 from airflow_provider_sfbulk.emulator.testing import ApiSession, EmulatorServer
 from airflow_provider_sfbulk.hooks import bulk as bulk_hooks
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
@@ -62,6 +65,8 @@ with DAG(
         kwargs = dict(task["kwargs"])
         if "retry_delay" in kwargs:
             kwargs["retry_delay"] = datetime.timedelta(seconds=kwargs["retry_delay"])
+        if "min_slice" in kwargs:
+            kwargs["min_slice"] = datetime.timedelta(seconds=kwargs["min_slice"])
         extracts.append(SalesforceBulkQueryOperator(task_id=task["task_id"], **kwargs))
     report = PythonOperator(
         task_id="report", python_callable=record,
@@ -411,7 +416,7 @@ def test_a_query_that_ran_too_long_fails_once_with_the_advice(
     state, values = dags.run(
         "query_too_long",
         [{"task_id": "extract",
-          "kwargs": {"soql": SOQL, "deferrable": True, "retries": 2, "retry_delay": 0}}],
+          "kwargs": {"soql": SOQL, "deferrable": True, "retries": 2, "retry_delay": 0, "auto_slice": False}}],
     )
     assert "failed" in state
     assert dags.tries["extract"] == 1  # no retry: the same query would run too long again
@@ -420,3 +425,35 @@ def test_a_query_that_ran_too_long_fails_once_with_the_advice(
     assert "ended Failed: InternalServerError : Retried more than 15 times (retries=15" in error
     assert "apply a filter and try again" in error
     assert [job["state"] for job in _query_jobs(server)] == ["Failed"]
+
+
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferrable", "polling"])
+def test_a_query_too_big_for_one_job_is_delivered_in_slices(
+    emulator_factory, salesforce_conn, dags, monkeypatch, deferrable
+) -> None:
+    server = emulator_factory(query_timeout_records=20)
+    salesforce_conn(server)
+    start = datetime.datetime(2024, 3, 1, tzinfo=datetime.timezone.utc)
+    with _hook() as hook:
+        for hour in range(0, 48, 4):  # 12 instants, 5 accounts each: 60 > 20 records
+            monkeypatch.setattr(records, "clock", lambda hour=hour: start + datetime.timedelta(hours=hour))
+            _ingest(hook, "insert", ["Name", "Description"], [(f"h{hour}-{i}", "x") for i in range(5)])
+    monkeypatch.setattr(records, "clock", None)
+    state, values = dags.run(
+        f"query_sliced_{deferrable}",
+        [{"task_id": "extract", "kwargs": {"soql": SOQL, "deferrable": deferrable, "min_slice": 60,
+                                           "slice_concurrency": 4}}],
+    )
+    assert state == "success", dags.errors
+    result = values["extract"]
+    assert result["record_count"] == 60
+    assert result["job_id"] is None
+    assert result["slices"] >= 4
+    header, rows = _rows(result["files"])
+    assert header == ["Id", "Name", "Description"]
+    assert sorted(rows) == _expected(server, header)
+    assert len(set(rows)) == 60
+    manifest = json.loads(Path(result["manifest"].removeprefix("file://")).read_text())
+    assert manifest["sliced"]
+    assert manifest["record_count"] == 60
+    assert [job["state"] for job in _query_jobs(server)].count("Failed") >= 1  # the unsliced job, at least

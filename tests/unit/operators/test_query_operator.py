@@ -406,7 +406,7 @@ def test_a_query_that_ran_too_long_fails_with_salesforce_advice(
     server.seed("Account", 11, seed=4)
     with mock.patch("airflow_provider_sfbulk.operators.query.Stats") as stats, \
             pytest.raises(AirflowFailException) as failed:
-        run_deferrable(operator(deferrable=deferrable), make_context())
+        run_deferrable(operator(deferrable=deferrable, auto_slice=False), make_context())
     (job,) = query_jobs(server)
     text = str(failed.value)
     assert text.startswith(f"Salesforce query job {job['id']} ended Failed: {message} (retries={retries}, ")
