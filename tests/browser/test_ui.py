@@ -4,7 +4,8 @@
    form with the label the page gives it (and no undocumented one), the secret fields are password
    inputs, the connection saves, and *Test Connection* on its row succeeds against the emulator.
 2. The finished ``load_accounts`` task of the getting-started DAG shows the *Salesforce Bulk Job* extra
-   link, and following it opens the job's page in Setup (here: on the emulator's host).
+   link, and following it opens the job's page in Setup (here: the emulator's stand-in for that page,
+   which shows the job the task ran).
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def _fill(dialog: Any, values: dict[str, Any]) -> None:
         box.send_keys(str(value))
 
 
-def test_connection_form_save_and_test(browser_ui, driver):
+def test_connection_form_save_and_test(browser_ui, driver, tmp_path):  # tmp_path: failure screenshot
     stack, emulator = browser_ui.stack, browser_ui.emulator
     documented = documented_fields()
     dialog = _open_add_connection(driver, stack.base_url)
@@ -137,7 +138,7 @@ def test_connection_form_save_and_test(browser_ui, driver):
     assert saved["login"] == "emulator@sfbulk.example"
     assert saved["password"] == "***"  # stored, and masked by the API
 
-    if _ui_test_refuses_portless_connections():
+    if _refuses_portless_tests(stack, emulator.base_url):
         # Airflow 3.3.2's Test button sends port 0 for a connection without a port, and the API refuses
         # it as "a different destination" (apache/airflow#73298, fixed after 3.3.2): store port 0, which
         # the provider ignores like no port, so the button reaches the provider's test_connection().
@@ -146,7 +147,8 @@ def test_connection_form_save_and_test(browser_ui, driver):
         driver.refresh()
         row = _visible(driver, row_xpath)
     row.find_element(_by().CSS_SELECTOR, "button[aria-label='Test Connection']").click()
-    toast = _visible(driver, "//*[@data-scope='toast'][@data-part='root']")
+    # the notice of this test (the one of the save may still be showing)
+    toast = _visible(driver, "//*[@data-scope='toast'][@data-part='root'][contains(., 'Test Connection')]")
     _wait(driver, lambda _: "Connected to" in toast.text or "Failed" in toast.text)
     assert "Test Connection Successful" in toast.text, toast.text
     assert f"Connected to {emulator.base_url}" in toast.text
@@ -154,16 +156,14 @@ def test_connection_form_save_and_test(browser_ui, driver):
     driver.save_screenshot(str(browser_ui.shot_path("connection-test-successful")))
 
 
-def _ui_test_refuses_portless_connections() -> bool:
-    """True on Airflow versions whose Test button fails for every connection without a port."""
-    try:
-        from airflow.api_fastapi.core_api.routes.public.connections import _same_endpoint
-    except ImportError:
-        return False
-    return not _same_endpoint(0, None)
+def _refuses_portless_tests(stack: Any, host: str) -> bool:
+    """Whether this Airflow refuses what its Test button sends for a connection without a port."""
+    response = stack.request("POST", "/api/v2/connections/test", json={
+        "connection_id": CONN_ID, "conn_type": "salesforce_bulk", "host": host, "port": 0})
+    return response.status_code == 400 and "differs from the stored connection" in response.text
 
 
-def test_finished_ingest_task_links_to_its_job(browser_ui, driver):
+def test_finished_ingest_task_links_to_its_job(browser_ui, driver, tmp_path):  # failure screenshot
     stack = browser_ui.stack
     dag_id, run_id, task_id = "sfbulk_first_steps", browser_ui.run_id, "load_accounts"
     loaded = stack.xcom(dag_id, run_id, task_id)
@@ -185,3 +185,8 @@ def test_finished_ingest_task_links_to_its_job(browser_ui, driver):
     _wait(driver, lambda d: len(set(d.window_handles) - before) == 1)
     driver.switch_to.window((set(driver.window_handles) - before).pop())
     _wait(driver, lambda d: d.current_url == expected)
+    # the emulator's stand-in for Setup's job page: the job the task ran, finished
+    heading = _visible(driver, "//h1")
+    assert heading.text == f"Bulk Data Load Job {loaded['job_ids'][0]}"
+    assert driver.find_element(_by().XPATH, "//td[@data-field='Status']").text == "JobComplete"
+    assert driver.find_element(_by().XPATH, "//td[@data-field='Records Processed']").text == "2"
