@@ -144,6 +144,17 @@ def getting_started_dag(csv_path: Path) -> str:
     return code.replace(FIRST_DAG_CSV, str(csv_path))
 
 
+@pytest.fixture(scope="session")
+def chromium() -> tuple[Path, Path]:
+    """Debian's Chromium and chromedriver, and Selenium; the browser tests skip (saying why) without them."""
+    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
+    if missing:
+        pytest.skip(f"browser tests need Debian's chromium and chromium-driver: {', '.join(missing)} missing "
+                    "(scripts/test installs them with apt-get)")
+    pytest.importorskip("selenium", reason="browser tests need selenium (the dev extra)")
+    return CHROMIUM, CHROMEDRIVER
+
+
 @dataclass
 class BrowserUi:
     """The running UI, the emulator behind its connections and the finished run of the first DAG."""
@@ -158,7 +169,7 @@ class BrowserUi:
 
 
 @pytest.fixture(scope="module")
-def browser_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserUi]:
+def browser_ui(chromium: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserUi]:
     """Emulator, API server and a finished ``sfbulk_first_steps`` run; everything stopped at the end."""
     root = tmp_path_factory.mktemp("browser")
     refresh = os.environ.get("SFBULK_REFRESH_SCREENSHOTS", "") not in ("", "0")
@@ -200,22 +211,19 @@ def browser_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserUi]:
 
 
 @pytest.fixture(scope="module")
-def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def driver(chromium: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Headless Debian Chromium through Debian's chromedriver (Selenium Manager never runs)."""
-    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
-    if missing:
-        pytest.skip(f"browser tests need Debian's chromium and chromium-driver: {', '.join(missing)} missing "
-                    "(scripts/test installs them with apt-get)")
     os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager: never download a browser or driver
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (the dev extra) is not installed")
+    from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    binary, chromedriver = chromium
     profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=tmp_path_factory.getbasetemp()))
     options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
+    options.binary_location = str(binary)
     for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
         options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    browser = webdriver.Chrome(service=Service(executable_path=str(chromedriver)), options=options)
     browser.set_page_load_timeout(60)
     try:
         yield browser
