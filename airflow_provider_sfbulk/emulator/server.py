@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import BodyPartReader, web
 
-from airflow_provider_sfbulk.emulator import describe, identity, result_pages
+from airflow_provider_sfbulk.emulator import describe, identity, result_pages, setup_pages
 from airflow_provider_sfbulk.emulator.config import MAX_API_VERSION, MIN_API_VERSION, EmulatorConfig
 from airflow_provider_sfbulk.emulator.faults import FaultRule, FaultSet
 from airflow_provider_sfbulk.emulator.oauth import OAuthError, OAuthService, Principal
@@ -339,6 +339,11 @@ class EmulatorApp:
         if path in ("/services/data", "/services/data/"):
             _allow(request, "GET", "HEAD")
             return self._json(request, self._versions())
+        if path == setup_pages.JOB_PAGE_PATH:  # where the operators' extra link points
+            _allow(request, "GET", "HEAD")
+            job_id = setup_pages.job_id_of(request.query.get("address", ""))
+            status, page = setup_pages.job_page(await self._db(self.store.get_job, job_id), job_id)
+            return web.Response(status=status, text=page, content_type="text/html")
         match = _API_RE.match(path)
         if match is None:
             if path.startswith("/id/"):
