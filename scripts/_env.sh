@@ -15,10 +15,13 @@ AIRFLOW32_VERSION="${SFBULK_AIRFLOW32_VERSION:-3.2.2}"
 # today's FastAPI every task that dag.test() runs fails against the in-process execution API (3.0: a 422
 # on the task's start; 3.2: the routes no longer build). universal-pathlib: 3.0's ObjectStoragePath
 # refuses every path under 0.3 ("detected protocol file which is incompatible"). Each cap is the one the
-# next release of Airflow put in its own metadata.
+# next release of Airflow put in its own metadata. svcs: 3.2 enters the execution API's lifespan without
+# waiting for it and stores the registry on app.state itself; svcs 26 takes that attribute over and removes
+# it again, so every task of dag.test() failed with "'State' object has no attribute 'svcs_registry'"
+# (3.3 rewrote InProcessExecutionAPI; svcs 25.1, the release before 26, works with 3.2.2).
 AIRFLOW30_PINS="fastapi<0.118 universal-pathlib<0.3"
 AIRFLOW31_PINS=""
-AIRFLOW32_PINS="fastapi<0.137"
+AIRFLOW32_PINS="fastapi<0.137 svcs<26"
 PYTHON="${PYTHON:-python3}"
 
 _stamp() {  # what the environment was built from; a change rebuilds it

@@ -172,8 +172,9 @@ def test_insert_then_update_then_delete(emulator, salesforce_conn, dags, deferra
 
 @pytest.fixture
 def slow_emulator(emulator_factory):
-    """Jobs take a little while, so a deferrable task really defers."""
-    return emulator_factory(batch_size=5, batch_delay=0.1)
+    """Jobs take a while (half a second per 5 rows), so a deferrable task really defers, also when a loaded
+    machine makes the task's way from the close to the deferral slow (0.1 s was too short on a load of 20)."""
+    return emulator_factory(batch_size=5, batch_delay=0.5)
 
 
 @pytest.fixture
