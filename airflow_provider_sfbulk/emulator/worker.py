@@ -143,7 +143,7 @@ class JobWorker:
                                       state=JobState.UPLOAD_COMPLETE, touch=False)
             self.submit(job.id)
 
-    def _recover_results(self, job: JobRecord) -> dict[str, int]:
+    def _recover_results(self, job: JobRecord) -> dict[str, Any]:
         """The result files of an ingest job the stop interrupted, and the counters that match them."""
         from airflow_provider_sfbulk.emulator import records
 

@@ -525,5 +525,8 @@ def test_no_secret_in_any_file_the_stack_wrote(kills: KillStack) -> None:
     assert any("trigger" in n for n in task_logs), task_logs  # the triggerer's lines of deferred tasks
     if any(dag_id != INGEST_DAG for dag_id, _ in kills.runs):  # the worker kills ran: their retries' logs
         assert any("attempt=2" in n for n in task_logs), task_logs
+    # a control: a value that is in the task logs (a job id of the runs) is found there
+    control = Secret("job id", tuple(kills.jobs()))
+    assert any(find(place, text, [control]) for place, text in places if place in task_logs)
     findings = [f for place, text in places for f in find(place, text, secrets)]
     assert not findings, "\n".join(map(str, findings))
