@@ -11,17 +11,26 @@ commas::
     status=429,times=2,path=/jobs/query
     drop,method=PUT,path=/batches
     delay=2.5,path=/results
+    hold=60,skip=1,times=1,method=GET,path=/results
+
+``hold=S`` keeps a matching request waiting (for at most S seconds) before the emulator looks at it,
+until a test releases it (:class:`HeldRequests`, admin ``POST /__emulator/holds/release``). A test can so
+stop a client at an exact step: wait until the request is held, kill the client, release. A held request
+whose client went away meanwhile is dropped unanswered, as if it had never arrived. ``skip=N`` lets the
+first N matching requests pass (for any kind), so a rule can aim at the Nth one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-FAULT_KINDS = ("status", "drop", "delay")
+FAULT_KINDS = ("status", "drop", "delay", "hold")
 FAULT_STATUSES = (429, 500, 502, 503, 504)
 
 
@@ -36,6 +45,7 @@ class FaultRule:
     rate: float = 1.0
     delay: float = 0.0
     times: int | None = None
+    skip: int = 0
     _path_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -47,8 +57,10 @@ class FaultRule:
             raise ValueError("fault rate must be between 0 and 1")
         if self.delay < 0:
             raise ValueError("fault delay must not be negative")
-        if self.kind == "delay" and self.delay <= 0:
-            raise ValueError("a delay fault needs delay > 0")
+        if self.kind in ("delay", "hold") and self.delay <= 0:
+            raise ValueError(f"a {self.kind} fault needs {self.kind}=SECONDS > 0")
+        if self.skip < 0:
+            raise ValueError("fault skip must not be negative")
         if self.times is not None and self.times < 1:
             raise ValueError("fault times must be at least 1")
         try:
@@ -71,7 +83,7 @@ class FaultRule:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FaultRule:
         """Build a rule from the admin endpoint's JSON (unknown keys are refused)."""
-        allowed = {"kind", "status", "method", "path", "rate", "delay", "times"}
+        allowed = {"kind", "status", "method", "path", "rate", "delay", "times", "skip"}
         unknown = set(data) - allowed
         if unknown:
             raise ValueError(f"unknown fault keys: {', '.join(sorted(unknown))}")
@@ -87,6 +99,8 @@ class FaultRule:
                 kwargs["delay"] = float(kwargs["delay"])
             if kwargs.get("times") is not None:
                 kwargs["times"] = int(kwargs["times"])
+            if "skip" in kwargs:
+                kwargs["skip"] = int(kwargs["skip"])
         except (TypeError, ValueError) as err:
             raise ValueError(f"bad fault value: {err}") from err
         return cls(**kwargs)
@@ -111,15 +125,18 @@ def parse_fault(text: str) -> FaultRule:
         elif key == "delay" and data.get("kind") != "drop" and "status" not in data:
             data["kind"] = "delay"
             data["delay"] = value
+        elif key == "hold" and data.get("kind") != "drop" and "status" not in data:
+            data["kind"] = "hold"
+            data["delay"] = value
         elif key == "status":
             data["kind"] = "status"
             data["status"] = value
-        elif key in ("method", "rate", "times"):
+        elif key in ("method", "rate", "times", "skip"):
             data[key] = value
         else:
             raise ValueError(f"unknown fault item {item!r} in {text!r}")
     if "kind" not in data:
-        raise ValueError(f"fault {text!r} needs status=N, drop or delay=SECONDS")
+        raise ValueError(f"fault {text!r} needs status=N, drop, delay=SECONDS or hold=SECONDS")
     return FaultRule.from_dict(data)
 
 
@@ -132,6 +149,7 @@ class FaultSet:
         self._random = random.Random(seed)
         self._rules: list[FaultRule] = list(rules or [])
         self._fired: list[int] = [0] * len(self._rules)
+        self._seen: list[int] = [0] * len(self._rules)
 
     @property
     def rules(self) -> list[FaultRule]:
@@ -149,6 +167,7 @@ class FaultSet:
         with self._lock:
             self._rules = list(rules)
             self._fired = [0] * len(self._rules)
+            self._seen = [0] * len(self._rules)
             if seed is not None:
                 self._seed = seed
                 self._random = random.Random(seed)
@@ -165,7 +184,48 @@ class FaultSet:
                     continue
                 if not rule.matches(method, path):
                     continue
+                self._seen[index] += 1
+                if self._seen[index] <= rule.skip:
+                    continue
                 if rule.rate >= 1.0 or self._random.random() < rule.rate:
                     self._fired[index] += 1
                     return rule
             return None
+
+
+class HeldRequests:
+    """Requests a ``hold`` rule keeps waiting, until released or their time is up.
+
+    Used from the server's event loop only (the admin endpoints run there too), so it needs no lock.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[int, tuple[dict[str, Any], asyncio.Event]] = {}
+        self._next = 1
+        #: Every request held so far (also the released ones), for tests that wait for a hold.
+        self.total = 0
+
+    async def hold(self, method: str, path: str, seconds: float) -> None:
+        """Wait until :meth:`release` or for ``seconds``, whichever comes first."""
+        number = self._next
+        self._next += 1
+        self.total += 1
+        event = asyncio.Event()
+        self._held[number] = ({"id": number, "method": method, "path": path, "since": time.time()}, event)
+        try:
+            await asyncio.wait_for(event.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self._held.pop(number, None)
+
+    def view(self) -> dict[str, Any]:
+        """The requests held now (oldest first) and how many were held in all."""
+        return {"held": [info for info, _ in self._held.values()], "total": self.total}
+
+    def release(self) -> int:
+        """Let every held request go on; returns how many were waiting."""
+        waiting = list(self._held.values())
+        for _, event in waiting:
+            event.set()
+        return len(waiting)

@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
+import os
 import re
 import sqlite3
 import time
@@ -827,6 +829,12 @@ class _ResultWriter:
         self._writers["unprocessedrecords"].writerow(values)
         self.unprocessed += 1
 
+    def flush(self) -> None:
+        """Make every line written so far durable (after each batch: a crash keeps the finished batches)."""
+        for handle in self._files.values():
+            handle.flush()
+            os.fsync(handle.fileno())
+
     def close(self) -> None:
         for handle in self._files.values():
             handle.close()
@@ -974,6 +982,50 @@ def process_ingest(
     )
 
 
+def recover_interrupted_ingest(spec: IngestSpec, data_path: Path,
+                               results_dir: Path) -> tuple[int, int, int]:
+    """After a crash in the middle of a job: result files that agree with the batches that finished.
+
+    Every finished batch was committed, then its result lines were written and flushed (rows in upload
+    order), so the rows in ``successfulResults`` and ``failedResults`` are the first rows of the upload.
+    A line torn by the crash is dropped; ``unprocessedrecords`` gets every later row of the upload.
+    Returns ``(processed, failed, unprocessed)``, the job's counters to match the files.
+    """
+    problem, line_ending = _scan(data_path, spec)
+    with open(data_path, "rb") as stream:
+        reader = _UploadReader(stream, COLUMN_DELIMITERS[spec.column_delimiter], line_ending)
+        reader.read_header()
+        kept = {name: _complete_rows(results_dir / f"{name}.csv", spec)
+                for name in ("successfulResults", "failedResults")}
+        writer = _ResultWriter(results_dir, spec)
+        try:
+            writer.write_headers(reader.raw_header)
+            for name, rows in kept.items():
+                for values in rows:
+                    writer._writers[name].writerow(values)
+            processed = sum(len(rows) for rows in kept.values())
+            if problem is None:
+                for number, values in enumerate(reader):
+                    if number >= processed:
+                        writer.unprocessed_row(values)
+            writer.flush()
+        finally:
+            writer.close()
+    return processed, len(kept["failedResults"]), writer.unprocessed
+
+
+def _complete_rows(path: Path, spec: IngestSpec) -> list[list[str]]:
+    """The data rows of a result file cut short by a crash: the header and a torn last line dropped."""
+    if not path.exists():
+        return []
+    terminator = LINE_ENDINGS[spec.line_ending]
+    text = path.read_text(encoding="utf-8", errors="replace")
+    text = text[: text.rfind(terminator) + len(terminator)] if terminator in text else ""
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=COLUMN_DELIMITERS[spec.column_delimiter],
+                           quotechar='"', doublequote=True))
+    return rows[1:]
+
+
 def _drain(reader: _UploadReader | Iterator[list[str]], writer: _ResultWriter,
            first: Iterable[Sequence[str]] = ()) -> None:
     """Send ``first`` and every row still to be read to ``unprocessedrecords`` (stop at a CSV problem)."""
@@ -1016,6 +1068,7 @@ def _run_batches(
             raise
         for row in rows:
             writer.result(row)
+        writer.flush()  # the published count never runs ahead of the result files
         on_progress(writer.successes + writer.failures, writer.failures)
         if batch_seconds > 0:
             _sleep(batch_seconds - (time.monotonic() - batch_started), should_abort)

@@ -36,7 +36,7 @@ from aiohttp import BodyPartReader, web
 
 from airflow_provider_sfbulk.emulator import describe, identity, result_pages, setup_pages
 from airflow_provider_sfbulk.emulator.config import MAX_API_VERSION, MIN_API_VERSION, EmulatorConfig
-from airflow_provider_sfbulk.emulator.faults import FaultRule, FaultSet
+from airflow_provider_sfbulk.emulator.faults import FaultRule, FaultSet, HeldRequests
 from airflow_provider_sfbulk.emulator.oauth import OAuthError, OAuthService, Principal
 from airflow_provider_sfbulk.emulator.schema import Schema, format_value, load_schema
 from airflow_provider_sfbulk.emulator.settings import RuntimeSettings
@@ -135,6 +135,7 @@ class EmulatorApp:
         self.schema: Schema = load_schema(config.schema_path)
         self.store = Store(self.data_dir)
         self.faults = FaultSet(config.faults, seed=config.seed)
+        self.holds = HeldRequests()
         self.ingest_faults = IngestFaultSettings(config.lock_row_rate, config.failing_batch, config.seed,
                                                  config.drop_result_rows, config.drop_result_jobs)
         self.settings = RuntimeSettings(config.result_pages_shape, config.query_timeout_records,
@@ -299,6 +300,7 @@ class EmulatorApp:
     def reset_faults(self) -> None:
         """Remove every HTTP fault rule and every ingest row fault."""
         self.faults.reset()
+        self.holds.release()
         self.ingest_faults.lock_row_rate = 0.0
         self.ingest_faults.failing_batch = None
         self._set_drop_result_rows(0, None)
@@ -316,6 +318,9 @@ class EmulatorApp:
                     if request.transport is not None:
                         request.transport.abort()
                     raise asyncio.CancelledError
+                if rule.kind == "hold":
+                    await self._hold(request, path, rule.delay)
+                    return await self._dispatch(request, path)
                 await asyncio.sleep(rule.delay)
                 if rule.kind == "status":
                     code, message = FAULT_BODIES[rule.status]
@@ -329,6 +334,12 @@ class EmulatorApp:
             log.exception("emulator error on %s %s", request.method, path)
             code, message = FAULT_BODIES[500]
             return _error_response(500, code, message)
+
+    async def _hold(self, request: web.Request, path: str, seconds: float) -> None:
+        """Keep the request waiting; drop it when its client went away meanwhile (never acted upon)."""
+        await self.holds.hold(request.method, path, seconds)
+        if request.transport is None or request.transport.is_closing():
+            raise asyncio.CancelledError
 
     async def _dispatch(self, request: web.Request, path: str) -> web.StreamResponse:
         if path == "/services/oauth2/token":
@@ -1021,6 +1032,10 @@ class EmulatorApp:
             raise ApiError(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed")
         if sub == "/settings":
             return await self._admin_settings(request)
+        if sub == "/holds" and method == "GET":
+            return self._json(request, self.holds.view())
+        if sub == "/holds/release" and method == "POST":
+            return self._json(request, {"released": self.holds.release()})
         if sub == "/expire-tokens" and method == "POST":
             count = await self._db(self.store.expire_access_tokens)
             return self._json(request, {"expired": count})

@@ -8,7 +8,8 @@ SQLite connection, publishes progress (``numberRecordsProcessed``/``numberRecord
 Restart policy (:meth:`JobWorker.recover`): jobs still ``UploadComplete`` are queued again; query jobs
 caught ``InProgress`` are run again from the start (they only read); ingest jobs caught ``InProgress`` are
 marked ``Failed`` with an ``errorMessage`` saying so, because rows of their committed batches stay
-committed and running them again would apply those rows twice.
+committed and running them again would apply those rows twice; their result files and counters are made
+to match the finished batches (:func:`records.recover_interrupted_ingest`), after a crash too.
 """
 
 from __future__ import annotations
@@ -132,14 +133,30 @@ class JobWorker:
         """Apply the restart policy described in the module docstring."""
         for job in self.store.jobs_in_states([JobState.UPLOAD_COMPLETE, JobState.IN_PROGRESS]):
             if job.state == JobState.IN_PROGRESS.value and job.kind == "ingest":
+                counts = self._recover_results(job)
                 self.store.update_job(job.id, only_if_state=[JobState.IN_PROGRESS], state=JobState.FAILED,
-                                      error_message=RESTART_MESSAGE)
+                                      error_message=RESTART_MESSAGE, **counts)
                 self.ensure_result_files(job)
                 continue
             if job.state == JobState.IN_PROGRESS.value:
                 self.store.update_job(job.id, only_if_state=[JobState.IN_PROGRESS],
                                       state=JobState.UPLOAD_COMPLETE, touch=False)
             self.submit(job.id)
+
+    def _recover_results(self, job: JobRecord) -> dict[str, Any]:
+        """The result files of an ingest job the stop interrupted, and the counters that match them."""
+        from airflow_provider_sfbulk.emulator import records
+
+        upload = self.store.job_dir(job.id) / UPLOAD_FILE
+        if not upload.exists():
+            return {}
+        spec = records.IngestSpec(job_id=job.id, object_name=job.object, operation=job.operation,
+                                  external_id_field=job.external_id_field,
+                                  column_delimiter=job.column_delimiter, line_ending=job.line_ending,
+                                  assignment_rule_id=job.assignment_rule_id, user_id=job.created_by)
+        processed, failed, unprocessed = records.recover_interrupted_ingest(
+            spec, upload, self.store.job_dir(job.id))
+        return {"records_processed": processed, "records_failed": failed, "records_unprocessed": unprocessed}
 
     # -- thread body -------------------------------------------------------------------------------
     def _run(self, job_id: str) -> None:
