@@ -151,15 +151,15 @@ class CsvTee:
 
     def _find_header(self, data: bytes) -> None:
         """Find the end of the header line (the first line feed outside quotes) in this chunk, if any."""
-        inside, position, end = self._inside, 0, None
-        for piece in data.split(b'"'):
-            if not inside:
-                newline = piece.find(b"\n")
-                if newline >= 0:
-                    end = position + newline + 1
-                    break
-            position += len(piece) + 1
-            inside = not inside
+        # A line feed is outside quotes when an even number of quotes (odd when the data starts inside
+        # a quoted value) precedes it; one count per line, never a split of the whole chunk.
+        quotes, start, end = (1 if self._inside else 0), 0, None
+        while (newline := data.find(b"\n", start)) >= 0:
+            quotes += data.count(b'"', start, newline)
+            start = newline + 1
+            if quotes % 2 == 0:
+                end = start
+                break
         if end is None:
             self._head += data
             if len(self._head) > MAX_HEADER_BYTES:
