@@ -45,8 +45,8 @@ from airflow_provider_sfbulk.query import pages
 
 CONN_ID = "sfbulk_profile"
 SOQL = (
-    "SELECT Id, Name, AccountNumber, Type, Industry, Phone, BillingStreet, BillingCity, "
-    "BillingPostalCode, AnnualRevenue, NumberOfEmployees FROM Account"
+    "SELECT Id, Name, External_Id__c, AccountNumber, Industry, NumberOfEmployees, AnnualRevenue, "
+    "Phone, BillingCity, Description, Active__c, CreatedDate FROM Account"
 )
 _phase_cpu: dict[str, float] = defaultdict(float)
 _lock = threading.Lock()
@@ -188,7 +188,9 @@ def _query(args: argparse.Namespace, base_url: str) -> None:
     warm = SalesforceBulkQueryOperator(task_id="q", soql=SOQL + " LIMIT 1000", **common)
     warm.execute({"ti": _TI("w", "q")})
     for index in range(args.repeat):
-        operator = SalesforceBulkQueryOperator(task_id="q", soql=SOQL, **common)
+        # Under cProfile, one download thread: the profile sees only the thread that started it.
+        threads = {"download_concurrency": 1} if args.cprofile else {}
+        operator = SalesforceBulkQueryOperator(task_id="q", soql=SOQL, **common, **threads)
         context = {"ti": _TI(f"r{index}", "q")}
         _measure(f"query run {index + 1}", functools.partial(operator.execute, context), _stored_bytes)
 
