@@ -90,13 +90,17 @@ def _instrument() -> None:
     )
 
 
-def write_tricky_csv(path: Path, rows: int) -> int:
-    """Every value quoted; commas, line feeds, doubled quotes and multibyte characters inside values."""
+def write_tricky_csv(path: Path, rows: int, fail_every: int = 0) -> int:
+    """Every value quoted; commas, line feeds, doubled quotes and multibyte characters inside values.
+
+    With ``fail_every``, every that many rows carries a ``NumberOfEmployees`` the org rejects.
+    """
     with path.open("w", encoding="utf-8", newline="") as out:
-        out.write('"Name","Description","BillingCity"\n')
+        out.write('"Name","Description","BillingCity","NumberOfEmployees"\n')
         for start in range(0, rows, 10_000):
             out.write("".join(
-                f'"Acme, Ltd {i}","Ligne 1, ""ok""\nLigne 2 {i % 977}","Zürich—Genève"\n'
+                f'"Acme, Ltd {i}","Ligne 1, ""ok""\nLigne 2 {i % 977}","Zürich—Genève",'
+                f'"{"n/a" if fail_every and i % fail_every == 0 else i % 5000}"\n'
                 for i in range(start, min(rows, start + 10_000))
             ))
     return path.stat().st_size
@@ -111,9 +115,9 @@ class _TI:
         json.dumps(value)
 
 
-def _peak_rss_mb() -> float:
+def _status_mb(key: str) -> float:
     with open("/proc/self/status") as handle:
-        return next(int(line.split()[1]) for line in handle if line.startswith("VmHWM:")) / 1024
+        return next(int(line.split()[1]) for line in handle if line.startswith(key)) / 1024
 
 
 def _run(run: Callable[[], Any]) -> None:
@@ -132,6 +136,9 @@ def _measure(label: str, run: Callable[[], dict[str, Any]], size_of: Callable[[d
     """Run one measured execution and print its CPU, per phase."""
     _phase_cpu.clear()
     result: dict[str, Any] = {}
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")  # reset the peak (VmHWM) to the current resident set
+    rss_before = _status_mb("VmRSS:")
     wall, cpu = time.perf_counter(), time.process_time()
     _run(lambda: result.update(run()))
     _LAST.clear()
@@ -140,7 +147,8 @@ def _measure(label: str, run: Callable[[], dict[str, Any]], size_of: Callable[[d
     size = size_of(result)
     gb = size / 1e9
     print(f"{label}: {size / 1e6:.1f} MB, client CPU {cpu:.2f} s = {cpu / gb:.1f} CPU-s/GB, "
-          f"wall {wall:.1f} s, peak RSS {_peak_rss_mb():.0f} MB, load {os.getloadavg()[0]:.2f}")
+          f"wall {wall:.1f} s, RSS {rss_before:.0f} MB before, peak {_status_mb('VmHWM:'):.0f} MB, "
+          f"load {os.getloadavg()[0]:.2f}")
     claimed = 0.0
     for phase, seconds in sorted(_phase_cpu.items(), key=lambda item: -item[1]):
         if not phase.startswith("query pages"):  # the page downloads include the HTTP phase below
@@ -154,17 +162,19 @@ def _ingest(args: argparse.Namespace, work: Path) -> None:
     from airflow_provider_sfbulk.operators.ingest import SalesforceBulkIngestOperator
 
     common: dict[str, Any] = {"salesforce_conn_id": CONN_ID, "object_name": "Account", "operation": "insert",
-                              "deferrable": False, "poll_interval": 0.2, "max_poll_interval": 1.0}
+                              "deferrable": False, "poll_interval": 0.2, "max_poll_interval": 1.0,
+                              "max_failed_records": args.rows}
     warm = work / "warm.csv"
     write_tricky_csv(warm, 100)
     SalesforceBulkIngestOperator(task_id="load", source=str(warm), **common).execute({"ti": _TI("w", "load")})
     source = work / "tricky.csv"
-    size = write_tricky_csv(source, args.rows)
+    size = write_tricky_csv(source, args.rows, args.fail_every)
     for index in range(args.repeat):
         operator = SalesforceBulkIngestOperator(task_id="load", source=str(source), **common)
         context = {"ti": _TI(f"r{index}", "load")}
         _measure(f"ingest run {index + 1}", functools.partial(operator.execute, context), lambda _: size)
-        assert _LAST["records_successful"] == args.rows, _LAST
+        failing = len(range(0, args.rows, args.fail_every)) if args.fail_every else 0
+        assert _LAST["records_successful"] == args.rows - failing, _LAST
 
 
 def _seed(base_url: str, count: int) -> None:
@@ -201,6 +211,8 @@ def main() -> None:
     parser.add_argument("path", choices=["ingest", "query"])
     parser.add_argument("--rows", type=int, default=300_000)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--fail-every", type=int, default=0, metavar="N",
+                        help="ingest: every N-th row fails (exercises the failed rows files)")
     parser.add_argument("--cprofile", metavar="FILE", help="write a cProfile of the (last) measured run here")
     args = parser.parse_args(namespace=_ARGS)
     with tempfile.TemporaryDirectory(prefix="sfbulk-profile-") as tmp:

