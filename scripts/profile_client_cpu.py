@@ -117,6 +117,11 @@ class _TI:
         json.dumps(value)
 
 
+def _context(run_id: str, task_id: str) -> Any:
+    """The least of a task context ``execute`` needs: a task instance that takes XCom."""
+    return {"ti": _TI(run_id, task_id)}
+
+
 def _status_mb(key: str) -> float:
     with open("/proc/self/status") as handle:
         return next(int(line.split()[1]) for line in handle if line.startswith(key)) / 1024
@@ -168,12 +173,12 @@ def _ingest(args: argparse.Namespace, work: Path) -> None:
                               "max_failed_records": args.rows}
     warm = work / "warm.csv"
     write_tricky_csv(warm, 100)
-    SalesforceBulkIngestOperator(task_id="load", source=str(warm), **common).execute({"ti": _TI("w", "load")})
+    SalesforceBulkIngestOperator(task_id="load", source=str(warm), **common).execute(_context("w", "load"))
     source = work / "tricky.csv"
     size = write_tricky_csv(source, args.rows, args.fail_every)
     for index in range(args.repeat):
         operator = SalesforceBulkIngestOperator(task_id="load", source=str(source), **common)
-        context = {"ti": _TI(f"r{index}", "load")}
+        context = _context(f"r{index}", "load")
         _measure(f"ingest run {index + 1}", functools.partial(operator.execute, context), lambda _: size)
         failing = len(range(0, args.rows, args.fail_every)) if args.fail_every else 0
         assert _LAST["records_successful"] == args.rows - failing, _LAST
@@ -198,12 +203,12 @@ def _query(args: argparse.Namespace, base_url: str) -> None:
     common: dict[str, Any] = {"salesforce_conn_id": CONN_ID, "deferrable": False, "poll_interval": 0.2,
                               "max_poll_interval": 1.0, "limits_check": "off"}
     warm = SalesforceBulkQueryOperator(task_id="q", soql=SOQL + " LIMIT 1000", **common)
-    warm.execute({"ti": _TI("w", "q")})
+    warm.execute(_context("w", "q"))
     for index in range(args.repeat):
         # Under cProfile, one download thread: the profile sees only the thread that started it.
-        threads = {"download_concurrency": 1} if args.cprofile else {}
+        threads: dict[str, Any] = {"download_concurrency": 1} if args.cprofile else {}
         operator = SalesforceBulkQueryOperator(task_id="q", soql=SOQL, **common, **threads)
-        context = {"ti": _TI(f"r{index}", "q")}
+        context = _context(f"r{index}", "q")
         _measure(f"query run {index + 1}", functools.partial(operator.execute, context), _stored_bytes)
 
 
