@@ -21,6 +21,7 @@ from __future__ import annotations
 import codecs
 import os
 import re
+import sys
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from itertools import repeat
@@ -64,6 +65,8 @@ _QUOTE = 0x22
 _BULK_FIELDS = 4096
 #: Most records matched per regex call.
 _BULK_RECORDS = 256
+#: The possessive quantifier suffix where the ``re`` module has it (Python 3.11+).
+_POSSESSIVE = b"+" if sys.version_info >= (3, 11) else b""
 
 
 
@@ -98,12 +101,23 @@ class CsvSummary:
 RECORD_END = re.compile(b'[^"\\n]*(?:"[^"]*(?:""[^"]*)*"[^"\\n]*)*\\n')
 
 
+#: ``bytes.translate`` deletion table: every byte but the double quote and the line feed.
+_ALL_BUT_QUOTE_AND_LF = bytes(code for code in range(256) if code not in (_QUOTE, _LF))
+
+
 def _count_complete_records(buf: bytes | bytearray, start: int, end: int) -> int:
-    """Count the records of ``buf[start:end]``, a run of complete records of valid CSV."""
+    """Count the records of ``buf[start:end]``, a run of complete records of valid CSV.
+
+    Every line feed outside quotes ends a record. In valid CSV a byte is inside quotes when an odd number
+    of double quotes precedes it in the run, so the count needs no parsing: keep only the quotes and line
+    feeds (``translate``, in C), drop every adjacent ``""`` (which cannot change the parity at any later
+    byte), and what is left alternates between line feeds outside quotes and line feeds inside them.
+    """
     if buf.find(b'"', start, end) < 0:
         return buf.count(b"\n", start, end)
-    # Every match starts where the previous one ended, so the regex never scans in vain.
-    return RECORD_END.subn(b"", bytes(buf[start:end]))[1]
+    reduced = buf[start:end].translate(None, _ALL_BUT_QUOTE_AND_LF).replace(b'""', b"")
+    inside = reduced.split(b'"')[1::2]
+    return reduced.count(b"\n") - sum(map(len, inside))
 
 
 def _count_records_before(buf: bytes | bytearray, start: int, index: int) -> int:
@@ -146,9 +160,14 @@ class _RecordPatterns:
     def build(cls, delimiter: bytes, crlf: bool, fields: int) -> _RecordPatterns:
         d = re.escape(delimiter)
         term = b"\\r\\n" if crlf else b"\\n"
-        any_field = _field_any(delimiter)
+        # A field, quoted or not, can only be followed by the delimiter or the line ending, never by a
+        # byte it could give back, so the bulk patterns take fields possessively (Python 3.11+): the
+        # same matches without the backtracking state, about a third faster.
+        p = _POSSESSIVE
+        unquoted = b"[^" + d + b'"\\r\\n]*' + p
+        any_field = b'(?:"[^"]*' + p + b'(?:""[^"]*' + p + b")*" + p + b'"|' + unquoted + b")"
         # Quoted fields without a line feed: every line feed in a bulk match then ends a record.
-        one_line_field = b'(?:"[^"\\n]*(?:""[^"\\n]*)*"|' + _unquoted_field(delimiter) + b")"
+        one_line_field = b'(?:"[^"\\n]*' + p + b'(?:""[^"\\n]*' + p + b")*" + p + b'"|' + unquoted + b")"
         rest = b"){%d}" % (fields - 1)
         one_line = b"(?!" + term + b")" + one_line_field + b"(?:" + d + one_line_field + rest + term
         any_record = b"(?!" + term + b")" + any_field + b"(?:" + d + any_field + rest + term
@@ -156,7 +175,7 @@ class _RecordPatterns:
         return cls(
             one_line=re.compile(b"(?:" + one_line + b"){0,%d}" % per_call),
             any_records=re.compile(b"(?:" + any_record + b"){0,%d}" % per_call),
-            exact=re.compile(any_field + b"(?:" + d + any_field + rest),
+            exact=re.compile(_field_any(delimiter) + b"(?:" + d + _field_any(delimiter) + rest),
         )
 
 

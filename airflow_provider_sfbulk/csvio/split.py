@@ -54,6 +54,9 @@ from airflow_provider_sfbulk.csvio.scanner import (
 
 __all__ = ["CsvPart", "CsvSplit", "iter_csv_parts", "split_csv"]
 
+#: Bytes gathered before one write to a spool file.
+_WRITE_BUFFER = 1 << 20
+
 
 @dataclass(frozen=True)
 class CsvPart:
@@ -141,7 +144,8 @@ class _Spool:
         self.records = 0
         self.bytes = 0
         self._sha = hashlib.sha256()
-        self._file = os.fdopen(fd, "wb")
+        # A run of records is often a few kB: gather them into large writes (fewer system calls).
+        self._file = os.fdopen(fd, "wb", buffering=_WRITE_BUFFER)
         self.write(header)
 
     def write(self, data: bytes | memoryview) -> None:

@@ -17,9 +17,11 @@ Ingest result downloads (:mod:`~airflow_provider_sfbulk.ingest.results`) and que
 How records are counted
     The quote state is tracked by the parity of ``"`` characters, which is exact for RFC 4180 CSV such
     as Salesforce writes (inner quotes doubled). Per chunk, ``bytes.translate`` keeps only the quotes and
-    line feeds, and removing every adjacent ``""`` pair (which cannot change the parity before any later
-    byte) leaves only the quotes that open or close a value holding a line feed. What remains is tiny,
-    so the work per chunk runs in C at memory speed, with no Python loop per record or per quote.
+    line feeds. When every run of quotes between line feeds is even (the ``count`` of ``""`` pairs says
+    so), no line feed is inside quotes and they are counted as they are. Otherwise removing every
+    adjacent ``""`` pair (which cannot change the parity before any later byte) leaves only the quotes
+    that open or close a value holding a line feed. What remains is tiny, so the work per chunk runs in
+    C at memory speed, with no Python loop per record or per quote.
 """
 
 from __future__ import annotations
@@ -133,7 +135,15 @@ class CsvTee:
         if b'"' not in data:  # no quote at all: every line feed ends a record, or none does
             if not self._inside:
                 self._breaks += data.count(b"\n")
-        elif b'"' not in (reduced := data.translate(None, _ALL_BUT_QUOTE_AND_LF).replace(b'""', b"")):
+        elif 2 * (kept := data.translate(None, _ALL_BUT_QUOTE_AND_LF)).count(b'""') == len(kept) - (
+            newlines := kept.count(b"\n")
+        ):
+            # Every run of quotes between two line feeds is even (``count`` takes them in pairs), so an
+            # even number of quotes precedes each line feed: every one of them ends a record, or none
+            # does, and the quote state is unchanged. Salesforce quotes every value: the usual case.
+            if not self._inside:
+                self._breaks += newlines
+        elif b'"' not in (reduced := kept.replace(b'""', b"")):
             if not self._inside:
                 self._breaks += len(reduced)
         else:
@@ -151,15 +161,15 @@ class CsvTee:
 
     def _find_header(self, data: bytes) -> None:
         """Find the end of the header line (the first line feed outside quotes) in this chunk, if any."""
-        inside, position, end = self._inside, 0, None
-        for piece in data.split(b'"'):
-            if not inside:
-                newline = piece.find(b"\n")
-                if newline >= 0:
-                    end = position + newline + 1
-                    break
-            position += len(piece) + 1
-            inside = not inside
+        # A line feed is outside quotes when an even number of quotes (odd when the data starts inside
+        # a quoted value) precedes it; one count per line, never a split of the whole chunk.
+        quotes, start, end = (1 if self._inside else 0), 0, None
+        while (newline := data.find(b"\n", start)) >= 0:
+            quotes += data.count(b'"', start, newline)
+            start = newline + 1
+            if quotes % 2 == 0:
+                end = start
+                break
         if end is None:
             self._head += data
             if len(self._head) > MAX_HEADER_BYTES:
