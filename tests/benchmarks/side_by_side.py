@@ -192,8 +192,8 @@ def check_ingest(run: Run, expected: int) -> str:
     if successful != expected or others or run.result["processed"] != expected or run.result["failed"]:
         raise AssertionError(f"{run.client}: {successful} successful rows in files, {others} failed or "
                              f"unprocessed, counters {run.result}; expected {expected}")
-    if not (files["failed"] and files["unprocessed"]) and run.client != "ours":
-        raise AssertionError(f"{run.client}: result sets missing: {files}")
+    if any(len(files[kind]) != run.result["jobs"] for kind in ("successful", "failed", "unprocessed")):
+        raise AssertionError(f"{run.client}: not one file per job for each result set: {files}")
     return f"{successful:,} rows in {run.result['jobs']} job(s), 3 result sets each"
 
 
