@@ -37,6 +37,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -249,7 +250,15 @@ def child_settings(process: EmulatorProcess, work: Path) -> tuple[dict[str, Any]
         f"AIRFLOW_CONN_{CONN_ID.upper()}": connection_json(process, timeout=600),
         # requests lets these variables override a session's own ``verify``: point them at the emulator's CA
         "REQUESTS_CA_BUNDLE": str(process.ca_path), "CURL_CA_BUNDLE": str(process.ca_path),
+        # Bytecode cached, as in an ordinary installation: without it (PYTHONDONTWRITEBYTECODE=1 and a venv
+        # without .pyc files, as on the machine of the first figures) every child compiles Airflow from
+        # source: about 3 s more CPU and 7 MB more peak for the operator's process.
+        "PYTHONPYCACHEPREFIX": str(work / "pycache"),
     }
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    warm_up = "import requests, simple_salesforce, airflow_provider_sfbulk.operators.ingest, " \
+              "airflow_provider_sfbulk.operators.query"
+    subprocess.run([sys.executable, "-c", warm_up], env=env, check=True, capture_output=True, timeout=600)
     return settings, env
 
 
@@ -295,8 +304,13 @@ def run_case(case: str, profile: Profile, args: argparse.Namespace, work: Path) 
             order = chosen[rep % len(chosen):] + chosen[: rep % len(chosen)]
             for client in order:
                 out = work / "out" / f"{case}-{profile.name}-{client.impl}-{rep}"
-                run = run_child(client, case, {**settings, "out": str(out)}, env, process.process.pid,
+                extra = {"out": str(out)}
+                if args.cprofile:
+                    extra["cprofile"] = str(work / f"{case}-{profile.name}-{client.impl}-{rep}.prof")
+                run = run_child(client, case, {**settings, **extra}, env, process.process.pid,
                                 work / f"{case}-{profile.name}-{client.impl}-{rep}.log")
+                if args.cprofile and client.impl == "ours":
+                    print_profile(extra["cprofile"])
                 checks[client.label] = check(run, expected)
                 runs.append(run)
                 print(f"[side by side] {case}/{profile.name} rep {rep + 1} {client.label}: "
@@ -304,6 +318,13 @@ def run_case(case: str, profile: Profile, args: argparse.Namespace, work: Path) 
                       f"server CPU {run.server_cpu:.1f} s; {checks[client.label]}", flush=True)
                 shutil.rmtree(out, ignore_errors=True)
     return CaseResult(case, profile, size, runs, checks, notes)
+
+
+def print_profile(path: str) -> None:
+    """The functions where our client spent its CPU (cProfile, by own time), top 20."""
+    import pstats
+
+    pstats.Stats(path).sort_stats("tottime").print_stats(20)
 
 
 # --- tables -----------------------------------------------------------------------------------------------
@@ -405,6 +426,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--download-bandwidth", type=int, default=10_000_000,
                         help="salesforce profile: bytes per second per result stream")
     parser.add_argument("--clients", default="", help="only these (raw, raw_parallel, ssf, ours)")
+    parser.add_argument("--cprofile", action="store_true",
+                        help="run ours under cProfile and print where its CPU goes (slower figures)")
     parser.add_argument("--work", type=Path, default=None, help="work directory (default: a temporary one)")
     parser.add_argument("--write-doc", action="store_true", help="replace the blocks in docs/performance.md")
     args = parser.parse_args(argv)

@@ -331,9 +331,18 @@ def main(argv: list[str]) -> None:
         import simple_salesforce  # noqa: F401
     else:
         import requests  # noqa: F401
+    profiler = None
+    if settings.get("cprofile") and client == "ours":  # where our CPU goes (the figures are then slower)
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     wall, cpu = time.perf_counter(), time.process_time()
     result = CLIENTS[(client, case)](settings, out)
     result["work_wall"], result["work_cpu"] = time.perf_counter() - wall, time.process_time() - cpu
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(settings["cprofile"])
     print("RESULT=" + json.dumps(result), flush=True)
 
 
