@@ -15,7 +15,8 @@ How it measures:
   - ``naive``: a fixed 2 s interval and a new ``aiohttp.ClientSession`` per poll (one token fetched up
     front, one TLS context shared: the naive poller is given those for free).
 - The child's CPU seconds (user + system) and peak RSS (``ru_maxrss``) come from the OS: ``os.wait4`` on
-  the child once it exits. The child also reports its RSS once its imports are done.
+  the child once it exits, in a small launcher (``measured_child``; spawned straight from pytest, the child
+  would be charged pytest's own peak RSS). The child also reports its RSS once its imports are done.
 - Requests are counted at the emulator: two rules of its fault registry (``/__emulator/faults``) match the
   token endpoint and ``GET .../jobs/ingest/<id>`` and only delay them by 1 ms; the registry counts how
   often each fired.
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -40,6 +40,7 @@ from typing import Any
 
 import pytest
 import requests
+from measured_child import run_measured
 
 from airflow_provider_sfbulk.emulator.config import EmulatorConfig
 from airflow_provider_sfbulk.emulator.testing import EmulatorProcess, connection_json, start_emulator_process
@@ -252,26 +253,18 @@ def _run_waiter(waiter: str, process: EmulatorProcess, ids_file: Path, tmp_path:
         args = ["-c", _NAIVE, str(ids_file), json.dumps(settings), str(POLL)]
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
     log = tmp_path / f"{waiter}.log"
-    with log.open("w") as output:
-        child = subprocess.Popen([sys.executable, *args], stdout=output, stderr=subprocess.STDOUT, env=env)
-        watchdog = threading.Timer(CHILD_TIMEOUT, child.kill)
-        watchdog.start()
-        try:
-            _, status, usage = os.wait4(child.pid, 0)
-        finally:
-            watchdog.cancel()
-        child.returncode = os.waitstatus_to_exitcode(status)
+    usage = run_measured([sys.executable, *args], env=env, log=log, timeout=CHILD_TIMEOUT)
     text = log.read_text()
     lines = [line for line in text.splitlines() if line.startswith("RESULT=")]
-    assert child.returncode == 0, f"{waiter} child failed ({child.returncode}):\n{text[-4000:]}"
+    assert usage.exit == 0, f"{waiter} child failed ({usage.exit}):\n{text[-4000:]}"
     assert lines, f"{waiter} child printed no result:\n{text[-4000:]}"
     result = json.loads(lines[-1][len("RESULT=") :])
     tokens, polls = _counted(process)
     return Figures(
         waiter=waiter,
         wall=result["wall"],
-        cpu=usage.ru_utime + usage.ru_stime,
-        peak_mb=usage.ru_maxrss / 1024,
+        cpu=usage.cpu,
+        peak_mb=usage.peak_mb,
         imported_mb=result["imported_kb"] / 1024,
         polls=polls,
         tokens=tokens,
