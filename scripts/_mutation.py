@@ -68,10 +68,9 @@ GROUPS = (
         "reconcile-retry",
         ("ingest/summary.py", "ingest/retries.py"),
         (
-            "tests/unit/operators/test_ingest_operator.py",
+            "tests/unit/operators/test_ingest_retry_plan_exact.py",
+            "tests/unit/operators/test_ingest_summary_exact.py",
             "tests/unit/operators/test_ingest_unprocessed.py",
-            "tests/unit/operators/test_ingest_recovery.py",
-            "tests/unit/operators/test_ingest_results_module.py",
         ),
     ),
     Group(
@@ -88,9 +87,10 @@ GROUPS = (
         ("ingest/state.py", "ingest/journal.py", "ingest/earlier.py"),
         (
             "tests/unit/operators/test_ingest_state_round_trip.py",
-            "tests/unit/operators/test_ingest_recovery.py",
+            "tests/unit/operators/test_ingest_state_exact.py",
+            "tests/unit/operators/test_ingest_journal_exact.py",
+            "tests/unit/operators/test_ingest_earlier_exact.py",
             "tests/unit/operators/test_ingest_clear_after_fix.py",
-            "tests/unit/operators/test_ingest_concurrency.py",
         ),
     ),
     Group(
