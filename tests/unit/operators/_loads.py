@@ -59,11 +59,14 @@ def job_results(
     sent: int | None = None,
     reconciled: bool = True,
     stats: JobStats | None = None,
+    char: str = ",",
+    terminator: str = "\n",
 ) -> PartResults:
     """One collected job with its three result files on disk (one ``Name`` column).
 
     :param failed: ``(error code, name)`` of each failed row.
     :param unprocessed: the names of the unprocessed rows.
+    :param char: the files' delimiter; ``terminator`` their line ending.
     """
     where = folder / job_id
     where.mkdir(parents=True, exist_ok=True)
@@ -79,6 +82,7 @@ def job_results(
     }
     files = {}
     for name, text in texts.items():
+        text = text.replace(",", char).replace("\n", terminator)
         path = where / f"{name}.csv"
         path.write_text(text, "utf-8")
         files[name] = ResultFileSummary(name, str(to_storage_path(path)), counts[name], len(text), "00" * 32)

@@ -196,3 +196,36 @@ def test_failed_rows_are_not_read_without_codes(tmp_path: Path) -> None:
     added, journal_, _, _ = _plan(tmp_path, LoadSpec("Account", "insert"), part(0, done), part(1, broken))
     assert added is True
     assert (tmp_path / "out" / "retries" / "round-1.csv").read_bytes() == b"Name\nu1\n"
+
+
+def test_the_retry_file_is_written_in_the_load_dialect(tmp_path: Path) -> None:
+    """Semicolons and CRLF in, semicolons and CRLF out (the next round is split in the same dialect)."""
+    done = job_results(
+        tmp_path, "750A", failed=((LOCK, "l1"), ("SERVER_UNAVAILABLE", "s1"), (LOCK, "l2")), char=";",
+        terminator="\r\n",
+    )
+    broken = job_results(tmp_path, "750B", unprocessed=("u1",), state="Failed", char=";", terminator="\r\n")
+    spec = LoadSpec(
+        "Account", "insert", column_delimiter="SEMICOLON", line_ending="CRLF", retry_failed_records=1,
+        retryable_error_codes=[LOCK, "SERVER_UNAVAILABLE"],
+    )
+    added, journal_, log, parts = _plan(tmp_path, spec, part(0, done), part(1, broken))
+    assert added is True
+    assert (tmp_path / "out" / "retries" / "round-1.csv").read_bytes() == b"Name\r\nl1\r\ns1\r\nl2\r\nu1\r\n"
+    assert [p.record_count for p in parts] == [4]
+    assert journal_.state.rounds[0].retry.by_code == {LOCK: 2, "SERVER_UNAVAILABLE": 1}
+    assert log.lines == [
+        (
+            "info",
+            f"Round 1 sends 3 failed row(s) again ({LOCK}=2, SERVER_UNAVAILABLE=1) and 1 unprocessed row(s)",
+        )
+    ]
+
+
+def test_a_retry_folder_left_by_an_earlier_attempt_is_reused(tmp_path: Path) -> None:
+    (tmp_path / "out" / "retries").mkdir(parents=True)
+    (tmp_path / "out" / "retries" / "round-1.csv").write_bytes(b"Name\nstale\n")
+    broken = job_results(tmp_path, "750B", unprocessed=("u1",), state="Failed")
+    added, _, _, _ = _plan(tmp_path, LoadSpec("Account", "insert"), part(0, broken))
+    assert added is True
+    assert (tmp_path / "out" / "retries" / "round-1.csv").read_bytes() == b"Name\nu1\n"

@@ -282,3 +282,40 @@ def test_unbalanced_jobs_count_failed_and_unprocessed_rows(tmp_path: Path) -> No
     assert summary.problem.endswith(
         "(job 750A: 2 successful + 2 failed + 1 unprocessed of 9 sent, 4 row(s) missing)"
     )
+
+
+def test_merged_failures_keep_the_load_delimiter(tmp_path: Path) -> None:
+    first = job_results(tmp_path, "750A", failed=((LOCK, "l1"), ("INVALID_FIELD", "bad")), char=";")
+    second = job_results(tmp_path, "750B", failed=(("INVALID_FIELD", "worse"),), char=";")
+    round0 = a_round(0, part(0, first))
+    round0.retry = RetryPlan([LOCK], 1)
+    journal_ = journal(tmp_path, round0, a_round(1, part(0, second)), sent=2)
+    spec = LoadSpec("Account", "insert", column_delimiter="SEMICOLON", max_failed_records=9)
+    summary = _summarize(tmp_path, journal_, spec)
+    assert summary.result["records_failed"] == 2
+    assert (tmp_path / "out" / FAILED_FINAL_FILE).read_bytes() == (
+        b"sf__Id;sf__Error;Name\n"
+        b";INVALID_FIELD:bad went wrong:--;bad\n"
+        b";INVALID_FIELD:worse went wrong:--;worse\n"
+    )
+    assert (tmp_path / "out" / RELOAD_FILE).read_bytes() == b"Name\nbad\nworse\n"
+
+
+def test_failures_of_several_jobs_name_every_file(tmp_path: Path) -> None:
+    first = job_results(tmp_path, "750A", failed=(("X", "a"),))
+    second = job_results(tmp_path, "750B", failed=(("X", "b"),))
+    summary = _summarize(tmp_path, journal(tmp_path, a_round(0, part(0, first), part(1, second))))
+    reload = _uri(tmp_path / "out" / RELOAD_FILE)
+    assert summary.problem == (
+        f"2 row(s) failed (max_failed_records=0); see {first.file_uri('failedResults')}, "
+        f"{second.file_uri('failedResults')}; fix and load {reload}"
+    )
+
+
+def test_one_missing_row_is_named_missing(tmp_path: Path) -> None:
+    short = job_results(tmp_path, "750A", successful=1, sent=2, reconciled=False)
+    summary = _summarize(tmp_path, journal(tmp_path, a_round(0, part(0, short)), sent=2))
+    assert summary.problem is not None
+    assert summary.problem.endswith(
+        "(job 750A: 1 successful + 0 failed + 0 unprocessed of 2 sent, 1 row(s) missing)"
+    )
