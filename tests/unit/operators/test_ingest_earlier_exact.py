@@ -158,8 +158,11 @@ def test_an_aborted_job_counts_what_it_processed(tmp_path: Path, hook, api) -> N
         "info", f"The earlier attempt of this task loaded no row and {why}: starting a fresh load"
     )
     # The part's job is not known terminal in the state: an abort is tried, and refused.
-    assert log.lines[1][0] == "info"
-    assert log.lines[1][1].startswith(f"Job {job_id} of the earlier attempt not aborted: ")
+    refused = (
+        f"HTTP 400 INVALIDJOBSTATE: Invalid state transition: job {job_id} is in state Aborted and cannot "
+        f"be set to Aborted (job {job_id})"
+    )
+    assert log.lines[1] == ("info", f"Job {job_id} of the earlier attempt not aborted: {refused}")
     assert log.lines[2] == ("info", f"Discarding the earlier load (jobs {job_id}): {why}")
 
 
@@ -195,3 +198,14 @@ def test_a_refusal_without_jobs_says_none(tmp_path: Path, hook) -> None:
     with pytest.raises(IngestInputError) as caught:
         _decide(journal_, hook, RecordedLog(), fingerprint=dict(FINGERPRINT, object="Lead"))
     assert str(caught.value).startswith("the earlier attempt loaded 2 of 2 row(s) in job(s) none, and ")
+
+
+def test_parts_without_a_job_and_open_jobs_do_not_stop_the_count(tmp_path: Path, hook, api) -> None:
+    open_job = api.create_ingest("Account")["id"]
+    done = job_results(tmp_path, "750D", successful=3)
+    parts = (part(0), part(1, job_id=open_job), part(2, done))
+    journal_ = journal(tmp_path, a_round(0, *parts), sent=5, fingerprint=dict(FINGERPRINT))
+    with pytest.raises(IngestInputError) as caught:
+        _decide(journal_, hook, RecordedLog(), fingerprint=dict(FINGERPRINT, object="Lead"))
+    loaded = f"the earlier attempt loaded 3 of 5 row(s) in job(s) {open_job}, 750D, "
+    assert str(caught.value).startswith(loaded)

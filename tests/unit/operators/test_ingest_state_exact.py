@@ -83,8 +83,10 @@ def test_job_ids_known_and_current() -> None:
 def test_the_last_recorded_state() -> None:
     part = _part(0)
     assert part.last_recorded_state() is None
-    part.states = [Transition("750A", "Open", "t1"), Transition("750A", "UploadComplete", "t2")]
-    assert part.last_recorded_state() == "UploadComplete"
+    part.states = [Transition("750A", "Open", "t1")]
+    assert part.last_recorded_state() == "Open"
+    part.states += [Transition("750A", "UploadComplete", "t2"), Transition("750A", "JobComplete", "t3")]
+    assert part.last_recorded_state() == "JobComplete"
 
 
 def test_a_round_lists_its_parts_by_phase_and_the_running_ones() -> None:
