@@ -110,7 +110,14 @@ GROUPS = (
     Group(
         "paging",
         ("query/extract.py", "query/pages.py"),
-        ("tests/unit/query/", "tests/unit/operators/test_query_incremental.py"),
+        (
+            "tests/unit/query/",
+            "tests/unit/operators/test_query_incremental.py",
+            # Races the emulator (it aborts a job that may already be complete): on a loaded machine it
+            # fails the clean run that mutmut needs before it tries any mutant.
+            "--deselect",
+            "tests/unit/query/test_query_download.py::test_unfinished_job_is_refused",
+        ),
     ),
 )
 

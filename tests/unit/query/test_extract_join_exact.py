@@ -7,18 +7,25 @@ downstream job reads.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from airflow_provider_sfbulk.common.paths import to_storage_path
+from airflow_provider_sfbulk.emulator.testing import ApiSession, EmulatorServer
+from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
 from airflow_provider_sfbulk.protocol.api import JobInfo
+from airflow_provider_sfbulk.protocol.retry import RetryPolicy
 from airflow_provider_sfbulk.protocol.states import JobKind, JobState
 from airflow_provider_sfbulk.query.errors import QueryExtractError
-from airflow_provider_sfbulk.query.extract import _Extract
-from airflow_provider_sfbulk.query.manifest import PARTS_FOLDER, PageEntry
+from airflow_provider_sfbulk.query.extract import _Extract, extract_query_results
+from airflow_provider_sfbulk.query.manifest import MANIFEST_NAME, PARTS_FOLDER, PageEntry
 from airflow_provider_sfbulk.query.options import ExtractOptions
 
 HEADER = b'"Id","Name"\n'
@@ -71,3 +78,61 @@ def test_a_joined_count_that_differs_from_the_pages_is_refused(tmp_path: Path) -
         _extract(tmp_path, pages, file_name="accounts").join_pages()
     assert caught.value.job_id == "750Q"
     assert str(caught.value).startswith("accounts.csv holds 3 record(s) once joined, the pages 4")
+
+
+def test_removing_the_parts_deletes_every_part_and_the_parts_folder(tmp_path: Path) -> None:
+    pages = [(HEADER + b'"1","a"\n', 1, len(HEADER)), (HEADER + b'"2","b"\n', 1, len(HEADER))]
+    extract = _extract(tmp_path, pages)
+    extract.join_pages()
+    extract.remove_parts()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
+
+
+# --- against the emulator: resuming and the locator chain of resultPages ---------------------------------
+
+CONN_ID = "salesforce_bulk_default"
+FAST = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.02)
+
+
+def _query(emulator: EmulatorServer, salesforce_conn: Callable[..., str], records: int) -> str:
+    salesforce_conn(emulator)
+    emulator.seed("Account", records, seed=3)
+    return ApiSession(emulator).run_query("SELECT Id, Name FROM Account")["id"]
+
+
+def test_a_rerun_keeps_every_stored_page_and_says_so(
+    emulator: EmulatorServer, salesforce_conn: Callable[..., str], tmp_path: Path, caplog
+) -> None:
+    job_id = _query(emulator, salesforce_conn, 25)
+    options = ExtractOptions(max_records_per_page=10, concurrency=1)
+    factory = lambda: SalesforceBulkHook(CONN_ID, retry_policy=FAST)  # noqa: E731
+    first = extract_query_results(factory, job_id, tmp_path, options)
+    assert (first.paging, first.resumed_pages, len(first.pages)) == ("resultPages", 0, 3)
+    caplog.set_level(logging.INFO, logger="airflow_provider_sfbulk.query.extract")
+    again = extract_query_results(factory, job_id, tmp_path, options)
+    assert (again.resumed_pages, again.record_count) == (3, 25)
+    assert f"Query job {job_id}: 3 of 3 page(s) kept from an earlier run" in caplog.messages
+
+
+def test_pages_whose_locators_do_not_chain_are_recorded_as_inconsistent(
+    emulator: EmulatorServer, salesforce_conn: Callable[..., str], tmp_path: Path, caplog
+) -> None:
+    job_id = _query(emulator, salesforce_conn, 25)
+
+    class OwnLocators(SalesforceBulkHook):
+        """Reports a next locator of its own for every page: the chain no longer matches resultPages."""
+
+        def download_query_page(self, job: str, writable: Any, locator: str | None = None, **kw: Any) -> Any:
+            page = super().download_query_page(job, writable, locator=locator, **kw)
+            return dataclasses.replace(page, next_locator=f"own-{locator}")
+
+    options = ExtractOptions(max_records_per_page=10, concurrency=1)
+    caplog.set_level(logging.WARNING, logger="airflow_provider_sfbulk.query.extract")
+    result = extract_query_results(lambda: OwnLocators(CONN_ID, retry_policy=FAST), job_id, tmp_path, options)
+    assert result.record_count == 25
+    manifest = json.loads((tmp_path / MANIFEST_NAME).read_text("utf-8"))
+    assert (manifest["paging"], manifest["locator_chain"]) == ("resultPages", "inconsistent")
+    assert caplog.messages == [
+        f"Query job {job_id}: the pages' Sforce-Locator headers do not chain into the resultPages locators; "
+        "relying on the record counts"
+    ]
