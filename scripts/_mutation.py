@@ -53,6 +53,7 @@ GROUPS = (
             "tests/unit/csvio/test_csv_diagnostics_exact.py",
             "tests/unit/csvio/test_csv_split_properties.py",
             "tests/unit/csvio/test_tee.py",
+            "tests/unit/csvio/test_record_size_limit.py",
         ),
     ),
     Group(
