@@ -62,6 +62,7 @@ GROUPS = (
         (
             "tests/unit/csvio/test_failed_rows.py",
             "tests/unit/csvio/test_failed_rows_exact.py",
+            "tests/unit/csvio/test_failed_rows_unprocessed_properties.py",
             "tests/unit/operators/test_ingest_results_module.py",
         ),
     ),

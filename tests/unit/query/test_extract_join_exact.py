@@ -88,6 +88,28 @@ def test_removing_the_parts_deletes_every_part_and_the_parts_folder(tmp_path: Pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
 
 
+def test_a_stale_file_that_cannot_be_deleted_is_named_in_a_warning(
+    tmp_path: Path, caplog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    extract = _extract(tmp_path, [])
+    for name in ("part-00007.csv", "part-00008.csv"):
+        (tmp_path / name).write_bytes(b"x")
+    stuck = to_storage_path(tmp_path / "part-00007.csv")
+    unlink = type(stuck).unlink
+
+    def refuse_one(path: Any, *args: Any, **kwargs: Any) -> None:
+        # Tests run as root here, so file permissions cannot make a deletion fail.
+        if path.name == "part-00007.csv":
+            raise PermissionError(13, "Permission denied")
+        unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(type(stuck), "unlink", refuse_one)
+    caplog.set_level(logging.WARNING, logger="airflow_provider_sfbulk.query.extract")
+    extract._remove_stale({"part-00007.csv", "part-00008.csv", "part-00009.csv"})
+    assert not (tmp_path / "part-00008.csv").exists()
+    assert caplog.messages == [f"Could not delete {stuck}: [Errno 13] Permission denied"]
+
+
 # --- against the emulator: resuming and the locator chain of resultPages ---------------------------------
 
 CONN_ID = "salesforce_bulk_default"
@@ -108,6 +130,12 @@ def test_a_rerun_keeps_every_stored_page_and_says_so(
     factory = lambda: SalesforceBulkHook(CONN_ID, retry_policy=FAST)  # noqa: E731
     first = extract_query_results(factory, job_id, tmp_path, options)
     assert (first.paging, first.resumed_pages, len(first.pages)) == ("resultPages", 0, 3)
+    listed = json.loads((tmp_path / MANIFEST_NAME).read_text("utf-8"))["files"]
+    assert listed == [
+        {"file": p.file, "bytes": p.bytes, "sha256": p.sha256, "record_count": p.record_count}
+        for p in first.pages
+    ]
+    assert [entry["file"] for entry in listed] == ["part-00000.csv", "part-00001.csv", "part-00002.csv"]
     caplog.set_level(logging.INFO, logger="airflow_provider_sfbulk.query.extract")
     again = extract_query_results(factory, job_id, tmp_path, options)
     assert (again.resumed_pages, again.record_count) == (3, 25)
