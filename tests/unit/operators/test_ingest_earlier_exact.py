@@ -12,13 +12,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from _loads import SOURCE, RecordedLog, a_round, job_results, journal, part, saved
 
 from airflow_provider_sfbulk.emulator.testing import ApiSession
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
 from airflow_provider_sfbulk.ingest.earlier import resume_earlier_load
 from airflow_provider_sfbulk.ingest.errors import IngestInputError
 from airflow_provider_sfbulk.ingest.state import RetryPlan
-from tests.unit.operators._loads import SOURCE, RecordedLog, a_round, job_results, journal, part, saved
 
 FINGERPRINT = {"source": SOURCE, "operation": "insert", "line_ending": "LF", "object": "Account"}
 REFUSAL_TAIL = (

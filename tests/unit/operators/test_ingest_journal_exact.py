@@ -11,12 +11,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from _loads import a_round, journal, part, saved
 
 from airflow_provider_sfbulk.common.checkpoint import TaskCheckpoint
 from airflow_provider_sfbulk.common.paths import to_storage_path
 from airflow_provider_sfbulk.ingest.journal import STATE_KEY, LoadJournal
 from airflow_provider_sfbulk.ingest.state import ClockOffset, LostCreate, Phase, Transition, now_iso
-from tests.unit.operators._loads import a_round, journal, part, saved
 
 ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00")
 

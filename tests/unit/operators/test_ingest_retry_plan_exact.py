@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from _loads import RecordedLog, a_round, job_results, journal, part, saved
+
 from airflow_provider_sfbulk.common.paths import to_storage_path
 from airflow_provider_sfbulk.ingest.parts import PartFiles
 from airflow_provider_sfbulk.ingest.retries import plan_retry
 from airflow_provider_sfbulk.ingest.spec import LoadSpec
 from airflow_provider_sfbulk.ingest.state import RetryPlan
-from tests.unit.operators._loads import RecordedLog, a_round, job_results, journal, part, saved
 
 LOCK = "UNABLE_TO_LOCK_ROW"
 

@@ -13,11 +13,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from _loads import SOURCE, RecordedLog, a_round, job_results, journal, part
+
 from airflow_provider_sfbulk.common.paths import to_storage_path
 from airflow_provider_sfbulk.ingest.spec import LoadSpec
 from airflow_provider_sfbulk.ingest.state import JobStats, RetryPlan
 from airflow_provider_sfbulk.ingest.summary import FAILED_FINAL_FILE, RELOAD_FILE, summarize
-from tests.unit.operators._loads import SOURCE, RecordedLog, a_round, job_results, journal, part
 
 LOCK = "UNABLE_TO_LOCK_ROW"
 
