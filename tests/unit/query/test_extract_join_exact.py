@@ -19,6 +19,7 @@ import pytest
 
 from airflow_provider_sfbulk.common.paths import to_storage_path
 from airflow_provider_sfbulk.emulator.testing import ApiSession, EmulatorServer
+from airflow_provider_sfbulk.exceptions import SalesforceBulkTransientError
 from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
 from airflow_provider_sfbulk.protocol.api import JobInfo
 from airflow_provider_sfbulk.protocol.retry import RetryPolicy
@@ -29,6 +30,11 @@ from airflow_provider_sfbulk.query.manifest import MANIFEST_NAME, PARTS_FOLDER, 
 from airflow_provider_sfbulk.query.options import ExtractOptions
 
 HEADER = b'"Id","Name"\n'
+
+
+def _lines(caplog: pytest.LogCaptureFixture, logger: str) -> list[str]:
+    """The messages of one of our loggers (Airflow's own loggers write to the same capture)."""
+    return [record.getMessage() for record in caplog.records if record.name == logger]
 
 
 def _extract(tmp_path: Path, pages: list[tuple[bytes, int, int]], **options: Any) -> _Extract:
@@ -107,7 +113,8 @@ def test_a_stale_file_that_cannot_be_deleted_is_named_in_a_warning(
     caplog.set_level(logging.WARNING, logger="airflow_provider_sfbulk.query.extract")
     extract._remove_stale({"part-00007.csv", "part-00008.csv", "part-00009.csv"})
     assert not (tmp_path / "part-00008.csv").exists()
-    assert caplog.messages == [f"Could not delete {stuck}: [Errno 13] Permission denied"]
+    refused = f"Could not delete {stuck}: [Errno 13] Permission denied"
+    assert _lines(caplog, "airflow_provider_sfbulk.query.extract") == [refused]
 
 
 # --- against the emulator: resuming and the locator chain of resultPages ---------------------------------
@@ -139,7 +146,8 @@ def test_a_rerun_keeps_every_stored_page_and_says_so(
     caplog.set_level(logging.INFO, logger="airflow_provider_sfbulk.query.extract")
     again = extract_query_results(factory, job_id, tmp_path, options)
     assert (again.resumed_pages, again.record_count) == (3, 25)
-    assert f"Query job {job_id}: 3 of 3 page(s) kept from an earlier run" in caplog.messages
+    kept = f"Query job {job_id}: 3 of 3 page(s) kept from an earlier run"
+    assert kept in _lines(caplog, "airflow_provider_sfbulk.query.extract")
 
 
 def test_pages_whose_locators_do_not_chain_are_recorded_as_inconsistent(
@@ -160,7 +168,28 @@ def test_pages_whose_locators_do_not_chain_are_recorded_as_inconsistent(
     assert result.record_count == 25
     manifest = json.loads((tmp_path / MANIFEST_NAME).read_text("utf-8"))
     assert (manifest["paging"], manifest["locator_chain"]) == ("resultPages", "inconsistent")
-    assert caplog.messages == [
+    assert _lines(caplog, "airflow_provider_sfbulk.query.extract") == [
         f"Query job {job_id}: the pages' Sforce-Locator headers do not chain into the resultPages locators; "
         "relying on the record counts"
+    ]
+
+
+def test_a_page_fetched_again_is_announced_with_its_attempt(
+    emulator: EmulatorServer, salesforce_conn: Callable[..., str], tmp_path: Path, caplog
+) -> None:
+    job_id = _query(emulator, salesforce_conn, 5)
+    failures = [SalesforceBulkTransientError("HTTP 503 busy")]
+
+    class FailsOnce(SalesforceBulkHook):
+        def download_query_page(self, job: str, writable: Any, locator: str | None = None, **kw: Any) -> Any:
+            if failures:
+                raise failures.pop()
+            return super().download_query_page(job, writable, locator=locator, **kw)
+
+    options = ExtractOptions(concurrency=1, page_attempts=3, page_retry_delay=0.0)
+    caplog.set_level(logging.WARNING, logger="airflow_provider_sfbulk.query.pages")
+    result = extract_query_results(lambda: FailsOnce(CONN_ID, retry_policy=FAST), job_id, tmp_path, options)
+    assert (result.record_count, result.pages[0].attempts) == (5, 2)
+    assert _lines(caplog, "airflow_provider_sfbulk.query.pages") == [
+        f"Query job {job_id}: page 0 failed (HTTP 503 busy); fetching it again in 0.0s (attempt 2 of 3)"
     ]
