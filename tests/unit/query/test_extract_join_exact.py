@@ -187,9 +187,29 @@ def test_a_page_fetched_again_is_announced_with_its_attempt(
             return super().download_query_page(job, writable, locator=locator, **kw)
 
     options = ExtractOptions(concurrency=1, page_attempts=3, page_retry_delay=0.0)
-    caplog.set_level(logging.WARNING, logger="airflow_provider_sfbulk.query.pages")
+    caplog.set_level(logging.INFO, logger="airflow_provider_sfbulk.query.pages")
     result = extract_query_results(lambda: FailsOnce(CONN_ID, retry_policy=FAST), job_id, tmp_path, options)
     assert (result.record_count, result.pages[0].attempts) == (5, 2)
+    page = result.pages[0]
+    where = to_storage_path(tmp_path / page.file)
     assert _lines(caplog, "airflow_provider_sfbulk.query.pages") == [
-        f"Query job {job_id}: page 0 failed (HTTP 503 busy); fetching it again in 0.0s (attempt 2 of 3)"
+        f"Query job {job_id}: page 0 failed (HTTP 503 busy); fetching it again in 0.0s (attempt 2 of 3)",
+        f"Query job {job_id}: page 0 stored (5 records, {page.bytes} bytes) in {where}",
     ]
+
+
+@pytest.mark.parametrize(("shape", "paging"), [("documented", "resultPages"), ("missing", "locator")])
+def test_a_finished_single_file_extract_is_returned_again_as_it_was(
+    emulator: EmulatorServer, salesforce_conn: Callable[..., str], tmp_path: Path, shape: str, paging: str
+) -> None:
+    job_id = _query(emulator, salesforce_conn, 12)
+    emulator.set_result_pages_shape(shape)
+    options = ExtractOptions(output="single", max_records_per_page=5, concurrency=1)
+    factory = lambda: SalesforceBulkHook(CONN_ID, retry_policy=FAST)  # noqa: E731
+    first = extract_query_results(factory, job_id, tmp_path, options)
+    again = extract_query_results(factory, job_id, tmp_path, options)
+    assert (first.paging, first.columns, first.record_count) == (paging, ["Id", "Name"], 12)
+    assert (again.paging, again.paging_fallback) == (first.paging, first.paging_fallback)
+    assert again.columns == first.columns
+    assert (again.resumed_pages, again.files) == (3, first.files)
+    assert (first.paging_fallback is None) == (shape == "documented")
