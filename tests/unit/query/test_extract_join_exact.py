@@ -200,16 +200,36 @@ def test_a_page_fetched_again_is_announced_with_its_attempt(
 
 @pytest.mark.parametrize(("shape", "paging"), [("documented", "resultPages"), ("missing", "locator")])
 def test_a_finished_single_file_extract_is_returned_again_as_it_was(
-    emulator: EmulatorServer, salesforce_conn: Callable[..., str], tmp_path: Path, shape: str, paging: str
+    emulator: EmulatorServer, salesforce_conn: Callable[..., str], tmp_path: Path, shape: str, paging: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     job_id = _query(emulator, salesforce_conn, 12)
     emulator.set_result_pages_shape(shape)
     options = ExtractOptions(output="single", max_records_per_page=5, concurrency=1)
     factory = lambda: SalesforceBulkHook(CONN_ID, retry_policy=FAST)  # noqa: E731
+    caplog.set_level(logging.INFO, logger="airflow_provider_sfbulk.query.extract")
     first = extract_query_results(factory, job_id, tmp_path, options)
+    done = f"Query job {job_id}: 12 record(s) in 3 page(s) extracted to {to_storage_path(tmp_path)}"
+    assert done in _lines(caplog, "airflow_provider_sfbulk.query.extract")
     again = extract_query_results(factory, job_id, tmp_path, options)
     assert (first.paging, first.columns, first.record_count) == (paging, ["Id", "Name"], 12)
     assert (again.paging, again.paging_fallback) == (first.paging, first.paging_fallback)
     assert again.columns == first.columns
     assert (again.resumed_pages, again.files) == (3, first.files)
     assert (first.paging_fallback is None) == (shape == "documented")
+
+
+def test_a_job_that_is_not_complete_is_refused_naming_it(
+    emulator_factory: Callable[..., EmulatorServer], salesforce_conn: Callable[..., str], tmp_path: Path
+) -> None:
+    slow = emulator_factory(query_delay=30.0)
+    salesforce_conn(slow)
+    soql = {"operation": "query", "query": "SELECT Id FROM Account"}
+    response = ApiSession(slow).post("/jobs/query", json=soql)
+    job_id = response.json()["id"]
+    with pytest.raises(QueryExtractError) as caught:
+        extract_query_results(lambda: SalesforceBulkHook(CONN_ID, retry_policy=FAST), job_id, tmp_path)
+    assert caught.value.job_id == job_id
+    assert str(caught.value).startswith(
+        "query job results can only be read once the job is JobComplete; it is "
+    )
