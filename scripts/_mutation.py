@@ -54,6 +54,7 @@ GROUPS = (
             "tests/unit/csvio/test_csv_split_properties.py",
             "tests/unit/csvio/test_tee.py",
             "tests/unit/csvio/test_record_size_limit.py",
+            "tests/unit/csvio/test_csv_utf8_boundary.py",
         ),
     ),
     Group(
