@@ -55,6 +55,7 @@ GROUPS = (
             "tests/unit/csvio/test_tee.py",
             "tests/unit/csvio/test_record_size_limit.py",
             "tests/unit/csvio/test_csv_utf8_boundary.py",
+            "tests/unit/csvio/test_csv_header_errors_exact.py",
         ),
     ),
     Group(
