@@ -72,3 +72,30 @@ def test_a_stream_that_reads_bytearrays_is_read_like_bytes() -> None:
 
     summary = inspect_csv(Chunks("Name\né\n漢\n".encode()), chunk_size=3)
     assert (summary.record_count, summary.columns) == (2, ("Name",))
+
+
+def test_the_sources_that_cannot_be_read_are_named(tmp_path) -> None:
+    with pytest.raises(CsvValidationError) as missing:
+        inspect_csv(str(tmp_path / "nope.csv"))
+    assert (missing.value.problem, missing.value.detail) == ("missing_file", "the file does not exist")
+    with pytest.raises(CsvValidationError) as folder:
+        inspect_csv(str(tmp_path))
+    assert (folder.value.problem, folder.value.detail) == (
+        "missing_file", "the path is a directory, not a file"
+    )
+    with pytest.raises(CsvValidationError) as empty:
+        inspect_csv(io.BytesIO(b""))
+    assert (empty.value.problem, empty.value.detail) == ("empty_file", "the file is empty")
+    assert str(empty.value).startswith("<stream>")
+
+
+def test_a_path_like_object_without_open_is_opened_by_its_path(tmp_path) -> None:
+    class Where:
+        def __init__(self, path) -> None:
+            self._path = path
+
+        def __fspath__(self) -> str:
+            return str(self._path)
+
+    (tmp_path / "ok.csv").write_bytes(b"a\n1\n2\n")
+    assert inspect_csv(Where(tmp_path / "ok.csv")).record_count == 2  # type: ignore[arg-type]
