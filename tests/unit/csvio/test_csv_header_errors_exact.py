@@ -99,3 +99,14 @@ def test_a_path_like_object_without_open_is_opened_by_its_path(tmp_path) -> None
 
     (tmp_path / "ok.csv").write_bytes(b"a\n1\n2\n")
     assert inspect_csv(Where(tmp_path / "ok.csv")).record_count == 2  # type: ignore[arg-type]
+
+
+def test_a_bare_quote_in_the_header() -> None:
+    error = _error(b'a"b,c\n1,2\n')
+    assert (error.problem, error.record_number, error.line_number, error.byte_offset) == (
+        "bare_quote", 0, 1, 1
+    )
+    assert str(error) == (
+        'h.csv (header, line 1, byte offset 1): a double quote inside unquoted field 1; enclose the value in '
+        'double quotes and double the quotes inside it ("")'
+    )
