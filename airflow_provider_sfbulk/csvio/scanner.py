@@ -676,6 +676,23 @@ def header_only_error(scanner: Scanner) -> CsvValidationError:
     )
 
 
+def _check_record_sizes(scanner: Scanner, buf: bytearray, start: int, end: int, simple: bool) -> None:
+    """Raise for the first record of a run bigger than ``max_record_bytes``, terminator included.
+
+    The fast paths of :meth:`Scanner.spans` do not measure records; :func:`split_csv` refuses such a record
+    when it does not fit in a part, with the same numbers, so that both refuse the same records.
+    """
+    pos, record, line = start, scanner.record_number + 1, scanner.line_number
+    while pos < end:
+        if simple:
+            found = buf.index(b"\n", pos) + 1
+        else:
+            found = RECORD_END.match(buf, pos, end).end()  # type: ignore[union-attr]
+        if found - pos > scanner.max_record_bytes:
+            raise scanner.too_large(found - pos, record=record, line=line, partial=False)
+        record, line, pos = record + 1, line + buf.count(b"\n", pos, found), found
+
+
 def inspect_csv(
     source: CsvSource,
     *,
@@ -712,8 +729,9 @@ def inspect_csv(
             required_columns=required_columns,
             allowed_columns=allowed_columns,
         )
-        for _ in scanner.spans():
-            pass
+        for buf, start, end, _count, simple in scanner.spans():
+            if end - start > max_record_bytes:
+                _check_record_sizes(scanner, buf, start, end, simple)
         if scanner.record_number == 0:
             raise header_only_error(scanner)
         return summarize(scanner, column_delimiter)
