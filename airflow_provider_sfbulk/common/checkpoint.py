@@ -23,6 +23,7 @@ from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 from airflow_provider_sfbulk.common.json_files import read_json, write_json_atomic
 from airflow_provider_sfbulk.common.paths import task_state_path
+from airflow_provider_sfbulk.hooks.bulk import SUPERVISOR_TURN
 
 __all__ = ["CHECKPOINT_FILE", "TaskCheckpoint"]
 
@@ -88,7 +89,8 @@ class TaskCheckpoint:
         """The stored value of ``key``, or ``default``."""
         with self._lock:
             if self._store is not None:
-                value = self._store.get(self._prefix + key, None)
+                with SUPERVISOR_TURN:  # a message to Airflow: the worker threads take turns (hooks/bulk.py)
+                    value = self._store.get(self._prefix + key, None)
                 return default if value is None else value
             return self._load().get(key, default)
 
@@ -99,7 +101,8 @@ class TaskCheckpoint:
         json.dumps(value)  # fail early on values that are not JSON
         with self._lock:
             if self._store is not None:
-                self._store.set(self._prefix + key, value)
+                with SUPERVISOR_TURN:
+                    self._store.set(self._prefix + key, value)
                 return
             data = dict(self._load())
             data[key] = value
@@ -109,7 +112,8 @@ class TaskCheckpoint:
         """Forget ``key`` (no error when it is absent)."""
         with self._lock:
             if self._store is not None:
-                self._store.delete(self._prefix + key)
+                with SUPERVISOR_TURN:
+                    self._store.delete(self._prefix + key)
                 return
             data = dict(self._load())
             if key in data:

@@ -82,9 +82,11 @@ __all__ = ["SalesforceBulkAsyncHook", "SalesforceBulkHook"]
 # in-process channel swaps a module global per message, so that a thread can leave the task without one
 # ("name 'SUPERVISOR_COMMS' is not defined" at the task's XCom push). A connection look-up and
 # ``mask_secret`` each send one, and the blocking hook makes both from the worker threads of uploads and
-# downloads (common/threads.py): they take turns here. The async hook does not: in the triggerer a blocking
-# look-up may wait for the event loop, which must never wait for this lock.
-_SUPERVISOR_TURN = threading.RLock()
+# downloads (common/threads.py): they take turns here, and so do the task state store calls of
+# common/checkpoint.py (also under dag.test() on 3.3, whose in-process channel still swaps the global). The
+# async hook does not: in the triggerer a blocking look-up may wait for the event loop, which must never
+# wait for this lock.
+SUPERVISOR_TURN = threading.RLock()
 
 
 P = ParamSpec("P")
@@ -191,7 +193,7 @@ class _SalesforceBulkHookBase(BaseHook):
 
     def _mask(self, *secrets: str) -> None:
         """Register secrets with Airflow's masker (the blocking hook's threads take turns to)."""
-        turn = contextlib.nullcontext() if getattr(self, "_asynchronous", False) else _SUPERVISOR_TURN
+        turn = contextlib.nullcontext() if getattr(self, "_asynchronous", False) else SUPERVISOR_TURN
         with turn:
             for secret in secrets:
                 mask_secret(secret)
@@ -274,7 +276,7 @@ class SalesforceBulkHook(_SalesforceBulkHookBase):
 
     def _get_client(self) -> BulkClient:
         if self._client is None:
-            with _SUPERVISOR_TURN:  # this hook's threads take turns to ask Airflow (see _SUPERVISOR_TURN)
+            with SUPERVISOR_TURN:  # this hook's threads take turns to ask Airflow (see SUPERVISOR_TURN)
                 self._client = self._client_for(self.get_connection(self.salesforce_conn_id))
         return self._client
 

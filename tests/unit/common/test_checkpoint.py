@@ -93,3 +93,36 @@ def test_threads_do_not_lose_updates(tmp_path):
         thread.join(10)
     fresh = TaskCheckpoint(folder=to_storage_path(tmp_path))
     assert all(fresh.get(f"k{n}-{i}") == i for n in range(4) for i in range(10))
+
+
+def test_store_calls_take_turns_with_the_hooks_messages_to_airflow():
+    """A task state store call is a message to Airflow's supervisor, like the hook's connection look-up: under
+    dag.test() the in-process channel removes its global while it answers one, so a second thread's message
+    at that moment fails ("cannot import name 'SUPERVISOR_COMMS'"). Both take the same turn."""
+    from airflow_provider_sfbulk.hooks.bulk import SUPERVISOR_TURN
+
+    calls: list[str] = []
+
+    class Store:
+        def get(self, key: str, default: Any = None) -> Any:
+            calls.append("get")
+            return default
+
+        def set(self, key: str, value: Any) -> None:
+            calls.append("set")
+
+        def delete(self, key: str) -> None:
+            calls.append("delete")
+
+    checkpoint = TaskCheckpoint(store=Store())
+    worker = threading.Thread(
+        target=lambda: (checkpoint.set("a", 1), checkpoint.get("a"), checkpoint.delete("a"))
+    )
+    with SUPERVISOR_TURN:  # another thread is talking to Airflow
+        worker.start()
+        worker.join(0.3)
+        assert worker.is_alive()
+        assert calls == []
+    worker.join(10)
+    assert not worker.is_alive()
+    assert calls == ["set", "get", "delete"]
