@@ -1,10 +1,10 @@
 """An optional log of every request the emulator answered, one JSON line each (``--request-log FILE``).
 
 Each line holds the time the request arrived and the time it was answered (Unix seconds), the method, the
-normalised path, the query string, the status and ``client``: the first 12 hex digits of the SHA-256 of the bearer token
-(``"-"`` without one), never the token itself. Every token request mints a new token and every process
-of an Airflow deployment keeps its own, so ``client`` tells the processes apart: the distributed test
-suite reads it to prove that each job is polled by one triggerer at a time.
+normalised path, the query string, the status and ``client``: the first 12 hex digits of the SHA-256 of
+the bearer token (``"-"`` without one), never the token itself. Every token request mints a new token
+and every process of an Airflow deployment keeps its own, so ``client`` tells the processes apart: the
+distributed test suite reads it to prove that each job is polled by one triggerer at a time.
 """
 
 from __future__ import annotations
