@@ -71,6 +71,9 @@ def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribute
             },
         )
         cleanup.callback(lambda: leftovers.extend(stack.stop()))
+        # the tests read results through the same AWS connection as the workers
+        environment = cleanup.enter_context(pytest.MonkeyPatch.context())
+        environment.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(aws))
         stack.start()
         yield Distributed(stack, servers, emulator, request_log)
     assert not leftovers, f"processes left running in the groups of: {leftovers}"

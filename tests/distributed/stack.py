@@ -195,11 +195,10 @@ class Servers:
         return f"s3://aws_default@{BUCKET}/{key}"
 
     def s3_get(self, uri: str) -> bytes:
-        bucket, _, key = uri.removeprefix("s3://").partition("/")
-        bucket = bucket.rpartition("@")[2]
-        response = HTTP.get(f"{self.s3_url}/{bucket}/{key}", timeout=30)
-        response.raise_for_status()
-        return response.content
+        """Read ``uri`` as the workers do (ObjectStoragePath over the AWS connection the fixture set)."""
+        from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+        return bytes(ObjectStoragePath(uri).read_bytes())
 
     def s3_keys(self, prefix: str) -> list[str]:
         response = HTTP.get(f"{self.s3_url}/{BUCKET}", params={"list-type": "2", "prefix": prefix},
