@@ -53,11 +53,10 @@ def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribute
         emulator = cleanup.enter_context(start_emulator_process(
             root / "emulator",
             # Jobs take 10 s, as in e2e (a trigger firing before the scheduler has seen the defer would
-            # hit apache/airflow#67287); ten job threads so that ten jobs run side by side; downloads
-            # capped so that an extract's pages are still arriving when its worker is killed.
+            # hit apache/airflow#67287); ten job threads so that ten jobs run side by side.
             extra_args=["--seed-records", "Account=20", "--seed-records", "Opportunity=1200", "--seed", "7",
                         "--batch-delay", "10", "--query-delay", "10", "--workers", "10",
-                        "--download-bandwidth", "3000", "--request-log", str(request_log)],
+                        "--request-log", str(request_log)],
         ))
         aws = {"conn_type": "aws", "login": "testing", "password": "testing",
                "extra": {"endpoint_url": servers.s3_url, "region_name": "us-east-1"}}

@@ -214,8 +214,18 @@ def test_triggerer_killed_the_other_takes_the_waits_over(distributed):
 
 def test_extract_resumed_after_a_worker_kill_keeps_the_pages_on_s3(distributed):
     d = distributed
-    stack = d.stack
     pages = -(-len(d.records("Opportunity")) // 100)  # 100 records a page
+    # every page answers after 3 s, so that pages are still arriving when the worker is killed
+    slow_pages = {"kind": "delay", "delay": 3, "method": "GET", "path": "/jobs/query/[^/]+/results$"}
+    d.emulator_api("PUT", "/__emulator/faults", json={"rules": [slow_pages]})
+    try:
+        _extract_with_a_kill(d, pages)
+    finally:
+        d.emulator_api("DELETE", "/__emulator/faults")
+
+
+def _extract_with_a_kill(d: Any, pages: int) -> None:
+    stack = d.stack
     since = time.time()
     run_id = stack.trigger("dist_extract")
 
