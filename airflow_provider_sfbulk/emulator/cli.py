@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--list-page-size", type=int, default=defaults.list_page_size)
     add("--daily-api-requests", type=int, default=defaults.daily_api_requests)
     add("--workers", type=int, default=defaults.workers, help="job processing threads")
+    add("--request-log", type=Path, default=None, metavar="FILE",
+        help="append one JSON line per answered request to FILE (time, method, path, status, token hash)")
     add("--log-level", default="WARNING")
     return parser
 
@@ -114,6 +116,7 @@ def config_from_args(args: argparse.Namespace) -> cfg.EmulatorConfig:
         query_timeout_style=args.query_timeout_style,
         max_upload_bytes=args.max_upload_bytes, list_page_size=args.list_page_size,
         daily_api_requests=args.daily_api_requests, workers=args.workers,
+        request_log=args.request_log,
     )
 
 

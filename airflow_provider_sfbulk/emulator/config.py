@@ -94,12 +94,16 @@ class EmulatorConfig:
     workers: int = 2
     #: Seconds between retention sweeps (None: derived from ``retention``).
     sweep_interval: float | None = None
+    #: File getting one JSON line per answered request (see request_log.py); None: no log.
+    request_log: Path | None = None
 
     def __post_init__(self) -> None:
         if self.data_dir is not None:
             self.data_dir = Path(self.data_dir)
         if self.schema_path is not None:
             self.schema_path = Path(self.schema_path)
+        if self.request_log is not None:
+            self.request_log = Path(self.request_log)
         if self.jwt_public_key is not None:
             self.jwt_public_key = Path(self.jwt_public_key)
         if self.batch_size < 1:

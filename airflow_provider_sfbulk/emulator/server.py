@@ -38,6 +38,7 @@ from airflow_provider_sfbulk.emulator import describe, identity, result_pages, s
 from airflow_provider_sfbulk.emulator.config import MAX_API_VERSION, MIN_API_VERSION, EmulatorConfig
 from airflow_provider_sfbulk.emulator.faults import FaultRule, FaultSet, HeldRequests
 from airflow_provider_sfbulk.emulator.oauth import OAuthError, OAuthService, Principal
+from airflow_provider_sfbulk.emulator.request_log import RequestLog
 from airflow_provider_sfbulk.emulator.schema import Schema, format_value, load_schema
 from airflow_provider_sfbulk.emulator.settings import RuntimeSettings
 from airflow_provider_sfbulk.emulator.store import JobRecord, Store
@@ -150,6 +151,7 @@ class EmulatorApp:
         self._runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
+        self.request_log = RequestLog(config.request_log) if config.request_log is not None else None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> str:
@@ -204,6 +206,8 @@ class EmulatorApp:
         if self._db_pool is not None:
             self._db_pool.shutdown(wait=True)
         self.store.close()
+        if self.request_log is not None:
+            self.request_log.close()
         if self._sock is not None:
             self._sock.close()
         if self._tmp_dir is not None:
@@ -308,6 +312,20 @@ class EmulatorApp:
     # -- HTTP entry point --------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Answer one HTTP request: the admin API, an injected fault, or the emulated Salesforce API."""
+        if self.request_log is None:
+            return await self._answer(request)
+        started, status = time.time(), 0
+        try:
+            response = await self._answer(request)
+            status = response.status
+            return response
+        finally:
+            self.request_log.record(started=started, ended=time.time(), method=request.method,
+                                    path=normalize_path(request.path), query=request.query_string,
+                                    status=status,
+                                    authorization=request.headers.get("Authorization"))
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         path = normalize_path(request.path)
         try:
             if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):

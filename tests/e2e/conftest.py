@@ -11,9 +11,7 @@ process of any group is left.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +23,9 @@ from typing import IO, Any
 
 import pytest
 import requests
+from stack_processes import clean_environment, free_port
+from stack_processes import group_alive as _group_alive
+from stack_processes import signal_group as _signal_group
 
 from airflow_provider_sfbulk.emulator.testing import EmulatorProcess, connection_dict, start_emulator_process
 
@@ -32,26 +33,6 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "example_dags"
 COMPONENTS = ("scheduler", "triggerer", "dag-processor", "api-server")
 TERMINAL_RUN_STATES = {"success", "failed"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def clean_environment() -> dict[str, str]:
-    """The caller's environment without any Airflow setting (the test run's unit-test mode, its home,
-    its connections): the stack gets only what :class:`AirflowStack` sets."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("AIRFLOW_", "AIRFLOW__", "SFBULK_", "PYTEST_"))
-    }
-    # everything here is on 127.0.0.1: never through a proxy from the environment
-    for name in ("NO_PROXY", "no_proxy"):
-        env[name] = ",".join(filter(None, [env.get(name, ""), "127.0.0.1", "localhost"]))
-    return env
 
 
 #: HTTP client of the tests: loopback only, so proxies from the environment are ignored.
@@ -251,48 +232,6 @@ class AirflowStack:
                 parts.append(f"--- {log.relative_to(self.home)} ---\n"
                              + log.read_text(errors="replace")[-6000:])
         return "\n".join(parts)
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie leader still counts; reap ours
-    try:
-        pid, _ = os.waitpid(pgid, os.WNOHANG)
-        if pid == pgid:
-            return _group_alive(pgid)
-    except ChildProcessError:
-        pass
-    return _has_live_member(pgid)
-
-
-def _has_live_member(pgid: int) -> bool:
-    """True when a process of the group is alive and not a zombie (per /proc)."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
 
 
 @dataclass
