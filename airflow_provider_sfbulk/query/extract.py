@@ -250,7 +250,7 @@ class _Extract:
             try:
                 if path.exists():
                     path.unlink()
-            except OSError as err:  # leftovers only cost space
+            except (OSError, ValueError) as err:  # leftovers only cost space; fsspec: ValueError for a folder
                 _log.warning("Could not delete %s: %s", path, err)
 
     def remove_parts(self) -> None:

@@ -117,6 +117,20 @@ def test_a_stale_file_that_cannot_be_deleted_is_named_in_a_warning(
     assert _lines(caplog, "airflow_provider_sfbulk.query.extract") == [refused]
 
 
+def test_a_stale_name_that_is_now_a_folder_is_left_with_a_warning(tmp_path: Path, caplog) -> None:
+    """ObjectStoragePath.unlink() of a folder raises fsspec's ValueError, not OSError: the extract still
+    finishes; the folder (someone else's) stays."""
+    extract = _extract(tmp_path, [])
+    (tmp_path / "part-00007.csv").mkdir()
+    (tmp_path / "part-00008.csv").write_bytes(b"x")
+    caplog.set_level(logging.WARNING, logger="airflow_provider_sfbulk.query.extract")
+    extract._remove_stale({"part-00007.csv", "part-00008.csv"})
+    assert (tmp_path / "part-00007.csv").is_dir()
+    assert not (tmp_path / "part-00008.csv").exists()
+    (line,) = _lines(caplog, "airflow_provider_sfbulk.query.extract")
+    assert line.startswith(f"Could not delete {to_storage_path(tmp_path / 'part-00007.csv')}: ")
+
+
 # --- against the emulator: resuming and the locator chain of resultPages ---------------------------------
 
 CONN_ID = "salesforce_bulk_default"
