@@ -382,7 +382,12 @@ def test_zero_rows(loaded: EmulatorServer, tmp_path: Path) -> None:
     assert result.columns == ["Id", "Name"]
 
 
-def test_unfinished_job_is_refused(loaded: EmulatorServer, tmp_path: Path) -> None:
+def test_unfinished_job_is_refused(
+    emulator_factory: Callable[..., EmulatorServer], salesforce_conn: Callable[..., str], tmp_path: Path
+) -> None:
+    # The job would take 30 s, so the abort always finds it running (with a fast emulator the job could
+    # complete first on a loaded machine, and the test raced it).
+    salesforce_conn(emulator_factory(query_delay=30.0))
     with SalesforceBulkHook(CONN_ID, retry_policy=FAST) as hook:
         job = hook.create_query_job(SOQL)
         hook.abort_job(job.id, "query")
