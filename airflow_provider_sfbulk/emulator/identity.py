@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 
-from airflow_provider_sfbulk.protocol.ids import make_id
+from airflow_provider_sfbulk.protocol.ids import make_id, make_ids
 
 #: Pod / instance part used in every id the emulator makes (characters 4-6 of an id).
 POD = "5fE"
@@ -37,4 +37,4 @@ def allocate_ids(conn: sqlite3.Connection, key_prefix: str, count: int = 1) -> l
             "ON CONFLICT(prefix) DO UPDATE SET next = excluded.next",
             (key_prefix, start + count),
         )
-    return [make_id(key_prefix, POD, start + offset) for offset in range(count)]
+    return make_ids(key_prefix, POD, start, count)
