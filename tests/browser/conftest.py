@@ -112,12 +112,6 @@ class ApiServerStack(_E2E.AirflowStack):  # type: ignore[misc,name-defined]
         self.processes["dags-test"] = process
         return process
 
-    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """One authenticated REST call, its answer as it is (no status check)."""
-        self.api("GET", "/api/v2/version")  # fetches the token once
-        return _E2E.HTTP.request(method, f"{self.base_url}{path}", timeout=30,
-                                 headers={"Authorization": f"Bearer {self._token}"}, **kwargs)
-
     def check_alive(self) -> None:
         process = self.processes.get("api-server")
         if process is not None and process.poll() is not None:

@@ -17,7 +17,6 @@ PostgreSQL cluster, after a failure too.
 from __future__ import annotations
 
 import glob
-import json
 import os
 import secrets
 import shutil
@@ -32,8 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import requests
-from stack_processes import clean_environment, free_port, group_alive, signal_group, stop_groups
+from stack_processes import (
+    HTTP,
+    AirflowApiClient,
+    clean_environment,
+    free_port,
+    group_alive,
+    signal_group,
+    stop_groups,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -41,10 +47,6 @@ BUCKET = "sfbulk"
 WORKERS = ("worker-a", "worker-b")
 TRIGGERERS = ("triggerer-a", "triggerer-b")
 COMPONENTS = ("scheduler", "dag-processor", "api-server", *TRIGGERERS, *WORKERS)
-TERMINAL_RUN_STATES = {"success", "failed"}
-
-HTTP = requests.Session()
-HTTP.trust_env = False
 
 HOSTNAME_MODULE = '''
 import os
@@ -209,8 +211,11 @@ class Servers:
 
 
 @dataclass
-class DistributedStack:
+class DistributedStack(AirflowApiClient):
     """The Airflow components over :class:`Servers`, and a REST client for the API server."""
+
+    api_timeout = 60.0
+    dags_timeout = 120.0
 
     root: Path
     servers: Servers
@@ -220,7 +225,6 @@ class DistributedStack:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     retired: list[int] = field(default_factory=list)
     _outputs: list[IO[bytes]] = field(default_factory=list)
-    _token: str | None = None
     _secrets: dict[str, str] = field(default_factory=dict)
     _generation: dict[str, int] = field(default_factory=dict)
 
@@ -306,7 +310,7 @@ class DistributedStack:
                                f"{migrate.stderr.decode()[-5000:]}")
         for name in COMPONENTS:
             self.start_component(name)
-        self._wait_healthy(deadline)
+        self.wait_healthy(deadline)
         for name in WORKERS:
             self.wait_worker_ready(name, deadline)
 
@@ -352,24 +356,6 @@ class DistributedStack:
             time.sleep(1)
         raise TimeoutError(f"Celery {name} never became ready:\n{self.diagnostics()}")
 
-    def _wait_healthy(self, deadline: float) -> None:
-        last = ""
-        while time.monotonic() < deadline:
-            self.check_alive()
-            try:
-                response = HTTP.get(f"{self.base_url}/api/v2/monitor/health", timeout=5)
-                health = response.json()
-                if response.status_code == 200 and all(
-                    (health.get(part) or {}).get("status") == "healthy"
-                    for part in ("metadatabase", "scheduler", "triggerer", "dag_processor")
-                ):
-                    return
-                last = json.dumps(health)
-            except (requests.RequestException, ValueError) as err:
-                last = str(err)
-            time.sleep(1)
-        raise TimeoutError(f"the Airflow stack did not become healthy: {last}\n{self.diagnostics()}")
-
     def check_alive(self) -> None:
         for name, process in self.processes.items():
             if process.poll() is not None:
@@ -392,85 +378,7 @@ class DistributedStack:
         process = self.processes.get(name)
         return process is not None and group_alive(process.pid)
 
-    # -- REST API ------------------------------------------------------------------------------------
-    def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        if self._token is None:
-            response = HTTP.get(f"{self.base_url}/auth/token", timeout=10)
-            response.raise_for_status()
-            self._token = response.json()["access_token"]
-        kwargs.setdefault("timeout", 60)
-        for attempt in range(3):
-            try:
-                response = HTTP.request(
-                    method, f"{self.base_url}{path}", headers={"Authorization": f"Bearer {self._token}"},
-                    **kwargs,
-                )
-                break
-            except requests.RequestException:
-                # one API server worker on a busy machine can be slow: reads are asked again
-                if method != "GET" or attempt == 2:
-                    raise
-                time.sleep(2)
-        if response.status_code >= 400:
-            raise AssertionError(f"{method} {path} -> {response.status_code}: {response.text[:2000]}")
-        return response.json() if response.content else None
-
-    def wait_for_dags(self, dag_ids: list[str], timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        missing: set[str] = set(dag_ids)
-        while time.monotonic() < deadline:
-            self.check_alive()
-            errors = self.api("GET", "/api/v2/importErrors")
-            if errors.get("total_entries"):
-                raise AssertionError(f"DAG import errors: {json.dumps(errors['import_errors'], indent=1)}")
-            found = {dag["dag_id"] for dag in self.api("GET", "/api/v2/dags", params={"limit": 100})["dags"]}
-            missing = set(dag_ids) - found
-            if not missing:
-                return
-            time.sleep(1)
-        raise TimeoutError(f"DAGs never parsed: {sorted(missing)}\n{self.diagnostics()}")
-
-    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-        self.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
-        run = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns",
-                       json={"logical_date": None, "conf": conf or {}})
-        return str(run["dag_run_id"])
-
-    def wait_for_runs(self, runs: dict[str, str], timeout: float) -> dict[str, str]:
-        deadline = time.monotonic() + timeout
-        states: dict[str, str] = {}
-        while time.monotonic() < deadline:
-            self.check_alive()
-            for dag_id, run_id in runs.items():
-                states[dag_id] = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
-            if all(state in TERMINAL_RUN_STATES for state in states.values()):
-                return states
-            time.sleep(1)
-        raise TimeoutError(f"runs not finished after {timeout}s: {states}\n{self.diagnostics()}")
-
-    def task_instance(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
-        return dict(self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"))
-
-    def tries(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
-        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/tries"
-        return list(self.api("GET", path)["task_instances"])
-
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
-        entry = self.api(
-            "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
-            params={"deserialize": "true", "stringify": "false"},
-        )
-        value = entry["value"]
-        return json.loads(value) if isinstance(value, str) and value[:1] in "{[" else value
-
-    def task_events(self, dag_id: str, run_id: str) -> list[tuple[str, str]]:
-        logs = self.api(
-            "GET", "/api/v2/eventLogs",
-            params={"dag_id": dag_id, "run_id": run_id, "limit": 1000, "order_by": "event_log_id"},
-        )["event_logs"]
-        return [(str(log["event"]), str(log.get("task_id"))) for log in logs]
-
-    def diagnostics(self) -> str:
+    def diagnostics(self, runs: dict[str, str] | None = None) -> str:
         """Output tails of every machine, and its task logs (the logs live on the machine that ran them)."""
         parts: list[str] = []
         for log in sorted(self.root.glob("*/output.log")):

@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-import requests
-from stack_processes import clean_environment, free_port
+from stack_processes import HTTP, AirflowApiClient, clean_environment, free_port
 from stack_processes import group_alive as _group_alive
 from stack_processes import signal_group as _signal_group
 
@@ -32,16 +31,10 @@ from airflow_provider_sfbulk.emulator.testing import EmulatorProcess, connection
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "example_dags"
 COMPONENTS = ("scheduler", "triggerer", "dag-processor", "api-server")
-TERMINAL_RUN_STATES = {"success", "failed"}
-
-
-#: HTTP client of the tests: loopback only, so proxies from the environment are ignored.
-HTTP = requests.Session()
-HTTP.trust_env = False
 
 
 @dataclass
-class AirflowStack:
+class AirflowStack(AirflowApiClient):
     """The four Airflow 3 components of one temporary installation, and a REST client for it."""
 
     home: Path
@@ -50,7 +43,6 @@ class AirflowStack:
     port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _outputs: list[IO[bytes]] = field(default_factory=list)
-    _token: str | None = None
 
     @property
     def base_url(self) -> str:
@@ -101,25 +93,7 @@ class AirflowStack:
                 self._airflow(*args), env=self.env, stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
-        self._wait_healthy(deadline)
-
-    def _wait_healthy(self, deadline: float) -> None:
-        last = ""
-        while time.monotonic() < deadline:
-            self.check_alive()
-            try:
-                response = HTTP.get(f"{self.base_url}/api/v2/monitor/health", timeout=5)
-                health = response.json()
-                if response.status_code == 200 and all(
-                    (health.get(part) or {}).get("status") == "healthy"
-                    for part in ("metadatabase", "scheduler", "triggerer", "dag_processor")
-                ):
-                    return
-                last = json.dumps(health)
-            except (requests.RequestException, ValueError) as err:
-                last = str(err)
-            time.sleep(1)
-        raise TimeoutError(f"the Airflow stack did not become healthy: {last}\n{self.diagnostics()}")
+        self.wait_healthy(deadline)
 
     def check_alive(self) -> None:
         for name, process in self.processes.items():
@@ -149,75 +123,6 @@ class AirflowStack:
         for out in self._outputs:
             out.close()
         return [name for name, pgid in groups.items() if _group_alive(pgid)]
-
-    # -- REST API ------------------------------------------------------------------------------------
-    def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        if self._token is None:
-            response = HTTP.get(f"{self.base_url}/auth/token", timeout=10)
-            response.raise_for_status()
-            self._token = response.json()["access_token"]
-        kwargs.setdefault("timeout", 30)
-        response = HTTP.request(
-            method, f"{self.base_url}{path}", headers={"Authorization": f"Bearer {self._token}"}, **kwargs
-        )
-        if response.status_code >= 400:
-            raise AssertionError(f"{method} {path} -> {response.status_code}: {response.text[:2000]}")
-        return response.json() if response.content else None
-
-    def wait_for_dags(self, dag_ids: list[str], timeout: float = 90.0) -> None:
-        """Wait until the DAG processor has serialized every DAG (and nothing failed to import)."""
-        deadline = time.monotonic() + timeout
-        missing: set[str] = set(dag_ids)
-        while time.monotonic() < deadline:
-            self.check_alive()
-            errors = self.api("GET", "/api/v2/importErrors")
-            if errors.get("total_entries"):
-                raise AssertionError(f"DAG import errors: {json.dumps(errors['import_errors'], indent=1)}")
-            found = {dag["dag_id"] for dag in self.api("GET", "/api/v2/dags", params={"limit": 100})["dags"]}
-            missing = set(dag_ids) - found
-            if not missing:
-                return
-            time.sleep(1)
-        raise TimeoutError(f"DAGs never parsed: {sorted(missing)}\n{self.diagnostics()}")
-
-    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-        self.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
-        run = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns",
-                       json={"logical_date": None, "conf": conf or {}})
-        return str(run["dag_run_id"])
-
-    def wait_for_runs(self, runs: dict[str, str], timeout: float) -> dict[str, str]:
-        """``{dag_id: run_id}`` -> ``{dag_id: final state}``; bounded by ``timeout``."""
-        deadline = time.monotonic() + timeout
-        states: dict[str, str] = {}
-        while time.monotonic() < deadline:
-            self.check_alive()
-            for dag_id, run_id in runs.items():
-                states[dag_id] = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
-            if all(state in TERMINAL_RUN_STATES for state in states.values()):
-                return states
-            time.sleep(1)
-        raise TimeoutError(f"runs not finished after {timeout}s: {states}\n{self.diagnostics(runs)}")
-
-    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
-        tis = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
-        return {ti["task_id"]: ti["state"] for ti in tis}
-
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
-        entry = self.api(
-            "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
-            params={"deserialize": "true", "stringify": "false"},
-        )
-        value = entry["value"]
-        return json.loads(value) if isinstance(value, str) and value[:1] in "{[" else value
-
-    def task_events(self, dag_id: str, run_id: str) -> list[tuple[str, str]]:
-        """``(event, task_id)`` of the run's event log, oldest first (task state changes among them)."""
-        logs = self.api(
-            "GET", "/api/v2/eventLogs",
-            params={"dag_id": dag_id, "run_id": run_id, "limit": 1000, "order_by": "event_log_id"},
-        )["event_logs"]
-        return [(str(log["event"]), str(log.get("task_id"))) for log in logs]
 
     def diagnostics(self, runs: dict[str, str] | None = None) -> str:
         """Component output tails and, for ``runs``, every task log (JSON lines), for failure messages."""
