@@ -12,9 +12,11 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import requests
 
@@ -96,6 +98,18 @@ def stop_groups(groups: dict[str, int], grace: float = 15.0, first: int = signal
         time.sleep(0.2)
     return [name for name, pgid in groups.items() if group_alive(pgid)]
 
+
+
+def reap(processes: Iterable[subprocess.Popen[bytes]], outputs: list[IO[bytes]], wait: float) -> None:
+    """After their groups were stopped: wait up to ``wait`` seconds for each process (no zombie left),
+    then close the files their output went to."""
+    for process in processes:
+        try:
+            process.wait(wait)
+        except subprocess.TimeoutExpired:
+            pass
+    for out in outputs:
+        out.close()
 
 #: HTTP client of the suites: loopback only, so proxies from the environment are ignored.
 HTTP = requests.Session()

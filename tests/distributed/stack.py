@@ -37,6 +37,7 @@ from stack_processes import (
     clean_environment,
     free_port,
     group_alive,
+    reap,
     signal_group,
     stop_groups,
 )
@@ -179,13 +180,7 @@ class Servers:
         # PostgreSQL: SIGINT is its fast shutdown (SIGTERM would wait for every client)
         leftovers = stop_groups({k: v for k, v in groups.items() if k == "postgres"}, first=signal.SIGINT)
         leftovers += stop_groups({k: v for k, v in groups.items() if k != "postgres"})
-        for process in self.processes.values():
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
-        for out in self._outputs:
-            out.close()
+        reap(self.processes.values(), self._outputs, wait=5)
         if self.pg_dir is not None:
             shutil.rmtree(self.pg_dir, ignore_errors=True)
         return leftovers
@@ -365,13 +360,7 @@ class DistributedStack(AirflowApiClient):
         groups = {name: process.pid for name, process in self.processes.items()}
         groups.update({f"retired-{pid}": pid for pid in self.retired})
         leftovers = stop_groups(groups)
-        for process in self.processes.values():
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
-        for out in self._outputs:
-            out.close()
+        reap(self.processes.values(), self._outputs, wait=5)
         return leftovers
 
     def alive(self, name: str) -> bool:

@@ -11,7 +11,6 @@ process of any group is left.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -22,9 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from stack_processes import HTTP, AirflowApiClient, clean_environment, free_port
-from stack_processes import group_alive as _group_alive
-from stack_processes import signal_group as _signal_group
+from stack_processes import HTTP, AirflowApiClient, clean_environment, free_port, reap, stop_groups
 
 from airflow_provider_sfbulk.emulator.testing import EmulatorProcess, connection_dict, start_emulator_process
 
@@ -103,26 +100,9 @@ class AirflowStack(AirflowApiClient):
     def stop(self, grace: float = 15.0) -> list[str]:
         """Stop every component's process group; returns the groups that were still alive at the end."""
         groups = {name: process.pid for name, process in self.processes.items()}  # session id == pgid
-        for pgid in groups.values():
-            _signal_group(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(_group_alive(pgid) for pgid in groups.values()):
-            for process in self.processes.values():
-                process.poll()
-            time.sleep(0.2)
-        for pgid in groups.values():
-            _signal_group(pgid, signal.SIGKILL)
-        for process in self.processes.values():
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_group_alive(pgid) for pgid in groups.values()):
-            time.sleep(0.2)
-        for out in self._outputs:
-            out.close()
-        return [name for name, pgid in groups.items() if _group_alive(pgid)]
+        leftovers = stop_groups(groups, grace)
+        reap(self.processes.values(), self._outputs, wait=10)
+        return leftovers
 
     def diagnostics(self, runs: dict[str, str] | None = None) -> str:
         """Component output tails and, for ``runs``, every task log (JSON lines), for failure messages."""
