@@ -72,19 +72,8 @@ class ApiServerStack(_E2E.AirflowStack):  # type: ignore[misc,name-defined]
     """The API server (REST API and UI) alone: nothing is scheduled, runs come from ``airflow dags test``."""
 
     def start_api_server(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        migrate = subprocess.run(
-            self._airflow("db", "migrate"), env=self.env, capture_output=True, timeout=180, check=False
-        )
-        if migrate.returncode != 0:
-            raise RuntimeError(
-                f"airflow db migrate failed:\n{migrate.stdout.decode()}\n{migrate.stderr.decode()}")
-        out = open(self.home / "api-server.out", "wb")  # noqa: SIM115 - closed in stop()
-        self._outputs.append(out)
-        self.processes["api-server"] = subprocess.Popen(
-            self._airflow("api-server"), env=self.env, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )
+        self.migrate()
+        self.start_component("api-server")
 
     def wait_api_server(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
@@ -101,16 +90,9 @@ class ApiServerStack(_E2E.AirflowStack):  # type: ignore[misc,name-defined]
             time.sleep(0.5)
         raise TimeoutError(f"the API server did not answer: {last}\n{self.diagnostics()}")
 
-    def dags_test(self, dag_id: str, timeout: float = 150.0) -> subprocess.Popen[bytes]:
+    def dags_test(self, dag_id: str) -> subprocess.Popen[bytes]:
         """Start ``airflow dags test DAG_ID`` (in its own session); its output goes to ``dags-test.out``."""
-        out = open(self.home / "dags-test.out", "wb")  # noqa: SIM115 - closed in stop()
-        self._outputs.append(out)
-        process = subprocess.Popen(
-            self._airflow("dags", "test", dag_id), env=self.env, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-        self.processes["dags-test"] = process
-        return process
+        return self.spawn("dags-test", "dags", "test", dag_id)
 
     def check_alive(self) -> None:
         process = self.processes.get("api-server")

@@ -11,6 +11,7 @@ process of any group is left.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -21,7 +22,15 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from stack_processes import HTTP, AirflowApiClient, clean_environment, free_port, reap, stop_groups
+from stack_processes import (
+    HTTP,
+    AirflowApiClient,
+    clean_environment,
+    free_port,
+    reap,
+    signal_group,
+    stop_groups,
+)
 
 from airflow_provider_sfbulk.emulator.testing import EmulatorProcess, connection_dict, start_emulator_process
 
@@ -40,6 +49,7 @@ class AirflowStack(AirflowApiClient):
     port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _outputs: list[IO[bytes]] = field(default_factory=list)
+    _restarts: dict[str, int] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -68,29 +78,56 @@ class AirflowStack(AirflowApiClient):
             **self.extra_env,
         }
 
-    def _airflow(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "airflow", *args]
-
     def start(self, timeout: float = 150.0) -> None:
+        """Migrate the metadata DB, start the four components and wait until they are healthy."""
         deadline = time.monotonic() + timeout
+        self.migrate()
+        for name in COMPONENTS:
+            self.start_component(name)
+        self.wait_healthy(deadline)
+
+    def migrate(self) -> None:
+        """``airflow db migrate`` of this installation (creates ``home`` first)."""
         self.home.mkdir(parents=True, exist_ok=True)
         migrate = subprocess.run(
-            self._airflow("db", "migrate"), env=self.env, capture_output=True, timeout=180, check=False
+            self.airflow_command("db", "migrate"), env=self.env, capture_output=True, timeout=180, check=False
         )
         if migrate.returncode != 0:
             raise RuntimeError(
                 f"airflow db migrate failed:\n{migrate.stdout.decode()}\n{migrate.stderr.decode()}")
-        for name in COMPONENTS:
-            out = open(self.home / f"{name}.out", "wb")  # noqa: SIM115 - closed in stop()
-            self._outputs.append(out)
-            # The log servers of the scheduler and triggerer would listen on 0.0.0.0 at fixed ports; every
-            # component shares this machine's disk, so they are not needed (tests talk to 127.0.0.1 only).
-            args = (name, "--skip-serve-logs") if name in ("scheduler", "triggerer") else (name,)
-            self.processes[name] = subprocess.Popen(
-                self._airflow(*args), env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-        self.wait_healthy(deadline)
+
+    def start_component(self, name: str, output: str | None = None) -> subprocess.Popen[bytes]:
+        """Start the component ``name`` (one of COMPONENTS); its output goes to ``home/<output>``."""
+        # The log servers of the scheduler and triggerer would listen on 0.0.0.0 at fixed ports; every
+        # component shares this machine's disk, so they are not needed (tests talk to 127.0.0.1 only).
+        args = (name, "--skip-serve-logs") if name in ("scheduler", "triggerer") else (name,)
+        return self.spawn(name, *args, output=output)
+
+    def spawn(self, name: str, *args: str, output: str | None = None) -> subprocess.Popen[bytes]:
+        """Start ``airflow ARGS`` in its own session as the process ``name`` (stopped by :meth:`stop`);
+        its output goes to ``home/<output>`` (default ``<name>.out``)."""
+        out = open(self.home / (output or f"{name}.out"), "wb")  # noqa: SIM115 - closed in stop()
+        self._outputs.append(out)
+        process = subprocess.Popen(
+            self.airflow_command(*args), env=self.env, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        self.processes[name] = process
+        return process
+
+    def restart(self, name: str) -> None:
+        """SIGKILL the component's process group (a crash) and start a new one in its place; the new
+        one's output goes to ``<name>-<n>.out`` (n = 2, 3, ...)."""
+        old = self.processes[name]
+        signal_group(old.pid, signal.SIGKILL)
+        old.wait(30)
+        self._restarts[name] = self._restarts.get(name, 1) + 1
+        self.start_component(name, output=f"{name}-{self._restarts[name]}.out")
+
+    @staticmethod
+    def airflow_command(*args: str) -> list[str]:
+        """The command line of ``airflow ARGS`` with this Python."""
+        return [sys.executable, "-m", "airflow", *args]
 
     def check_alive(self) -> None:
         for name, process in self.processes.items():
