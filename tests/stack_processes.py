@@ -41,6 +41,24 @@ def clean_environment() -> dict[str, str]:
     return env
 
 
+def airflow_env(port: int) -> dict[str, str]:
+    """The settings every test stack gives each Airflow component: its API server on 127.0.0.1:``port``
+    (one worker, every user an admin), the DAG folder re-read every 5 s, only the runs the test triggers
+    (unpausing must not add the schedule's latest interval), 1 s heartbeats, unbuffered output."""
+    return {
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+        "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+
 def signal_group(pgid: int, signum: int) -> None:
     try:
         os.killpg(pgid, signum)
@@ -114,6 +132,14 @@ def reap(processes: Iterable[subprocess.Popen[bytes]], outputs: list[IO[bytes]],
 #: HTTP client of the suites: loopback only, so proxies from the environment are ignored.
 HTTP = requests.Session()
 HTTP.trust_env = False
+
+
+def http_json(method: str, url: str, **kwargs: Any) -> Any:
+    """One call (30 s unless ``timeout`` says otherwise) that must succeed; its JSON answer, if any."""
+    kwargs.setdefault("timeout", 30)
+    response = HTTP.request(method, url, **kwargs)
+    response.raise_for_status()
+    return response.json() if response.content else None
 
 TERMINAL_RUN_STATES = {"success", "failed"}
 

@@ -34,6 +34,7 @@ from typing import Any
 
 import pytest
 import requests
+from stack_processes import HTTP
 
 from airflow_provider_sfbulk.emulator.testing import EmulatorProcess, connection_dict, start_emulator_process
 
@@ -81,7 +82,7 @@ class ApiServerStack(_E2E.AirflowStack):  # type: ignore[misc,name-defined]
         while time.monotonic() < deadline:
             self.check_alive()
             try:
-                response = _E2E.HTTP.get(f"{self.base_url}/api/v2/monitor/health", timeout=5)
+                response = HTTP.get(f"{self.base_url}/api/v2/monitor/health", timeout=5)
                 if response.status_code == 200 and response.json()["metadatabase"]["status"] == "healthy":
                     return
                 last = response.text

@@ -34,6 +34,7 @@ from typing import IO, Any
 from stack_processes import (
     HTTP,
     AirflowApiClient,
+    airflow_env,
     clean_environment,
     free_port,
     group_alive,
@@ -247,8 +248,8 @@ class DistributedStack(AirflowApiClient):
             "SFBULK_STACK_HOST": name,
             "AIRFLOW_HOME": str(machine / "home"),
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "sfbulk_stack_host.hostname",
+            **airflow_env(self.port),
             "AIRFLOW__CORE__DAGS_FOLDER": str(machine / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__CORE__PARALLELISM": "16",
             "AIRFLOW__CORE__FERNET_KEY": self._secrets["fernet"],
@@ -259,26 +260,17 @@ class DistributedStack(AirflowApiClient):
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + db,
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": "3",
             "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(self.port),
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
             # the task runners' calls to the API server: a busy 2-core machine answers some of them slowly
             "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
             # a killed worker's task is found dead after 20 s (default 300) and retried
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
-            # a killed triggerer's triggers move to the other after 6 s without its heartbeat (default 30)
-            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+            # a killed triggerer's triggers move to the other after 6 s without its heartbeat (default 30; it
+            # beats every second, airflow_env)
             "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "6",
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": "us-east-1",
-            "PYTHONUNBUFFERED": "1",
             **self.extra_env,
         }
 

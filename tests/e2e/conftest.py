@@ -23,10 +23,11 @@ from typing import IO, Any
 
 import pytest
 from stack_processes import (
-    HTTP,
     AirflowApiClient,
+    airflow_env,
     clean_environment,
     free_port,
+    http_json,
     reap,
     signal_group,
     stop_groups,
@@ -60,21 +61,10 @@ class AirflowStack(AirflowApiClient):
         return {
             **clean_environment(),
             "AIRFLOW_HOME": str(self.home),
+            **airflow_env(self.port),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "8",
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(self.port),
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            # only the runs the test triggers: unpausing must not add the schedule's latest interval
-            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
-            "PYTHONUNBUFFERED": "1",
             **self.extra_env,
         }
 
@@ -163,10 +153,7 @@ class EndToEnd:
     results_base: Path
 
     def emulator_api(self, method: str, path: str, **kwargs: Any) -> Any:
-        kwargs.setdefault("timeout", 30)
-        response = HTTP.request(method, f"{self.emulator.base_url}{path}", **kwargs)
-        response.raise_for_status()
-        return response.json() if response.content else None
+        return http_json(method, f"{self.emulator.base_url}{path}", **kwargs)
 
     def records(self, object_name: str, include_deleted: bool = False) -> list[dict[str, Any]]:
         query = "?includeDeleted=true" if include_deleted else ""

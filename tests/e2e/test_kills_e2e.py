@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from stack_processes import HTTP, free_port, http_json
 
 from airflow_provider_sfbulk.emulator.config import EmulatorConfig
 from airflow_provider_sfbulk.emulator.store import DB_NAME
@@ -46,7 +47,7 @@ from airflow_provider_sfbulk.emulator.testing import (
     password_token,
     start_emulator_process,
 )
-from tests.e2e.conftest import HTTP, AirflowStack, free_port
+from tests.e2e.conftest import AirflowStack
 from tests.security.test_no_secret_anywhere import Secret, file_texts, find
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -120,9 +121,7 @@ class KillStack:
 
     # emulator ------------------------------------------------------------------------------------------
     def admin(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = HTTP.request(method, f"{self.emulator.base_url}/__emulator{path}", timeout=30, **kwargs)
-        response.raise_for_status()
-        return response.json()
+        return http_json(method, f"{self.emulator.base_url}/__emulator{path}", **kwargs)
 
     def sf(self, path: str) -> Any:
         """``GET`` of the Bulk API (``path`` under ``/services/data/v60.0``), with a fresh token on 401."""
