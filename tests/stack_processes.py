@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -246,6 +246,22 @@ class AirflowApiClient:
                 return states
             time.sleep(1)
         raise TimeoutError(f"runs not finished after {timeout}s: {states}\n{self.diagnostics(runs)}")
+
+    def wait_until(self, what: str, check: Callable[[], Any], timeout: float, pause: float = 0.3,
+                   run: tuple[str, str] | None = None) -> Any:
+        """Poll ``check`` until it returns something true, and return that; every turn checks that the
+        stack is alive and, with ``run`` (dag_id, run_id), that the run has not ended first."""
+        runs = dict([run]) if run is not None else None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            found = check()
+            if found:
+                return found
+            if run is not None and (state := self.run_state(*run)) in TERMINAL_RUN_STATES:
+                raise AssertionError(f"run {state} before {what}\n{self.diagnostics(runs)}")
+            time.sleep(pause)
+        raise TimeoutError(f"{what} not seen within {timeout}s\n{self.diagnostics(runs)}")
 
     def run_state(self, dag_id: str, run_id: str) -> str:
         return str(self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"])

@@ -171,17 +171,7 @@ class KillStack:
 
     def wait(self, what: str, check: Callable[[], Any], dag_id: str, run_id: str) -> Any:
         """Poll ``check`` until it returns something true; fail (with the logs) if the run ends first."""
-        deadline = time.monotonic() + BOUND
-        while time.monotonic() < deadline:
-            self.stack.check_alive()
-            found = check()
-            if found:
-                return found
-            state = self.stack.run_state(dag_id, run_id)
-            if state in ("success", "failed"):
-                raise AssertionError(f"run {state} before {what}\n{self.stack.diagnostics({dag_id: run_id})}")
-            time.sleep(0.2)
-        raise TimeoutError(f"never saw {what}\n{self.stack.diagnostics({dag_id: run_id})}")
+        return self.stack.wait_until(what, check, BOUND, pause=0.2, run=(dag_id, run_id))
 
     def wait_held(self, dag_id: str, run_id: str) -> dict[str, Any]:
         view = self.wait("the held request", lambda: self.admin("GET", "/holds")["held"], dag_id, run_id)
