@@ -59,6 +59,7 @@ def airflow_env(port: int) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
     }
 
+
 def signal_group(pgid: int, signum: int) -> None:
     try:
         os.killpg(pgid, signum)
@@ -117,7 +118,6 @@ def stop_groups(groups: dict[str, int], grace: float = 15.0, first: int = signal
     return [name for name, pgid in groups.items() if group_alive(pgid)]
 
 
-
 def reap(processes: Iterable[subprocess.Popen[bytes]], outputs: list[IO[bytes]], wait: float) -> None:
     """After their groups were stopped: wait up to ``wait`` seconds for each process (no zombie left),
     then close the files their output went to."""
@@ -128,6 +128,7 @@ def reap(processes: Iterable[subprocess.Popen[bytes]], outputs: list[IO[bytes]],
             pass
     for out in outputs:
         out.close()
+
 
 #: HTTP client of the suites: loopback only, so proxies from the environment are ignored.
 HTTP = requests.Session()
@@ -140,6 +141,7 @@ def http_json(method: str, url: str, **kwargs: Any) -> Any:
     response = HTTP.request(method, url, **kwargs)
     response.raise_for_status()
     return response.json() if response.content else None
+
 
 TERMINAL_RUN_STATES = {"success", "failed"}
 
