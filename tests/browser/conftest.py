@@ -34,6 +34,7 @@ from typing import Any
 
 import pytest
 import requests
+from stack_processes import HTTP
 
 from airflow_provider_sfbulk.emulator.testing import EmulatorProcess, connection_dict, start_emulator_process
 
@@ -72,19 +73,8 @@ class ApiServerStack(_E2E.AirflowStack):  # type: ignore[misc,name-defined]
     """The API server (REST API and UI) alone: nothing is scheduled, runs come from ``airflow dags test``."""
 
     def start_api_server(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        migrate = subprocess.run(
-            self._airflow("db", "migrate"), env=self.env, capture_output=True, timeout=180, check=False
-        )
-        if migrate.returncode != 0:
-            raise RuntimeError(
-                f"airflow db migrate failed:\n{migrate.stdout.decode()}\n{migrate.stderr.decode()}")
-        out = open(self.home / "api-server.out", "wb")  # noqa: SIM115 - closed in stop()
-        self._outputs.append(out)
-        self.processes["api-server"] = subprocess.Popen(
-            self._airflow("api-server"), env=self.env, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )
+        self.migrate()
+        self.start_component("api-server")
 
     def wait_api_server(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
@@ -92,7 +82,7 @@ class ApiServerStack(_E2E.AirflowStack):  # type: ignore[misc,name-defined]
         while time.monotonic() < deadline:
             self.check_alive()
             try:
-                response = _E2E.HTTP.get(f"{self.base_url}/api/v2/monitor/health", timeout=5)
+                response = HTTP.get(f"{self.base_url}/api/v2/monitor/health", timeout=5)
                 if response.status_code == 200 and response.json()["metadatabase"]["status"] == "healthy":
                     return
                 last = response.text
@@ -101,22 +91,9 @@ class ApiServerStack(_E2E.AirflowStack):  # type: ignore[misc,name-defined]
             time.sleep(0.5)
         raise TimeoutError(f"the API server did not answer: {last}\n{self.diagnostics()}")
 
-    def dags_test(self, dag_id: str, timeout: float = 150.0) -> subprocess.Popen[bytes]:
+    def dags_test(self, dag_id: str) -> subprocess.Popen[bytes]:
         """Start ``airflow dags test DAG_ID`` (in its own session); its output goes to ``dags-test.out``."""
-        out = open(self.home / "dags-test.out", "wb")  # noqa: SIM115 - closed in stop()
-        self._outputs.append(out)
-        process = subprocess.Popen(
-            self._airflow("dags", "test", dag_id), env=self.env, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-        self.processes["dags-test"] = process
-        return process
-
-    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """One authenticated REST call, its answer as it is (no status check)."""
-        self.api("GET", "/api/v2/version")  # fetches the token once
-        return _E2E.HTTP.request(method, f"{self.base_url}{path}", timeout=30,
-                                 headers={"Authorization": f"Bearer {self._token}"}, **kwargs)
+        return self.spawn("dags-test", "dags", "test", dag_id)
 
     def check_alive(self) -> None:
         process = self.processes.get("api-server")

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from stack import HTTP, REPO, DistributedStack, Servers, Unavailable
+from stack import REPO, DistributedStack, Servers, Unavailable
+from stack_processes import http_json
 
 from airflow_provider_sfbulk.emulator.testing import EmulatorProcess, connection_dict, start_emulator_process
 
@@ -26,10 +27,7 @@ class Distributed:
     request_log: Path
 
     def emulator_api(self, method: str, path: str, **kwargs: Any) -> Any:
-        kwargs.setdefault("timeout", 30)
-        response = HTTP.request(method, f"{self.emulator.base_url}{path}", **kwargs)
-        response.raise_for_status()
-        return response.json() if response.content else None
+        return http_json(method, f"{self.emulator.base_url}{path}", **kwargs)
 
     def records(self, object_name: str) -> list[dict[str, Any]]:
         return list(self.emulator_api("GET", f"/__emulator/records/{object_name}")["records"])

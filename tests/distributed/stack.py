@@ -17,7 +17,6 @@ PostgreSQL cluster, after a failure too.
 from __future__ import annotations
 
 import glob
-import json
 import os
 import secrets
 import shutil
@@ -32,8 +31,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import requests
-from stack_processes import clean_environment, free_port, group_alive, signal_group, stop_groups
+from stack_processes import (
+    HTTP,
+    AirflowApiClient,
+    airflow_env,
+    clean_environment,
+    free_port,
+    group_alive,
+    reap,
+    signal_group,
+    stop_groups,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -41,10 +49,6 @@ BUCKET = "sfbulk"
 WORKERS = ("worker-a", "worker-b")
 TRIGGERERS = ("triggerer-a", "triggerer-b")
 COMPONENTS = ("scheduler", "dag-processor", "api-server", *TRIGGERERS, *WORKERS)
-TERMINAL_RUN_STATES = {"success", "failed"}
-
-HTTP = requests.Session()
-HTTP.trust_env = False
 
 HOSTNAME_MODULE = '''
 import os
@@ -177,13 +181,7 @@ class Servers:
         # PostgreSQL: SIGINT is its fast shutdown (SIGTERM would wait for every client)
         leftovers = stop_groups({k: v for k, v in groups.items() if k == "postgres"}, first=signal.SIGINT)
         leftovers += stop_groups({k: v for k, v in groups.items() if k != "postgres"})
-        for process in self.processes.values():
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
-        for out in self._outputs:
-            out.close()
+        reap(self.processes.values(), self._outputs, wait=5)
         if self.pg_dir is not None:
             shutil.rmtree(self.pg_dir, ignore_errors=True)
         return leftovers
@@ -209,8 +207,11 @@ class Servers:
 
 
 @dataclass
-class DistributedStack:
+class DistributedStack(AirflowApiClient):
     """The Airflow components over :class:`Servers`, and a REST client for the API server."""
+
+    api_timeout = 60.0
+    dags_timeout = 120.0
 
     root: Path
     servers: Servers
@@ -220,7 +221,6 @@ class DistributedStack:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     retired: list[int] = field(default_factory=list)
     _outputs: list[IO[bytes]] = field(default_factory=list)
-    _token: str | None = None
     _secrets: dict[str, str] = field(default_factory=dict)
     _generation: dict[str, int] = field(default_factory=dict)
 
@@ -248,8 +248,8 @@ class DistributedStack:
             "SFBULK_STACK_HOST": name,
             "AIRFLOW_HOME": str(machine / "home"),
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "sfbulk_stack_host.hostname",
+            **airflow_env(self.port),
             "AIRFLOW__CORE__DAGS_FOLDER": str(machine / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__CORE__PARALLELISM": "16",
             "AIRFLOW__CORE__FERNET_KEY": self._secrets["fernet"],
@@ -260,26 +260,17 @@ class DistributedStack:
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + db,
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": "3",
             "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(self.port),
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
             # the task runners' calls to the API server: a busy 2-core machine answers some of them slowly
             "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
             # a killed worker's task is found dead after 20 s (default 300) and retried
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
-            # a killed triggerer's triggers move to the other after 6 s without its heartbeat (default 30)
-            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+            # a killed triggerer's triggers move to the other after 6 s without its heartbeat (default 30; it
+            # beats every second, airflow_env)
             "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "6",
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": "us-east-1",
-            "PYTHONUNBUFFERED": "1",
             **self.extra_env,
         }
 
@@ -306,7 +297,7 @@ class DistributedStack:
                                f"{migrate.stderr.decode()[-5000:]}")
         for name in COMPONENTS:
             self.start_component(name)
-        self._wait_healthy(deadline)
+        self.wait_healthy(deadline)
         for name in WORKERS:
             self.wait_worker_ready(name, deadline)
 
@@ -352,24 +343,6 @@ class DistributedStack:
             time.sleep(1)
         raise TimeoutError(f"Celery {name} never became ready:\n{self.diagnostics()}")
 
-    def _wait_healthy(self, deadline: float) -> None:
-        last = ""
-        while time.monotonic() < deadline:
-            self.check_alive()
-            try:
-                response = HTTP.get(f"{self.base_url}/api/v2/monitor/health", timeout=5)
-                health = response.json()
-                if response.status_code == 200 and all(
-                    (health.get(part) or {}).get("status") == "healthy"
-                    for part in ("metadatabase", "scheduler", "triggerer", "dag_processor")
-                ):
-                    return
-                last = json.dumps(health)
-            except (requests.RequestException, ValueError) as err:
-                last = str(err)
-            time.sleep(1)
-        raise TimeoutError(f"the Airflow stack did not become healthy: {last}\n{self.diagnostics()}")
-
     def check_alive(self) -> None:
         for name, process in self.processes.items():
             if process.poll() is not None:
@@ -379,98 +352,14 @@ class DistributedStack:
         groups = {name: process.pid for name, process in self.processes.items()}
         groups.update({f"retired-{pid}": pid for pid in self.retired})
         leftovers = stop_groups(groups)
-        for process in self.processes.values():
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
-        for out in self._outputs:
-            out.close()
+        reap(self.processes.values(), self._outputs, wait=5)
         return leftovers
 
     def alive(self, name: str) -> bool:
         process = self.processes.get(name)
         return process is not None and group_alive(process.pid)
 
-    # -- REST API ------------------------------------------------------------------------------------
-    def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        if self._token is None:
-            response = HTTP.get(f"{self.base_url}/auth/token", timeout=10)
-            response.raise_for_status()
-            self._token = response.json()["access_token"]
-        kwargs.setdefault("timeout", 60)
-        for attempt in range(3):
-            try:
-                response = HTTP.request(
-                    method, f"{self.base_url}{path}", headers={"Authorization": f"Bearer {self._token}"},
-                    **kwargs,
-                )
-                break
-            except requests.RequestException:
-                # one API server worker on a busy machine can be slow: reads are asked again
-                if method != "GET" or attempt == 2:
-                    raise
-                time.sleep(2)
-        if response.status_code >= 400:
-            raise AssertionError(f"{method} {path} -> {response.status_code}: {response.text[:2000]}")
-        return response.json() if response.content else None
-
-    def wait_for_dags(self, dag_ids: list[str], timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        missing: set[str] = set(dag_ids)
-        while time.monotonic() < deadline:
-            self.check_alive()
-            errors = self.api("GET", "/api/v2/importErrors")
-            if errors.get("total_entries"):
-                raise AssertionError(f"DAG import errors: {json.dumps(errors['import_errors'], indent=1)}")
-            found = {dag["dag_id"] for dag in self.api("GET", "/api/v2/dags", params={"limit": 100})["dags"]}
-            missing = set(dag_ids) - found
-            if not missing:
-                return
-            time.sleep(1)
-        raise TimeoutError(f"DAGs never parsed: {sorted(missing)}\n{self.diagnostics()}")
-
-    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-        self.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
-        run = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns",
-                       json={"logical_date": None, "conf": conf or {}})
-        return str(run["dag_run_id"])
-
-    def wait_for_runs(self, runs: dict[str, str], timeout: float) -> dict[str, str]:
-        deadline = time.monotonic() + timeout
-        states: dict[str, str] = {}
-        while time.monotonic() < deadline:
-            self.check_alive()
-            for dag_id, run_id in runs.items():
-                states[dag_id] = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
-            if all(state in TERMINAL_RUN_STATES for state in states.values()):
-                return states
-            time.sleep(1)
-        raise TimeoutError(f"runs not finished after {timeout}s: {states}\n{self.diagnostics()}")
-
-    def task_instance(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
-        return dict(self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"))
-
-    def tries(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
-        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/tries"
-        return list(self.api("GET", path)["task_instances"])
-
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
-        entry = self.api(
-            "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
-            params={"deserialize": "true", "stringify": "false"},
-        )
-        value = entry["value"]
-        return json.loads(value) if isinstance(value, str) and value[:1] in "{[" else value
-
-    def task_events(self, dag_id: str, run_id: str) -> list[tuple[str, str]]:
-        logs = self.api(
-            "GET", "/api/v2/eventLogs",
-            params={"dag_id": dag_id, "run_id": run_id, "limit": 1000, "order_by": "event_log_id"},
-        )["event_logs"]
-        return [(str(log["event"]), str(log.get("task_id"))) for log in logs]
-
-    def diagnostics(self) -> str:
+    def diagnostics(self, runs: dict[str, str] | None = None) -> str:
         """Output tails of every machine, and its task logs (the logs live on the machine that ran them)."""
         parts: list[str] = []
         for log in sorted(self.root.glob("*/output.log")):

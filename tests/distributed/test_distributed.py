@@ -65,14 +65,7 @@ def _succeeded(d: Any, runs: dict[str, str], timeout: float) -> None:
 
 
 def _wait(what: str, check: Any, timeout: float, d: Any) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        d.stack.check_alive()
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise TimeoutError(f"{what} not seen within {timeout}s\n{d.stack.diagnostics()}")
+    return d.stack.wait_until(what, check, timeout)
 
 
 def _running_on(d: Any, dag_id: str, run_id: str, task_id: str) -> str | None:

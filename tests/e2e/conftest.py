@@ -22,26 +22,26 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-import requests
-from stack_processes import clean_environment, free_port
-from stack_processes import group_alive as _group_alive
-from stack_processes import signal_group as _signal_group
+from stack_processes import (
+    AirflowApiClient,
+    airflow_env,
+    clean_environment,
+    free_port,
+    http_json,
+    reap,
+    signal_group,
+    stop_groups,
+)
 
 from airflow_provider_sfbulk.emulator.testing import EmulatorProcess, connection_dict, start_emulator_process
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "example_dags"
 COMPONENTS = ("scheduler", "triggerer", "dag-processor", "api-server")
-TERMINAL_RUN_STATES = {"success", "failed"}
-
-
-#: HTTP client of the tests: loopback only, so proxies from the environment are ignored.
-HTTP = requests.Session()
-HTTP.trust_env = False
 
 
 @dataclass
-class AirflowStack:
+class AirflowStack(AirflowApiClient):
     """The four Airflow 3 components of one temporary installation, and a REST client for it."""
 
     home: Path
@@ -50,7 +50,7 @@ class AirflowStack:
     port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _outputs: list[IO[bytes]] = field(default_factory=list)
-    _token: str | None = None
+    _restarts: dict[str, int] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -61,65 +61,63 @@ class AirflowStack:
         return {
             **clean_environment(),
             "AIRFLOW_HOME": str(self.home),
+            **airflow_env(self.port),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "8",
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(self.port),
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            # only the runs the test triggers: unpausing must not add the schedule's latest interval
-            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
-            "PYTHONUNBUFFERED": "1",
             **self.extra_env,
         }
 
-    def _airflow(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "airflow", *args]
-
     def start(self, timeout: float = 150.0) -> None:
+        """Migrate the metadata DB, start the four components and wait until they are healthy."""
         deadline = time.monotonic() + timeout
+        self.migrate()
+        for name in COMPONENTS:
+            self.start_component(name)
+        self.wait_healthy(deadline)
+
+    def migrate(self) -> None:
+        """``airflow db migrate`` of this installation (creates ``home`` first)."""
         self.home.mkdir(parents=True, exist_ok=True)
         migrate = subprocess.run(
-            self._airflow("db", "migrate"), env=self.env, capture_output=True, timeout=180, check=False
+            self.airflow_command("db", "migrate"), env=self.env, capture_output=True, timeout=180, check=False
         )
         if migrate.returncode != 0:
             raise RuntimeError(
                 f"airflow db migrate failed:\n{migrate.stdout.decode()}\n{migrate.stderr.decode()}")
-        for name in COMPONENTS:
-            out = open(self.home / f"{name}.out", "wb")  # noqa: SIM115 - closed in stop()
-            self._outputs.append(out)
-            # The log servers of the scheduler and triggerer would listen on 0.0.0.0 at fixed ports; every
-            # component shares this machine's disk, so they are not needed (tests talk to 127.0.0.1 only).
-            args = (name, "--skip-serve-logs") if name in ("scheduler", "triggerer") else (name,)
-            self.processes[name] = subprocess.Popen(
-                self._airflow(*args), env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-        self._wait_healthy(deadline)
 
-    def _wait_healthy(self, deadline: float) -> None:
-        last = ""
-        while time.monotonic() < deadline:
-            self.check_alive()
-            try:
-                response = HTTP.get(f"{self.base_url}/api/v2/monitor/health", timeout=5)
-                health = response.json()
-                if response.status_code == 200 and all(
-                    (health.get(part) or {}).get("status") == "healthy"
-                    for part in ("metadatabase", "scheduler", "triggerer", "dag_processor")
-                ):
-                    return
-                last = json.dumps(health)
-            except (requests.RequestException, ValueError) as err:
-                last = str(err)
-            time.sleep(1)
-        raise TimeoutError(f"the Airflow stack did not become healthy: {last}\n{self.diagnostics()}")
+    def start_component(self, name: str, output: str | None = None) -> subprocess.Popen[bytes]:
+        """Start the component ``name`` (one of COMPONENTS); its output goes to ``home/<output>``."""
+        # The log servers of the scheduler and triggerer would listen on 0.0.0.0 at fixed ports; every
+        # component shares this machine's disk, so they are not needed (tests talk to 127.0.0.1 only).
+        args = (name, "--skip-serve-logs") if name in ("scheduler", "triggerer") else (name,)
+        return self.spawn(name, *args, output=output)
+
+    def spawn(self, name: str, *args: str, output: str | None = None) -> subprocess.Popen[bytes]:
+        """Start ``airflow ARGS`` in its own session as the process ``name`` (stopped by :meth:`stop`);
+        its output goes to ``home/<output>`` (default ``<name>.out``)."""
+        out = open(self.home / (output or f"{name}.out"), "wb")  # noqa: SIM115 - closed in stop()
+        self._outputs.append(out)
+        process = subprocess.Popen(
+            self.airflow_command(*args), env=self.env, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        self.processes[name] = process
+        return process
+
+    def restart(self, name: str) -> None:
+        """SIGKILL the component's process group (a crash) and start a new one in its place; the new
+        one's output goes to ``<name>-<n>.out`` (n = 2, 3, ...)."""
+        old = self.processes[name]
+        signal_group(old.pid, signal.SIGKILL)
+        old.wait(30)
+        self._restarts[name] = self._restarts.get(name, 1) + 1
+        self.start_component(name, output=f"{name}-{self._restarts[name]}.out")
+
+    @staticmethod
+    def airflow_command(*args: str) -> list[str]:
+        """The command line of ``airflow ARGS`` with this Python."""
+        return [sys.executable, "-m", "airflow", *args]
 
     def check_alive(self) -> None:
         for name, process in self.processes.items():
@@ -129,95 +127,9 @@ class AirflowStack:
     def stop(self, grace: float = 15.0) -> list[str]:
         """Stop every component's process group; returns the groups that were still alive at the end."""
         groups = {name: process.pid for name, process in self.processes.items()}  # session id == pgid
-        for pgid in groups.values():
-            _signal_group(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(_group_alive(pgid) for pgid in groups.values()):
-            for process in self.processes.values():
-                process.poll()
-            time.sleep(0.2)
-        for pgid in groups.values():
-            _signal_group(pgid, signal.SIGKILL)
-        for process in self.processes.values():
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_group_alive(pgid) for pgid in groups.values()):
-            time.sleep(0.2)
-        for out in self._outputs:
-            out.close()
-        return [name for name, pgid in groups.items() if _group_alive(pgid)]
-
-    # -- REST API ------------------------------------------------------------------------------------
-    def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        if self._token is None:
-            response = HTTP.get(f"{self.base_url}/auth/token", timeout=10)
-            response.raise_for_status()
-            self._token = response.json()["access_token"]
-        kwargs.setdefault("timeout", 30)
-        response = HTTP.request(
-            method, f"{self.base_url}{path}", headers={"Authorization": f"Bearer {self._token}"}, **kwargs
-        )
-        if response.status_code >= 400:
-            raise AssertionError(f"{method} {path} -> {response.status_code}: {response.text[:2000]}")
-        return response.json() if response.content else None
-
-    def wait_for_dags(self, dag_ids: list[str], timeout: float = 90.0) -> None:
-        """Wait until the DAG processor has serialized every DAG (and nothing failed to import)."""
-        deadline = time.monotonic() + timeout
-        missing: set[str] = set(dag_ids)
-        while time.monotonic() < deadline:
-            self.check_alive()
-            errors = self.api("GET", "/api/v2/importErrors")
-            if errors.get("total_entries"):
-                raise AssertionError(f"DAG import errors: {json.dumps(errors['import_errors'], indent=1)}")
-            found = {dag["dag_id"] for dag in self.api("GET", "/api/v2/dags", params={"limit": 100})["dags"]}
-            missing = set(dag_ids) - found
-            if not missing:
-                return
-            time.sleep(1)
-        raise TimeoutError(f"DAGs never parsed: {sorted(missing)}\n{self.diagnostics()}")
-
-    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-        self.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
-        run = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns",
-                       json={"logical_date": None, "conf": conf or {}})
-        return str(run["dag_run_id"])
-
-    def wait_for_runs(self, runs: dict[str, str], timeout: float) -> dict[str, str]:
-        """``{dag_id: run_id}`` -> ``{dag_id: final state}``; bounded by ``timeout``."""
-        deadline = time.monotonic() + timeout
-        states: dict[str, str] = {}
-        while time.monotonic() < deadline:
-            self.check_alive()
-            for dag_id, run_id in runs.items():
-                states[dag_id] = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
-            if all(state in TERMINAL_RUN_STATES for state in states.values()):
-                return states
-            time.sleep(1)
-        raise TimeoutError(f"runs not finished after {timeout}s: {states}\n{self.diagnostics(runs)}")
-
-    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
-        tis = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
-        return {ti["task_id"]: ti["state"] for ti in tis}
-
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
-        entry = self.api(
-            "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
-            params={"deserialize": "true", "stringify": "false"},
-        )
-        value = entry["value"]
-        return json.loads(value) if isinstance(value, str) and value[:1] in "{[" else value
-
-    def task_events(self, dag_id: str, run_id: str) -> list[tuple[str, str]]:
-        """``(event, task_id)`` of the run's event log, oldest first (task state changes among them)."""
-        logs = self.api(
-            "GET", "/api/v2/eventLogs",
-            params={"dag_id": dag_id, "run_id": run_id, "limit": 1000, "order_by": "event_log_id"},
-        )["event_logs"]
-        return [(str(log["event"]), str(log.get("task_id"))) for log in logs]
+        leftovers = stop_groups(groups, grace)
+        reap(self.processes.values(), self._outputs, wait=10)
+        return leftovers
 
     def diagnostics(self, runs: dict[str, str] | None = None) -> str:
         """Component output tails and, for ``runs``, every task log (JSON lines), for failure messages."""
@@ -241,10 +153,7 @@ class EndToEnd:
     results_base: Path
 
     def emulator_api(self, method: str, path: str, **kwargs: Any) -> Any:
-        kwargs.setdefault("timeout", 30)
-        response = HTTP.request(method, f"{self.emulator.base_url}{path}", **kwargs)
-        response.raise_for_status()
-        return response.json() if response.content else None
+        return http_json(method, f"{self.emulator.base_url}{path}", **kwargs)
 
     def records(self, object_name: str, include_deleted: bool = False) -> list[dict[str, Any]]:
         query = "?includeDeleted=true" if include_deleted else ""

@@ -28,7 +28,6 @@ import os
 import re
 import signal
 import sqlite3
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from stack_processes import HTTP, free_port, http_json
 
 from airflow_provider_sfbulk.emulator.config import EmulatorConfig
 from airflow_provider_sfbulk.emulator.store import DB_NAME
@@ -47,7 +47,7 @@ from airflow_provider_sfbulk.emulator.testing import (
     password_token,
     start_emulator_process,
 )
-from tests.e2e.conftest import HTTP, AirflowStack, free_port
+from tests.e2e.conftest import AirflowStack
 from tests.security.test_no_secret_anywhere import Secret, file_texts, find
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -121,9 +121,7 @@ class KillStack:
 
     # emulator ------------------------------------------------------------------------------------------
     def admin(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = HTTP.request(method, f"{self.emulator.base_url}/__emulator{path}", timeout=30, **kwargs)
-        response.raise_for_status()
-        return response.json()
+        return http_json(method, f"{self.emulator.base_url}/__emulator{path}", **kwargs)
 
     def sf(self, path: str) -> Any:
         """``GET`` of the Bulk API (``path`` under ``/services/data/v60.0``), with a fresh token on 401."""
@@ -171,22 +169,9 @@ class KillStack:
         self.runs.append((dag_id, run_id))
         return run_id
 
-    def task(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
-        return dict(self.stack.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"))
-
     def wait(self, what: str, check: Callable[[], Any], dag_id: str, run_id: str) -> Any:
         """Poll ``check`` until it returns something true; fail (with the logs) if the run ends first."""
-        deadline = time.monotonic() + BOUND
-        while time.monotonic() < deadline:
-            self.stack.check_alive()
-            found = check()
-            if found:
-                return found
-            state = self.stack.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
-            if state in ("success", "failed"):
-                raise AssertionError(f"run {state} before {what}\n{self.stack.diagnostics({dag_id: run_id})}")
-            time.sleep(0.2)
-        raise TimeoutError(f"never saw {what}\n{self.stack.diagnostics({dag_id: run_id})}")
+        return self.stack.wait_until(what, check, BOUND, pause=0.2, run=(dag_id, run_id))
 
     def wait_held(self, dag_id: str, run_id: str) -> dict[str, Any]:
         view = self.wait("the held request", lambda: self.admin("GET", "/holds")["held"], dag_id, run_id)
@@ -194,24 +179,12 @@ class KillStack:
 
     def kill_task(self, dag_id: str, run_id: str, task_id: str) -> int:
         """SIGKILL the task's supervisor (the LocalExecutor worker) and its task process; the try killed."""
-        ti = self.task(dag_id, run_id, task_id)
+        ti = self.stack.task_instance(dag_id, run_id, task_id)
         assert ti["state"] == "running", ti
         pids = _pids_with(str(ti["id"]))
         assert len(pids) == 2, f"expected the supervisor and the task process of {ti['id']}: {pids}"
         _kill_and_wait(pids)
         return int(ti["try_number"])
-
-    def restart_triggerer(self) -> None:
-        """SIGKILL the triggerer's process group, start a new triggerer."""
-        old = self.stack.processes["triggerer"]
-        os.killpg(old.pid, signal.SIGKILL)
-        old.wait(30)
-        out = open(self.stack.home / "triggerer-2.out", "wb")  # noqa: SIM115 - closed by stack.stop()
-        self.stack._outputs.append(out)
-        self.stack.processes["triggerer"] = subprocess.Popen(
-            self.stack._airflow("triggerer", "--skip-serve-logs"), env=self.stack.env, stdout=out,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
 
     def finish(self, dag_id: str, run_id: str) -> None:
         """Release what is held, wait for the run, and require success."""
@@ -427,7 +400,7 @@ def test_worker_killed(kills: KillStack, worker_kills: dict[str, KillOutcome], s
     at_kill = outcome.at_kill
     assert outcome.state_at_kill in step.states_at_kill
     assert outcome.held_job in at_kill
-    ti = kills.task(step.dag_id, outcome.run_id, step.task_id)
+    ti = kills.stack.task_instance(step.dag_id, outcome.run_id, step.task_id)
     assert ti["try_number"] > outcome.killed_try  # the scheduler retried the killed try
     final = _jobs_of(kills, step.kind, step.version, outcome.before)
     if step.kind == "query":
@@ -463,18 +436,19 @@ def test_triggerer_killed_while_the_task_is_deferred(kills: KillStack) -> None:
     run_id = kills.trigger(INGEST_DAG, {"source": str(source)})
 
     def deferred_and_running() -> bool:
-        ti = kills.task(INGEST_DAG, run_id, "load")
+        ti = kills.stack.task_instance(INGEST_DAG, run_id, "load")
         return ti["state"] == "deferred" and bool((ti.get("trigger") or {}).get("triggerer_id"))
 
     kills.wait("the trigger running in the triggerer", deferred_and_running, INGEST_DAG, run_id)
     at_kill = {i: j["state"] for i, j in kills.jobs().items() if i not in before}
     assert len(at_kill) == 3
-    kills.restart_triggerer()
+    kills.stack.restart("triggerer")
     kills.finish(INGEST_DAG, run_id)
 
     load = _check_load(kills, INGEST_DAG, run_id, keys)
     assert set(load["job_ids"]) == set(at_kill) == set(kills.jobs()) - before
-    assert kills.task(INGEST_DAG, run_id, "load")["try_number"] == 1  # the deferral survived the triggerer
+    # the deferral survived the triggerer
+    assert kills.stack.task_instance(INGEST_DAG, run_id, "load")["try_number"] == 1
 
 
 def test_emulator_restarted_in_the_middle_of_a_job(kills: KillStack) -> None:
