@@ -56,6 +56,7 @@ GROUPS = (
             "tests/unit/csvio/test_record_size_limit.py",
             "tests/unit/csvio/test_csv_utf8_boundary.py",
             "tests/unit/csvio/test_csv_header_errors_exact.py",
+            "tests/unit/csvio/test_csv_fast_paths_exact.py",
         ),
     ),
     Group(

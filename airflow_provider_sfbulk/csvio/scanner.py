@@ -580,10 +580,9 @@ class Scanner:
                 "field_count",
                 f"the record has {got} field(s) but the header has {len(self.columns)}",
             )
-        if end - pos > self.max_record_bytes:
-            raise self.too_large(
-                end - pos, record=self.record_number + 1, line=self.line_number, partial=False
-            )
+        # No whole-record size check: a complete record in the buffer is taken by _quick_run first, so a
+        # record gets here only at the end of the file, as the rest of the buffer, which the partial check
+        # above measured before the end was seen. The callers measure every run too (inspect_csv, parts).
         self._utf8_guard(pos, end, None)
         return end
 
