@@ -182,7 +182,16 @@ class BodySink:
         if not chunk:
             return
         self.raw_bytes += len(chunk)
-        data = self._decoder.decompress(chunk) if self._decoder is not None else chunk
+        if self._decoder is None:
+            self._take(chunk)
+            return
+        # At most CHUNK_SIZE decoded bytes at a time: result CSVs compress about 9 to 1, so one raw chunk
+        # would otherwise become a 2-3 MB piece, held (and copied by the tee) by every parallel download.
+        self._take(self._decoder.decompress(chunk, CHUNK_SIZE))
+        while self._decoder.unconsumed_tail:
+            self._take(self._decoder.decompress(self._decoder.unconsumed_tail, CHUNK_SIZE))
+
+    def _take(self, data: bytes) -> None:
         if data:
             self.decoded_bytes += len(data)
             self._emit(data)
@@ -190,10 +199,7 @@ class BodySink:
     def finish(self) -> None:
         """Called once after the last chunk."""
         if self._decoder is not None:
-            tail = self._decoder.flush()
-            if tail:
-                self.decoded_bytes += len(tail)
-                self._emit(tail)
+            self._take(self._decoder.flush())
             if not self._decoder.eof and self.raw_bytes:
                 raise zlib.error("compressed response body ended early")
 

@@ -9,6 +9,7 @@ import zlib
 import pytest
 
 from airflow_provider_sfbulk.protocol.messages import (
+    CHUNK_SIZE,
     BufferSink,
     Request,
     StreamSink,
@@ -84,6 +85,28 @@ def test_gzip_sink_across_tiny_chunks_and_truncation():
     truncated.feed(packed[: len(packed) // 2])
     with pytest.raises(zlib.error):
         truncated.finish()
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_a_compressed_chunk_is_decoded_in_pieces_of_at_most_chunk_size(encoding):
+    # 1,000 to 1: one raw chunk holds about 6 MB of CSV; every parallel download would hold a piece that big
+    payload = b'"0015fE000000001AAA","true","Acme, Corp."\n' * 150_000
+    packed = gzip.compress(payload) if encoding == "gzip" else zlib.compress(payload)
+    assert len(packed) < CHUNK_SIZE
+    pieces: list[int] = []
+
+    class Recorder(io.BytesIO):
+        def write(self, data):  # type: ignore[override]
+            pieces.append(len(data))
+            return super().write(data)
+
+    out = Recorder()
+    sink = StreamSink(encoding, out)
+    sink.feed(packed)
+    sink.finish()
+    assert out.getvalue() == payload
+    assert max(pieces) == CHUNK_SIZE
+    assert sum(pieces) == sink.decoded_bytes == len(payload)
 
 
 def test_unknown_encoding_refused_and_buffer_capped():
