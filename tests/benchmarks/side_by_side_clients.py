@@ -238,7 +238,7 @@ def _ssf(settings: dict[str, Any]) -> Any:
 
 def ssf_ingest(settings: dict[str, Any], out: Path) -> dict[str, Any]:
     bulk = _ssf(settings).bulk2.Account
-    results = bulk.insert(csv_file=settings["source"])
+    results = bulk.insert(csv_file=settings["source"], **settings.get("options", {}))
     files: dict[str, list[str]] = {"successful": [], "failed": [], "unprocessed": []}
     for index, result in enumerate(results):
         for kind, method in (("successful", bulk.get_successful_records), ("failed", bulk.get_failed_records),
@@ -289,7 +289,7 @@ def ours_ingest(settings: dict[str, Any], out: Path) -> dict[str, Any]:
     operator = SalesforceBulkIngestOperator(
         task_id="task", salesforce_conn_id=settings["conn_id"], object_name="Account", operation="insert",
         source=settings["source"], results_path=str(out), deferrable=False, poll_interval=1.0,
-        max_poll_interval=5.0, **settings.get("ours", {}))
+        max_poll_interval=5.0, **settings.get("options", {}))
     result = operator.execute({"ti": _TaskInstance(out.name)})  # type: ignore[arg-type]
     return {"jobs": len(result["job_ids"]), "files": _our_files(out),
             "processed": result["records_successful"] + result["records_failed"],
@@ -302,7 +302,7 @@ def ours_query(settings: dict[str, Any], out: Path) -> dict[str, Any]:
     operator = SalesforceBulkQueryOperator(
         task_id="task", salesforce_conn_id=settings["conn_id"], soql=settings["soql"], results_path=str(out),
         max_records_per_page=settings["page_rows"], deferrable=False, poll_interval=1.0,
-        max_poll_interval=5.0, **settings.get("ours", {}))
+        max_poll_interval=5.0, **settings.get("options", {}))
     result = operator.execute({"ti": _TaskInstance(out.name)})  # type: ignore[arg-type]
     pages = [uri.removeprefix("file://") for uri in result["files"]]
     return {"pages": len(pages), "records": result["record_count"], "files": {"successful": pages}}
