@@ -91,7 +91,7 @@ class PartLoader:
         hook = self.hooks.get()
         for _attempt in range(ATTEMPTS_PER_PART):
             if part.phase is Phase.CREATING:
-                self.recover_creating(hook, part)
+                self.recover_creating(hook, part, round_.number)
             elif part.phase is Phase.UPLOADING:
                 self.recover_uploading(hook, part)
             elif part.phase is Phase.CREATED:
@@ -167,7 +167,7 @@ class PartLoader:
             )
         except SalesforceBulkOutcomeUnknownError as err:
             self.log.warning("Part %d: multipart create outcome unknown (%s)", part.index, err)
-            self.recover_creating(hook, part)
+            self.recover_creating(hook, part, round_.number)
             return
         self._job_created(part, job)
         self.journal.update(part, phase=Phase.CLOSED, job_id=job.id, state=job.state.value)
@@ -178,10 +178,16 @@ class PartLoader:
 
     # --- recovering ---------------------------------------------------------------------------------
 
-    def recover_creating(self, hook: SalesforceBulkHook, part: Part) -> None:
+    def recover_creating(self, hook: SalesforceBulkHook, part: Part, round_number: int) -> None:
         """A create was sent and its answer never came: find out whether a job exists."""
         if part.mode != "multipart":
-            # A lost JSON create leaves at most an empty Open job, which Salesforce never processes.
+            # The try that sent this JSON create died before it recorded the answer (a kill): at most an
+            # empty Open job was left, which Salesforce never processes. Remember the request as lost, so
+            # that the orphan clean-up after the uploads aborts that job. Salesforce made it, if at all,
+            # while the request could still be answered: within one request timeout of sending it.
+            assert part.sent_at is not None
+            answered_by = min(time.time(), part.sent_at + hook.config.timeout)
+            self.journal.lost_create(LostCreate((round_number, part.index), part.sent_at, answered_by))
             self.journal.update(part, phase=Phase.NEW)
             return
         job = self.find_lost_job(hook, part)

@@ -3,8 +3,9 @@
 When the answer to a JSON job creation is lost (the connection dropped after the request was sent), the
 load creates another job for the part; the first, if Salesforce made it, stays ``Open`` for ever: it
 processes nothing, but it counts against the org's jobs and shows up as stale. After the uploads the
-load looks for such orphans: jobs of the connection's user, same object and operation, still ``Open``,
-not in the checkpoint, created while a lost request was in flight. The window is this machine's send and
+load looks for such orphans: jobs of the connection's user and API version, same object and operation,
+still ``Open``, not in the checkpoint, created while a lost request was in flight (also when the try that
+sent it was killed before the answer was recorded). The window is this machine's send and
 failure times moved onto Salesforce's clock, whose offset the load learns from the jobs it did create
 (a two-minute margin before it knows). Another task of the same user may create jobs at the same moment,
 so nothing is guessed: when more jobs match than requests were lost, none is aborted and the candidates
@@ -53,6 +54,7 @@ def find_orphans(spec: LoadSpec, journal: LoadJournal, hook: SalesforceBulkHook)
     windows = [_window(lost, state.clock_offset) for lost in state.lost_creates]
     user_id = hook.get_user_id()
     known = state.known_job_ids()
+    version = float(hook.config.api_version)  # our create made its job with the connection's version
 
     def created_in_a_window(job: JobInfo) -> bool:
         created = job.created_at
@@ -66,6 +68,7 @@ def find_orphans(spec: LoadSpec, journal: LoadJournal, hook: SalesforceBulkHook)
         and job.object == spec.object_name
         and job.operation == spec.operation
         and (user_id is None or job.created_by_id is None or job.created_by_id[:15] == user_id[:15])
+        and (job.api_version is None or job.api_version == version)
         and created_in_a_window(job)
     ]
 

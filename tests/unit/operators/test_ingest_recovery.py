@@ -129,6 +129,30 @@ def test_crash_while_jobs_run(emulator, salesforce_conn, tmp_path, monkeypatch):
     assert_loaded_once(emulator, 30)
 
 
+def test_crash_during_a_json_create_aborts_the_job_it_left(emulator, salesforce_conn, tmp_path, monkeypatch):
+    """The worker dies after Salesforce made the job, before the answer was recorded (seen in the kill suite:
+    the empty job stayed Open for ever). The retry remembers the request as lost and aborts its orphan."""
+    salesforce_conn(emulator)
+    src = source(tmp_path, 5)
+    real = SalesforceBulkHook.create_ingest_job
+    made: list[str] = []
+
+    def create_then_die(self: Any, *args: Any, **kwargs: Any) -> Any:
+        made.append(real(self, *args, **kwargs).id)
+        raise Crash("worker died before recording the job id")
+
+    monkeypatch.setattr(SalesforceBulkHook, "create_ingest_job", create_then_die)
+    with pytest.raises(Crash):
+        operator(src).execute({"ti": FakeTI(1)})
+    monkeypatch.setattr(SalesforceBulkHook, "create_ingest_job", real)
+    result = operator(src).execute({"ti": FakeTI(2)})
+    states = {job["id"]: job["state"] for job in all_jobs(emulator)}
+    assert states[made[0]] == "Aborted"
+    assert made[0] not in result["job_ids"]
+    assert {states[job_id] for job_id in result["job_ids"]} == {"JobComplete"}
+    assert_loaded_once(emulator, 5)
+
+
 @pytest.mark.parametrize("how", ["lost answer", "crash"])
 def test_lost_multipart_answer_adopts_the_job(emulator, salesforce_conn, tmp_path, monkeypatch, how):
     salesforce_conn(emulator)
