@@ -355,7 +355,6 @@ def validate_upload_header(schema: Schema, spec: IngestSpec, data_path: Path) ->
 # ------------------------------------------------------------------------------------------ row state
 
 
-@dataclass
 class _Row:
     """One uploaded row while its batch is processed (a plain slotted class: one per record, made fast)."""
 
