@@ -129,7 +129,12 @@ class IngestLoad:
         if journal is not None and resume_earlier_load(
             journal,
             fingerprint=self.spec.fingerprint(str(self.source)),
-            split_source=lambda: self.files.split(self.source, 0),
+            split_source=lambda: self.files.split(
+                self.source,
+                0,
+                concurrency=journal.state.rounds[0].concurrency,
+                part_bytes=journal.state.rounds[0].part_bytes or self.spec.max_bytes_per_job,
+            ),
             hook=self.hook,
             log=self.log,
             restart=restart,
@@ -148,7 +153,9 @@ class IngestLoad:
         self._journal = journal
 
     def _start(self) -> LoadJournal:
-        parts = self.files.parts_of(0) or self.files.split(self.source, 0)
+        parts = self.files.parts_of(0) or self.files.split(
+            self.source, 0, concurrency=self.spec.job_concurrency
+        )
         if not parts:
             raise IngestInputError(f"{self.source}: no records to load")
         try:
@@ -162,7 +169,16 @@ class IngestLoad:
             fingerprint=self.spec.fingerprint(str(self.source)),
             started_at=time.time(),
             records_sent=sum(part.record_count for part in parts),
-            rounds=[new_round(0, str(self.source), parts, self.spec.job_concurrency, ())],
+            rounds=[
+                new_round(
+                    0,
+                    str(self.source),
+                    parts,
+                    self.spec.job_concurrency,
+                    (),
+                    part_bytes=self.files.part_bytes_of(0),
+                )
+            ],
         )
         journal = LoadJournal(self.checkpoint, state)
         journal.save()

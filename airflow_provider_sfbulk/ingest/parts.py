@@ -6,10 +6,12 @@ needs a part it no longer has.
 
 from __future__ import annotations
 
+import io
 import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Collection
+from typing import IO
 
 from airflow.providers.common.compat.sdk import ObjectStoragePath
 
@@ -41,11 +43,23 @@ class PartFiles:
         self._spool_dir: str | None = None
         self._parts: dict[tuple[int, int], CsvPart] = {}
         self._columns: dict[int, tuple[str, ...]] = {}
+        self._part_bytes: dict[int, int] = {}
         self._lock = threading.Lock()
 
-    def split(self, source: ObjectStoragePath, round_number: int) -> list[CsvPart]:
+    def split(
+        self,
+        source: ObjectStoragePath,
+        round_number: int,
+        *,
+        concurrency: int,
+        part_bytes: int | None = None,
+    ) -> list[CsvPart]:
         """Validate ``source`` completely and cut it into spooled parts (remembered for the round).
 
+        :param concurrency: jobs of the round that may run at once: the parts are sized to spread the
+            source over them (:meth:`~airflow_provider_sfbulk.ingest.spec.LoadSpec.part_bytes`).
+        :param part_bytes: cut at this size instead (a round recorded in the checkpoint is cut again
+            exactly as it was).
         :raises IngestInputError: the file is missing or cannot be loaded as it is.
         """
         required, allowed = required_columns_for(self._spec.operation, self._spec.external_id_field)
@@ -53,9 +67,11 @@ class PartFiles:
             self._spool_dir = tempfile.mkdtemp(prefix="sfbulk-ingest-")
         try:
             with source.open("rb") as stream:
+                if part_bytes is None:
+                    part_bytes = self._spec.part_bytes(_size_of(stream), concurrency)
                 result = split_csv(
                     stream,
-                    self._spec.max_bytes_per_job,
+                    part_bytes,
                     max_records=self._spec.max_records_per_job,
                     column_delimiter=self._spec.column_delimiter,
                     line_ending=self._spec.line_ending,
@@ -71,7 +87,12 @@ class PartFiles:
         for part in result.parts:
             self._parts[(round_number, part.index)] = part
         self._columns[round_number] = result.columns
+        self._part_bytes[round_number] = part_bytes
         return result.parts
+
+    def part_bytes_of(self, round_number: int) -> int:
+        """The part size a round's source was cut at by this process."""
+        return self._part_bytes[round_number]
 
     def columns_of(self, round_number: int) -> tuple[str, ...]:
         """The header names of a round's source, once this process split it."""
@@ -93,7 +114,9 @@ class PartFiles:
             if spooled is not None and spooled.path.exists():
                 return spooled
             self._log.info("Splitting %s again to upload part %d", round_.source, part.index)
-            for found in self.split(self._source_of(round_), round_.number):
+            cut_at = round_.part_bytes or self._spec.max_bytes_per_job
+            source = self._source_of(round_)
+            for found in self.split(source, round_.number, concurrency=round_.concurrency, part_bytes=cut_at):
                 stored = round_.parts[found.index] if found.index < len(round_.parts) else None
                 if stored is None or stored.sha256 != found.sha256:
                     raise IngestInputError(
@@ -110,14 +133,36 @@ class PartFiles:
             self._parts.clear()
 
 
+def _size_of(stream: IO[bytes]) -> int | None:
+    """The size of a seekable source stream (left where it was), ``None`` when it cannot tell."""
+    try:
+        if not stream.seekable():
+            return None
+        position = stream.tell()
+        end = stream.seek(0, io.SEEK_END)
+        stream.seek(position)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return end - position
+
+
 def new_round(
-    number: int, source: str, parts: list[CsvPart], concurrency: int, codes: Collection[str]
+    number: int,
+    source: str,
+    parts: list[CsvPart],
+    concurrency: int,
+    codes: Collection[str],
+    part_bytes: int | None = None,
 ) -> Round:
-    """A round of freshly split parts, none of which has a job yet."""
+    """A round of freshly split parts, none of which has a job yet.
+
+    :param part_bytes: the size the parts were cut at (:meth:`PartFiles.part_bytes_of`).
+    """
     return Round(
         number=number,
         source=source,
         concurrency=concurrency,
+        part_bytes=part_bytes,
         retried_codes=sorted(codes),
         records=sum(part.record_count for part in parts),
         parts=[

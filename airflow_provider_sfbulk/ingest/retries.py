@@ -101,8 +101,17 @@ def plan_retry(
         split.resubmitted,
         ", one job at a time" if serial else "",
     )
-    parts = files.split(retry_file, round_.number + 1)
     concurrency = 1 if serial else spec.job_concurrency
-    journal.state.rounds.append(new_round(round_.number + 1, str(retry_file), parts, concurrency, codes))
+    parts = files.split(retry_file, round_.number + 1, concurrency=concurrency)
+    journal.state.rounds.append(
+        new_round(
+            round_.number + 1,
+            str(retry_file),
+            parts,
+            concurrency,
+            codes,
+            part_bytes=files.part_bytes_of(round_.number + 1),
+        )
+    )
     journal.save()
     return True

@@ -17,13 +17,23 @@ from airflow_provider_sfbulk.ingest.errors import IngestInputError
 from airflow_provider_sfbulk.protocol.api import MULTIPART_MAX_BYTES
 from airflow_provider_sfbulk.protocol.states import IngestOperation
 
-__all__ = ["LIMITS_CHECKS", "LOCK_ERROR_CODE", "LoadSpec"]
+__all__ = ["DEFAULT_MIN_BYTES_PER_JOB", "LIMITS_CHECKS", "LOCK_ERROR_CODE", "LoadSpec"]
 
 #: The row error that lock retries deal with.
 LOCK_ERROR_CODE = "UNABLE_TO_LOCK_ROW"
 
 #: Values of ``limits_check``.
 LIMITS_CHECKS = ("fail", "warn", "off")
+
+#: Smallest part a file is cut into so that its jobs run side by side (``min_bytes_per_job``): a file under
+#: twice this size stays one job; a bigger one is spread over up to ``job_concurrency`` jobs of similar
+#: size (see :meth:`LoadSpec.part_bytes`).
+DEFAULT_MIN_BYTES_PER_JOB = 10_000_000
+
+#: Room above an even share (a fraction of it), so that parts cut at record boundaries still come to
+#: ``job_concurrency`` and not one more small part: a part ends before the record that would not fit,
+#: so each falls short of its size by less than one record (2 % of 10 MB is 200 KB).
+_SHARE_SLACK_DIVISOR = 50
 
 
 @dataclass
@@ -42,6 +52,7 @@ class LoadSpec:
     line_ending: str = "LF"
     assignment_rule_id: str | None = None
     max_bytes_per_job: int = DEFAULT_MAX_BYTES
+    min_bytes_per_job: int = DEFAULT_MIN_BYTES_PER_JOB
     max_records_per_job: int | None = None
     multipart_max_bytes: int = MULTIPART_MAX_BYTES
     job_concurrency: int = 5
@@ -60,7 +71,7 @@ class LoadSpec:
 
     def check_numbers(self) -> None:
         """Checks that do not depend on templates (the operator runs them when the DAG is parsed)."""
-        for name in ("job_concurrency", "upload_concurrency"):
+        for name in ("job_concurrency", "upload_concurrency", "max_bytes_per_job", "min_bytes_per_job"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name in ("max_failed_records", "retry_failed_records", "multipart_max_bytes"):
@@ -106,6 +117,26 @@ class LoadSpec:
             "max_bytes_per_job": self.max_bytes_per_job,
             "max_records_per_job": self.max_records_per_job,
         }
+
+    def part_bytes(self, source_bytes: int | None, concurrency: int) -> int:
+        """The largest part to cut a source of ``source_bytes`` into, for jobs ``concurrency`` at a time.
+
+        The source is spread over as many parts of similar size as run at once, but no part smaller than
+        ``min_bytes_per_job`` and none larger than ``max_bytes_per_job``, so that its jobs run side by side
+        instead of one full job after another: 220 MB with the defaults becomes five parts of about 45 MB
+        instead of 100 + 100 + 20 MB; 25 MB two of 12.5 MB; a file up to 20 MB stays one part; 1 GB is cut
+        at 100 MB. With ``min_bytes_per_job`` at or above ``max_bytes_per_job``, or a source of unknown
+        size, parts are cut at ``max_bytes_per_job``.
+
+        :param source_bytes: the size of the source file, ``None`` when it cannot be known beforehand.
+        :param concurrency: jobs of the round that may run at once.
+        """
+        if source_bytes is None or self.min_bytes_per_job >= self.max_bytes_per_job:
+            return self.max_bytes_per_job
+        count = max(1, min(concurrency, source_bytes // self.min_bytes_per_job))
+        share = -(-source_bytes // count)
+        share += share // _SHARE_SLACK_DIVISOR
+        return min(self.max_bytes_per_job, max(self.min_bytes_per_job, share))
 
     def job_args(self) -> dict[str, Any]:
         """Keyword arguments of the hook's job creation calls."""

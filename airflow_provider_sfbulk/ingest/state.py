@@ -356,6 +356,8 @@ class Round:
     :param records: data records of the round.
     :param collected: every part's results were downloaded.
     :param retry: what was decided after this round, once decided.
+    :param part_bytes: the largest part the source was cut into, so that a restarted process cuts it
+        the same way (``None`` in checkpoints written before it was recorded: ``max_bytes_per_job``).
     """
 
     number: int
@@ -366,6 +368,7 @@ class Round:
     parts: list[Part]
     collected: bool = False
     retry: RetryPlan | None = None
+    part_bytes: int | None = None
 
     def parts_in(self, *phases: Phase) -> list[Part]:
         """The parts whose phase is one of ``phases``."""
@@ -388,6 +391,8 @@ class Round:
         }
         if self.retry is not None:
             document["retry"] = self.retry.to_json()
+        if self.part_bytes is not None:
+            document["part_bytes"] = self.part_bytes
         return document
 
     @classmethod
@@ -403,6 +408,7 @@ class Round:
             parts=[Part.from_json(item) for item in document["parts"]],
             collected=document.get("collected", False),
             retry=RetryPlan.from_json(retry) if retry is not None else None,
+            part_bytes=document.get("part_bytes"),
         )
 
 

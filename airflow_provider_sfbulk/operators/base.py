@@ -33,7 +33,7 @@ from airflow_provider_sfbulk.triggers.job import SalesforceBulkJobTrigger
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
-__all__ = ["DEADLINE_KEY", "SalesforceBulkBaseOperator"]
+__all__ = ["DEADLINE_KEY", "SalesforceBulkBaseOperator", "template_flag"]
 
 #: Checkpoint key of the absolute deadline (epoch seconds) of the task's waits.
 DEADLINE_KEY = "deadline"
@@ -208,3 +208,10 @@ class SalesforceBulkBaseOperator(BaseOperator):
                 self.log.info("Salesforce Bulk job %s aborted on kill", job_id)
             except Exception as err:  # a finished job cannot be aborted; keep killing the others
                 self.log.info("Salesforce Bulk job %s not aborted: %s", job_id, err)
+
+
+def template_flag(value: bool | str | None) -> bool:
+    """A flag that may come from a template as text (``"True"``, ``"false"``, ``"1"``, ``""``)."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)

@@ -22,10 +22,10 @@ from airflow_provider_sfbulk.hooks.bulk import SalesforceBulkHook
 from airflow_provider_sfbulk.ingest.errors import IngestInputError
 from airflow_provider_sfbulk.ingest.journal import STATE_KEY
 from airflow_provider_sfbulk.ingest.load import IngestLoad, WaitFor
-from airflow_provider_sfbulk.ingest.spec import LoadSpec
+from airflow_provider_sfbulk.ingest.spec import DEFAULT_MIN_BYTES_PER_JOB, LoadSpec
 from airflow_provider_sfbulk.ingest.summary import LoadSummary
 from airflow_provider_sfbulk.links.job import SalesforceBulkJobLink
-from airflow_provider_sfbulk.operators.base import DEADLINE_KEY, SalesforceBulkBaseOperator
+from airflow_provider_sfbulk.operators.base import DEADLINE_KEY, SalesforceBulkBaseOperator, template_flag
 from airflow_provider_sfbulk.protocol.api import MULTIPART_MAX_BYTES
 from airflow_provider_sfbulk.protocol.states import JobKind
 
@@ -44,10 +44,11 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
     """Insert, update, upsert, delete or hardDelete the rows of a CSV with Bulk API 2.0 ingest jobs.
 
     **Steps.** The source is read once as a stream, validated completely and cut at record boundaries into
-    parts of at most ``max_bytes_per_job`` (header repeated in each, BOM dropped) before any job exists:
-    a bad file (missing, empty, header only, unbalanced quotes, wrong delimiter or line ending, invalid
-    UTF-8, a header that does not fit the operation) fails with a clear message and no job. Then the
-    daily Bulk allowance is checked (``limits_check``). Each part becomes one job: one part under
+    parts (header repeated in each, BOM dropped) before any job exists: parts of similar size, as many as
+    ``job_concurrency`` where each holds ``min_bytes_per_job``, none over ``max_bytes_per_job``. A bad file
+    (missing, empty, header only, unbalanced quotes, wrong delimiter or line ending, invalid UTF-8, a
+    header that does not fit the operation) fails with a clear message and no job. Then the daily Bulk
+    allowance is checked (``limits_check``). Each part becomes one job: one part under
     ``multipart_max_bytes`` is sent with the one-request multipart create; otherwise every job is
     created and uploaded (``upload_concurrency`` at a time) and then closed (``UploadComplete``) so that
     at most ``job_concurrency`` jobs run at once. The task then waits, deferred to the triggerer
@@ -108,6 +109,8 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
     :param results_path: folder for result files and manifest (templated); default
         ``<results base>/<dag>/<run>/<task>/try-<n>``.
     :param max_bytes_per_job: largest upload per job (default just under Salesforce's limit).
+    :param min_bytes_per_job: smallest part when spreading a file over ``job_concurrency`` jobs (default
+        10 MB: a file under 20 MB is one job); ``max_bytes_per_job`` or more: cut only where a part is full.
     :param max_records_per_job: most rows per job (default no limit besides the size).
     :param multipart_max_bytes: a load of one part at most this big uses the multipart create; 0 never.
     :param job_concurrency: how many of this task's jobs run at once (1 = one after another).
@@ -160,6 +163,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
         assignment_rule_id: str | None = None,
         results_path: Any = None,
         max_bytes_per_job: int = DEFAULT_MAX_BYTES,
+        min_bytes_per_job: int = DEFAULT_MIN_BYTES_PER_JOB,
         max_records_per_job: int | None = None,
         multipart_max_bytes: int = DEFAULT_MULTIPART_MAX_BYTES,
         job_concurrency: int = 5,
@@ -186,6 +190,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
         self.assignment_rule_id = assignment_rule_id
         self.results_path = results_path
         self.max_bytes_per_job = max_bytes_per_job
+        self.min_bytes_per_job = min_bytes_per_job
         self.max_records_per_job = max_records_per_job
         self.multipart_max_bytes = multipart_max_bytes
         self.job_concurrency = job_concurrency
@@ -214,6 +219,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
             line_ending=self.line_ending,
             assignment_rule_id=self.assignment_rule_id,
             max_bytes_per_job=self.max_bytes_per_job,
+            min_bytes_per_job=self.min_bytes_per_job,
             max_records_per_job=self.max_records_per_job,
             multipart_max_bytes=self.multipart_max_bytes,
             job_concurrency=self.job_concurrency,
@@ -261,7 +267,7 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
         load = self._new_load(context)
         try:
             try:
-                if load.open(restart=_truthy(self.restart_load)):
+                if load.open(restart=template_flag(self.restart_load)):
                     load.checkpoint.delete(DEADLINE_KEY)  # a new load gets the whole timeout
                     if load.limits_low:
                         self._incr("sfbulk.limits.daily_batches_low")
@@ -387,10 +393,3 @@ class SalesforceBulkIngestOperator(SalesforceBulkBaseOperator):
         from airflow_provider_sfbulk.operators.lineage import ingest_lineage
 
         return ingest_lineage(self, task_instance)
-
-
-def _truthy(value: bool | str | None) -> bool:
-    """A flag that may come from a template as text (``"True"``, ``"false"``, ``"1"``, ``""``)."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
