@@ -14,18 +14,13 @@ def id_checksum(id15: str) -> str:
     """Return the three checksum characters Salesforce appends to a 15-character id."""
     if len(id15) != 15:
         raise ValueError(f"a Salesforce id checksum needs 15 characters, got {len(id15)}")
-    suffix = []
-    for chunk_start in range(0, 15, 5):
-        bits = 0
-        for position, char in enumerate(id15[chunk_start : chunk_start + 5]):
-            if "A" <= char <= "Z":
-                bits |= 1 << position
-        suffix.append(_CHECKSUM_ALPHABET[bits])
-    return "".join(suffix)
+    if not id15.isascii():  # only A-Z count, and no other character is one of them
+        id15 = "".join(char if char.isascii() else "0" for char in id15)
+    return _checksum(id15)
 
 
 def _checksum(id15: str) -> str:
-    """:func:`id_checksum` of an id made of base62 digits only (the ids :func:`make_ids` builds), faster."""
+    """:func:`id_checksum` of 15 ASCII characters (the ids :func:`make_ids` builds go straight here)."""
     # Each 5-character chunk gives a 5-bit number, bit i set when its character i is an upper-case letter.
     # The translation writes those bits as "0"/"1" text; reversed, it is the number in base 2.
     flags = id15.translate(_UPPER_FLAGS)

@@ -69,3 +69,15 @@ def test_refusals(prefix: str, pod: str, first: int, count: int, message: str) -
 
 def test_last_id_that_fits() -> None:
     assert make_ids("001", "5fE", 62**9 - 1, 1) == ["0015fEzzzzzzzzzABA"]
+
+
+def test_checksum_of_any_fifteen_characters_equals_the_reference() -> None:
+    # is_valid_id and to_18 take whatever a CSV holds: punctuation, lower case, non-ASCII letters
+    # (only A-Z set a bit; an accented capital does not).
+    rng = random.Random(11)
+    alphabet = _BASE62 + "-_ .éÉÄßΩ€😀"
+    for _ in range(3000):
+        id15 = "".join(rng.choice(alphabet) for _ in range(15))
+        assert id_checksum(id15) == _reference_checksum(id15), id15
+    with pytest.raises(ValueError, match="15 characters"):
+        id_checksum("001A0000006Vm9")
