@@ -165,8 +165,12 @@ def clients_for(case: str, profile: str, data_bytes: int) -> list[Client]:
             # 100 MB part is full (the operator's behaviour before min_bytes_per_job).
             chosen.append(Client("ours, cut at 100 MB only", "ours", {"min_bytes_per_job": 100_000_000}))
         return chosen
-    return [Client("raw floor (locator chain)", "raw"), Client("raw resultPages x4", "raw_parallel"),
-            Client("simple-salesforce", "ssf"), Client("ours", "ours")]
+    chosen = [Client("raw floor (locator chain)", "raw"), Client("raw resultPages x4", "raw_parallel"),
+              Client("simple-salesforce", "ssf"), Client("ours", "ours")]
+    if profile == "salesforce":
+        # When each stream is capped, more of them at once is the client's one lever on the download.
+        chosen.append(Client("ours, 8 download streams", "ours", {"download_concurrency": 8}))
+    return chosen
 
 
 # --- measuring --------------------------------------------------------------------------------------------
