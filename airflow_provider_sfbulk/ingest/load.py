@@ -129,12 +129,7 @@ class IngestLoad:
         if journal is not None and resume_earlier_load(
             journal,
             fingerprint=self.spec.fingerprint(str(self.source)),
-            split_source=lambda: self.files.split(
-                self.source,
-                0,
-                concurrency=journal.state.rounds[0].concurrency,
-                part_bytes=journal.state.rounds[0].part_bytes or self.spec.max_bytes_per_job,
-            ),
+            split_source=lambda: self.files.split_as_recorded(self.source, journal.state.rounds[0]),
             hook=self.hook,
             log=self.log,
             restart=restart,

@@ -90,6 +90,14 @@ class PartFiles:
         self._part_bytes[round_number] = part_bytes
         return result.parts
 
+    def split_as_recorded(self, source: ObjectStoragePath, round_: Round) -> list[CsvPart]:
+        """Cut ``source`` again exactly as ``round_`` was cut, at its recorded part size.
+
+        A checkpoint written before sizes were recorded was cut at ``max_bytes_per_job``.
+        """
+        cut_at = round_.part_bytes or self._spec.max_bytes_per_job
+        return self.split(source, round_.number, concurrency=round_.concurrency, part_bytes=cut_at)
+
     def part_bytes_of(self, round_number: int) -> int:
         """The part size a round's source was cut at by this process."""
         return self._part_bytes[round_number]
@@ -114,9 +122,7 @@ class PartFiles:
             if spooled is not None and spooled.path.exists():
                 return spooled
             self._log.info("Splitting %s again to upload part %d", round_.source, part.index)
-            cut_at = round_.part_bytes or self._spec.max_bytes_per_job
-            source = self._source_of(round_)
-            for found in self.split(source, round_.number, concurrency=round_.concurrency, part_bytes=cut_at):
+            for found in self.split_as_recorded(self._source_of(round_), round_):
                 stored = round_.parts[found.index] if found.index < len(round_.parts) else None
                 if stored is None or stored.sha256 != found.sha256:
                     raise IngestInputError(
